@@ -1,0 +1,453 @@
+"""Claim checks: every statement a chapter makes is backed by one of these calls.
+
+A claim is checked in one of three ways, the ``method`` recorded in the book's verification ledger:
+
+* ``symbolic``: an identity or equation proved by SymPy (:func:`symbolic`);
+* ``numeric``: a number or array compared with its expected value within a stated tolerance
+  (:func:`close`, :func:`bound`, :func:`monte_carlo`);
+* ``experiment``: the outcome of a torch experiment that reproduces an article's practical point
+  (any helper with ``method="experiment"``, or :func:`holds` for a yes/no property).
+
+A passed claim prints one compact line and is recorded; a failed claim is recorded too and then raises
+:class:`ClaimError`, which stops the notebook with a message that names the claim and shows measured
+against expected. Inside Jupyter each record travels in the cell output's metadata (key ``suma_claim``),
+which is how the book's ledger is built from the executed notebooks rather than typed by hand.
+
+The expected value of a claim must come from the derivation (a closed form, a bound, a peer library), never
+from the code under test.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ClaimError",
+    "ClaimRecord",
+    "symbolic",
+    "close",
+    "bound",
+    "monte_carlo",
+    "holds",
+    "records",
+    "reset",
+    "summary",
+]
+
+METHODS = ("symbolic", "numeric", "experiment")
+_RECORDS: list[ClaimRecord] = []
+
+
+class ClaimError(AssertionError):
+    """Raised when a claim does not check out; the message names the claim and shows the numbers."""
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    """One checked claim, as it appears in a chapter's summary and in the verification ledger."""
+
+    claim: str
+    method: str
+    measured: str
+    expected: str
+    tolerance: str
+    status: str  # "pass" or "fail"
+
+    @property
+    def passed(self) -> bool:
+        """Whether the claim checked out."""
+        return self.status == "pass"
+
+    def line(self) -> str:
+        """The compact one-line report printed for this claim."""
+        mark = "✓" if self.passed else "✗"
+        return (
+            f"{mark} [{self.method}] {self.claim} — measured {self.measured}; "
+            f"expected {self.expected} ({self.tolerance})"
+        )
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _fmt(x: Any) -> str:
+    """Format a number (or a small array) compactly for a report line."""
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    arr = np.asarray(x)
+    if arr.ndim == 0:
+        v = arr.item()
+        if isinstance(v, complex):
+            return f"{v.real:.6g}{v.imag:+.6g}j"
+        if isinstance(v, (int, np.integer)):
+            return str(v)
+        try:
+            return f"{float(v):.6g}"
+        except (TypeError, ValueError):
+            return str(v)
+    if arr.size <= 4:
+        return "[" + ", ".join(_fmt(v) for v in arr.ravel()) + "]"
+    return f"array{tuple(arr.shape)}"
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    """Convert scalars, lists, NumPy arrays and torch tensors (any device) to a float64 NumPy array."""
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            if x.device.type == "meta":
+                raise ValueError(f"{name} is on the meta device and holds no values to check")
+            x = x.detach().to("cpu")
+            x = x.to(torch.complex128 if x.is_complex() else torch.float64).numpy()
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    try:
+        arr = np.asarray(x)
+        if arr.dtype == object:
+            arr = arr.astype(np.float64)
+        if not np.iscomplexobj(arr):
+            arr = arr.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a number, an array or a tensor, got {type(x).__name__}") from err
+    return arr
+
+
+def _check_name(claim: Any) -> str:
+    if not isinstance(claim, str) or not claim.strip():
+        raise TypeError("claim must be a non-empty string that states what is being checked")
+    return claim.strip()
+
+
+def _check_method(method: Any) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return method
+
+
+def _emit(record: ClaimRecord) -> None:
+    """Record the claim and show its line (with the record in the output's metadata under Jupyter)."""
+    _RECORDS.append(record)
+    if not _display({"text/plain": record.line()}, {"suma_claim": asdict(record)}):
+        print(record.line())
+
+
+def _display(bundle: dict, metadata: dict) -> bool:
+    """Display a MIME bundle with metadata when running in an IPython kernel; report whether it did."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover
+        return False
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return False
+    display(bundle, raw=True, metadata=metadata)
+    return True
+
+
+def _finish(claim, method, measured, expected, tolerance, ok) -> ClaimRecord:
+    record = ClaimRecord(
+        claim=claim,
+        method=method,
+        measured=measured,
+        expected=expected,
+        tolerance=tolerance,
+        status="pass" if ok else "fail",
+    )
+    _emit(record)
+    if not ok:
+        raise ClaimError(
+            f"Claim failed: {claim}\n  measured:  {measured}\n  expected:  {expected}\n"
+            f"  tolerance: {tolerance}"
+        )
+    return record
+
+
+# ----------------------------------------------------------------------------------------- checks
+def symbolic(claim: str, lhs: Any, rhs: Any = 0, *, method: str = "symbolic") -> ClaimRecord:
+    """Check the identity ``lhs == rhs`` with SymPy.
+
+    The difference is simplified; the claim passes only if SymPy proves it to be zero (``simplify`` gives
+    0, or ``equals(0)`` is ``True``). A difference SymPy cannot decide counts as a failure.
+
+    Parameters
+    ----------
+    claim : str
+        What is being checked, in words.
+    lhs, rhs : sympy expression or number
+        The two sides of the identity (``rhs`` defaults to 0).
+    method : str
+        Ledger category, ``"symbolic"`` by default.
+
+    Returns
+    -------
+    ClaimRecord
+
+    Raises
+    ------
+    ClaimError
+        If the identity is not proved.
+    """
+    import sympy as sp
+
+    claim = _check_name(claim)
+    method = _check_method(method)
+    try:
+        lhs_s, rhs_s = sp.sympify(lhs), sp.sympify(rhs)
+    except (sp.SympifyError, TypeError) as err:
+        raise TypeError("lhs and rhs must be SymPy expressions or numbers") from err
+    diff = sp.simplify(lhs_s - rhs_s)
+    ok = diff == 0
+    if not ok:
+        ok = bool(diff.equals(0)) if hasattr(diff, "equals") else False
+    if not ok:
+        ok = sp.simplify(sp.expand(sp.expand_trig(diff))) == 0
+    measured = _short(lhs_s)
+    return _finish(claim, method, measured, _short(rhs_s), "exact (SymPy)", ok)
+
+
+def _short(expr: Any, limit: int = 80) -> str:
+    text = str(expr)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def close(
+    claim: str,
+    measured: Any,
+    expected: Any,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 0.0,
+    method: str = "numeric",
+) -> ClaimRecord:
+    """Check ``|measured - expected| <= atol + rtol * |expected|`` elementwise.
+
+    Parameters
+    ----------
+    claim : str
+        What is being checked, in words.
+    measured, expected : number, array or tensor
+        Broadcastable to each other. Non-finite values fail the claim unless they match exactly
+        (e.g. ``inf`` expected and measured).
+    rtol, atol : float
+        Relative and absolute tolerance; state the reason for the tolerance in the notebook's text.
+    method : str
+        Ledger category, ``"numeric"`` by default.
+
+    Raises
+    ------
+    ClaimError
+        If any element is outside the tolerance.
+    """
+    claim = _check_name(claim)
+    method = _check_method(method)
+    if not (isinstance(rtol, (int, float)) and rtol >= 0 and isinstance(atol, (int, float)) and atol >= 0):
+        raise ValueError(f"rtol and atol must be non-negative numbers, got rtol={rtol!r}, atol={atol!r}")
+    if rtol == 0 and atol == 0:
+        tol_text = "exact"
+    else:
+        tol_text = " + ".join(t for t in (f"atol {atol:.3g}" if atol else "", f"rtol {rtol:.3g}" if rtol else "") if t)
+    m = _to_numpy(measured, "measured")
+    e = _to_numpy(expected, "expected")
+    try:
+        m_b, e_b = np.broadcast_arrays(m, e)
+    except ValueError as err:
+        raise ValueError(f"measured {m.shape} and expected {e.shape} do not broadcast") from err
+    same = (m_b == e_b)  # equal infinities count as equal
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(m_b - e_b)
+        ok_el = same | (np.isfinite(err) & (err <= atol + rtol * np.abs(e_b)))
+    ok = bool(np.all(ok_el))
+    if m_b.size <= 4:
+        meas_text = _fmt(m)
+    else:
+        worst = float(np.nanmax(np.where(same, 0.0, err))) if m_b.size else 0.0
+        meas_text = f"{_fmt(m)} with max |Δ| {worst:.3g}"
+    return _finish(claim, method, meas_text, _fmt(e), tol_text, ok)
+
+
+def bound(
+    claim: str,
+    value: Any,
+    *,
+    lower: Any = None,
+    upper: Any = None,
+    strict: bool = False,
+    method: str = "numeric",
+) -> ClaimRecord:
+    """Check ``lower <= value <= upper`` elementwise (``<`` with ``strict=True``).
+
+    Parameters
+    ----------
+    claim : str
+        What is being checked, in words.
+    value : number, array or tensor
+        The measured quantity; for arrays the smallest and largest entries are reported.
+    lower, upper : number, array or tensor, optional
+        The bounds (at least one). They come from the derivation, never from the code under test.
+    strict : bool
+        Use strict inequalities.
+    method : str
+        Ledger category, ``"numeric"`` by default.
+
+    Raises
+    ------
+    ClaimError
+        If any entry violates a bound, or is NaN.
+    """
+    claim = _check_name(claim)
+    method = _check_method(method)
+    if lower is None and upper is None:
+        raise ValueError("bound needs at least one of lower= or upper=")
+    v = _to_numpy(value, "value")
+    if np.iscomplexobj(v):
+        raise TypeError("value must be real for a bound")
+    ok = bool(np.all(~np.isnan(v)))
+    parts = []
+    if lower is not None:
+        lo = _to_numpy(lower, "lower")
+        ok &= bool(np.all(v > lo) if strict else np.all(v >= lo))
+        parts.append(f"{'>' if strict else '≥'} {_fmt(lower)}")
+    if upper is not None:
+        hi = _to_numpy(upper, "upper")
+        ok &= bool(np.all(v < hi) if strict else np.all(v <= hi))
+        parts.append(f"{'<' if strict else '≤'} {_fmt(upper)}")
+    if v.size > 1:
+        meas_text = f"min {np.nanmin(v):.6g}, max {np.nanmax(v):.6g} over {v.size}"
+    else:
+        meas_text = _fmt(v)
+    return _finish(claim, method, meas_text, " and ".join(parts), "bound", ok)
+
+
+def monte_carlo(
+    claim: str,
+    samples: Any,
+    expected: Any,
+    *,
+    n_sigma: float = 4.0,
+    atol: float = 0.0,
+    method: str = "numeric",
+) -> ClaimRecord:
+    """Check that the mean of i.i.d. ``samples`` matches ``expected`` within its statistical error.
+
+    The tolerance is ``n_sigma`` standard errors of the mean (sample standard deviation over the square root
+    of the sample size) plus ``atol`` for any known bias (e.g. discretisation). With the default
+    ``n_sigma=4`` a correct claim fails with probability below 1e-4; a wrong one fails once the sample is
+    large enough to resolve the difference.
+
+    Parameters
+    ----------
+    claim : str
+        What is being checked, in words.
+    samples : array or tensor, shape ``(N, ...)``
+        ``N >= 2`` independent draws along the first axis; trailing axes are checked componentwise.
+    expected : number, array or tensor
+        The exact expectation, from the derivation; broadcastable to ``samples.shape[1:]``.
+    n_sigma : float
+        Width of the acceptance band in standard errors.
+    atol : float
+        Extra absolute tolerance for a known, bounded bias.
+    method : str
+        Ledger category, ``"numeric"`` by default.
+
+    Raises
+    ------
+    ClaimError
+        If any component's mean is outside the band.
+    """
+    claim = _check_name(claim)
+    method = _check_method(method)
+    if not (isinstance(n_sigma, (int, float)) and n_sigma > 0):
+        raise ValueError(f"n_sigma must be a positive number, got {n_sigma!r}")
+    if not (isinstance(atol, (int, float)) and atol >= 0):
+        raise ValueError(f"atol must be a non-negative number, got {atol!r}")
+    s = _to_numpy(samples, "samples")
+    if s.ndim == 0 or s.shape[0] < 2:
+        raise ValueError(f"samples must hold at least 2 draws along axis 0, got shape {s.shape}")
+    n = s.shape[0]
+    mean = s.mean(axis=0)
+    sem = s.std(axis=0, ddof=1) / math.sqrt(n)
+    e = _to_numpy(expected, "expected")
+    tol = n_sigma * sem + atol
+    with np.errstate(invalid="ignore"):
+        ok = bool(np.all(np.abs(mean - e) <= tol))
+    tol_text = f"{n_sigma:g}σ, σ = {_fmt(np.max(sem))}" + (f" + atol {atol:.3g}" if atol else "")
+    return _finish(claim, method, f"{_fmt(mean)} (N = {n})", _fmt(e), tol_text, ok)
+
+
+def holds(
+    claim: str,
+    condition: Any,
+    *,
+    measured: Any = None,
+    expected: Any = None,
+    method: str = "experiment",
+) -> ClaimRecord:
+    """Check a yes/no property (all entries true for an array or tensor of booleans).
+
+    Use it for structural facts (a mask reaches every token, an output does not depend on an input) and
+    for the outcome of an experiment; ``measured`` and ``expected`` describe what was compared.
+
+    Raises
+    ------
+    ClaimError
+        If the condition is false.
+    """
+    claim = _check_name(claim)
+    method = _check_method(method)
+    c = _to_numpy(condition, "condition")
+    ok = bool(np.all(c.astype(bool))) and c.size > 0
+    meas_text = _fmt(measured) if measured is not None else str(ok)
+    exp_text = _fmt(expected) if expected is not None else "True"
+    if isinstance(measured, str):
+        meas_text = measured
+    if isinstance(expected, str):
+        exp_text = expected
+    return _finish(claim, method, meas_text, exp_text, "holds", ok)
+
+
+# ----------------------------------------------------------------------------------------- summary
+def records() -> list[ClaimRecord]:
+    """Return the claims checked so far in this process (in order)."""
+    return list(_RECORDS)
+
+
+def reset() -> None:
+    """Forget the claims recorded so far (a notebook's setup calls this)."""
+    _RECORDS.clear()
+
+
+def summary() -> list[ClaimRecord]:
+    """Show the table of the claims checked so far and return their records.
+
+    Raises
+    ------
+    ClaimError
+        If no claim was checked, or if any recorded claim failed.
+    """
+    recs = records()
+    if not recs:
+        raise ClaimError("summary(): no claim was checked in this notebook")
+    header = ("#", "claim", "method", "measured", "expected", "tolerance", "status")
+    rows = [
+        (str(i), r.claim, r.method, r.measured, r.expected, r.tolerance, "✓" if r.passed else "✗")
+        for i, r in enumerate(recs, 1)
+    ]
+    text = "\n".join(" | ".join(row) for row in [header, *rows])
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    table = f'<table class="suma-claims"><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>'
+    n_pass = sum(r.passed for r in recs)
+    caption = f"<p><b>{n_pass} of {len(recs)} claims checked out.</b></p>"
+    if not _display({"text/html": caption + table, "text/plain": text}, {}):
+        print(text)
+    failed = [r.claim for r in recs if not r.passed]
+    if failed:
+        raise ClaimError(f"{len(failed)} claim(s) failed: {failed}")
+    return recs
