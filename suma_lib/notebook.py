@@ -19,6 +19,20 @@ __all__ = ["setup_notebook", "PROFILES"]
 PROFILES = ("ci", "full")
 
 
+def _device_name(dev: torch.device) -> str:
+    """A readable name of the hardware behind ``dev`` (GPU model, or the CPU's model name)."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or dev.type
+
+
 def setup_notebook(
     profile: str = "ci",
     device: str | torch.device = "auto",
@@ -35,7 +49,7 @@ def setup_notebook(
         ``"ci"`` runs small but real sizes in seconds on a CPU (what CI executes); ``"full"`` runs at the
         article's scale, meant for a GPU. Both run the same code path.
     device : str or torch.device
-        ``"auto"`` picks CUDA, then MPS, then the CPU (see :func:`suma_lib.get_device`).
+        ``"auto"`` picks CUDA, then MPS, then the CPU (see :func:`suma_lib.device.get_device`).
     seed : int
         Seed for Python, NumPy and torch.
     ci, full : dict
@@ -67,7 +81,7 @@ def setup_notebook(
     env = {
         "profile": profile,
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or dev.type,
+        "device_name": _device_name(dev),
         "seed": seed,
         "python": platform.python_version(),
         "suma_lib": __version__,
