@@ -63,6 +63,9 @@ class ClaimRecord:
         """Whether the claim checked out."""
         return self.status == "pass"
 
+    def _ipython_display_(self) -> None:
+        """Show nothing when a record is a cell's last value: the check already printed its line."""
+
     def line(self) -> str:
         """The compact one-line report printed for this claim."""
         mark = "✓" if self.passed else "✗"
@@ -131,7 +134,14 @@ def _check_method(method: Any) -> str:
 def _emit(record: ClaimRecord) -> None:
     """Record the claim and show its line (with the record in the output's metadata under Jupyter)."""
     _RECORDS.append(record)
-    if not _display({"text/plain": record.line()}, {"suma_claim": asdict(record)}):
+    status = "pass" if record.passed else "fail"
+    rich = (
+        f'<div class="suma-claim suma-{status}"><span class="suma-mark">{"✓" if record.passed else "✗"}</span> '
+        f'<span class="suma-method">{record.method}</span> <b>{html.escape(record.claim)}</b> '
+        f"<span class=\"suma-detail\">measured {html.escape(record.measured)}; expected "
+        f"{html.escape(record.expected)} ({html.escape(record.tolerance)})</span></div>"
+    )
+    if not _display({"text/plain": record.line(), "text/html": rich}, {"suma_claim": asdict(record)}):
         print(record.line())
 
 

@@ -52,7 +52,7 @@ def stage(slugs: list[str]) -> None:
     wanted: dict[Path, bytes] = {}
     for name in ("_config.yml", "_toc.yml"):
         wanted[STAGE / name] = (ROOT / name).read_bytes()
-    for path in (ROOT / "book").rglob("*"):
+    for path in [*(ROOT / "book").rglob("*"), *(ROOT / "_static").rglob("*")]:
         if path.is_file():
             wanted[STAGE / path.relative_to(ROOT)] = path.read_bytes()
     for slug in slugs:

@@ -88,6 +88,10 @@ def execute_one(slug: str, profile: str, timeout: int) -> dict:
     result["seconds"] = time.perf_counter() - start
     if tmp.exists():
         nb = nbformat.read(str(tmp), as_version=4)
+        for cell in nb.cells:  # the book shows the parameters cell, not papermill's injected copy
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "injected-parameters" in tags and "remove-cell" not in tags:
+                tags.append("remove-cell")
         nb.metadata["suma"] = {
             "hash": digest,
             "profile": profile,
