@@ -18,20 +18,23 @@ respect to :math:`x` (so :math:`J^{(1)} = I`). Hence
 .. math:: \|\nabla_x f\|^2 \sum_{t=1}^{l}
    \frac{1 + \|h^{(t)}\|^2}{\|W^{(t)}\|_2^2\, \|J^{(t)}\|_2^2} \;\le\; \|\nabla_\theta f\|^2 .
 
-Everything is computed per sample with :mod:`torch.func` (``vmap`` of ``grad`` / ``jacfwd``), on any
-device and dtype, batched over the leading dimensions of ``x``.
+Everything is computed per sample by reverse-mode autograd (samples do not interact, so one backward
+pass of a sum over the batch gives every sample's gradient), on any device and dtype, batched over the
+leading dimensions of ``x``. Activations receive a batch of pre-activations, shape ``(B, d)``, and must
+act on each row independently (entrywise activations do).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-from torch.func import grad, jacfwd, vmap
+from torch.func import vmap
 
-from ._validation import check_tensor
+from ._validation import check_choice, check_float, check_generator, check_int, check_tensor
 
 __all__ = [
     "PenaltyInequality",
@@ -40,9 +43,11 @@ __all__ = [
     "parameter_gradient_norm",
     "gradient_penalty_bound",
     "penalty_inequality",
+    "parameter_gradient_penalty",
+    "random_mlp",
 ]
 
-Layer = tuple[torch.Tensor, "torch.Tensor | None", Callable[[torch.Tensor], torch.Tensor]]
+_Layer = tuple[torch.Tensor, "torch.Tensor | None", Callable[[torch.Tensor], torch.Tensor]]
 
 
 def _identity(z: torch.Tensor) -> torch.Tensor:
@@ -72,7 +77,9 @@ def _flatten_modules(model: nn.Module) -> list[nn.Module]:
 def mlp_layers(
     model: nn.Module | Sequence[Any],
     activation: Callable | Sequence[Callable | None] | None = None,
-) -> list[Layer]:
+    *,
+    detach: bool = True,
+) -> list[tuple[torch.Tensor, torch.Tensor | None, Callable[[torch.Tensor], torch.Tensor]]]:
     r"""Normalise an MLP into a list of ``(weight, bias, activation)`` triples.
 
     Layer :math:`t` computes :math:`h^{(t+1)} = g^{(t)}(W^{(t)} h^{(t)} + b^{(t)})` with ``weight`` of
@@ -80,26 +87,29 @@ def mlp_layers(
 
     Parameters
     ----------
-    model : torch.nn.Module or sequence
+    model : torch.nn.Module or list
         Either an :class:`torch.nn.Sequential` (or a single :class:`torch.nn.Linear`) that starts with a
         ``Linear``; every parameter-free module after a ``Linear`` (``Tanh``, ``ReLU``, ``GELU``, ...) is
         composed into that layer's activation :math:`g^{(t)}`, and only ``Linear`` modules may hold
         parameters. Or a sequence of ``(weight, bias)`` pairs (``bias`` may be ``None``).
-    activation : callable or sequence of callables, optional
+    activation : callable or list of callable, optional
         Only with a sequence of pairs: one activation for every layer, or one per layer (``None`` means
         the identity). Default: the identity everywhere (a linear network).
+    detach : bool
+        Detach the weights and biases from autograd (the default), or keep them attached so that a
+        result can be differentiated with respect to them.
 
     Returns
     -------
     list of tuple
-        ``(weight, bias or None, activation)`` per layer, tensors detached from autograd.
+        ``(weight, bias or None, activation)`` per layer.
 
     Raises
     ------
     TypeError, ValueError
         If ``model`` is not of the forms above, or consecutive shapes, dtypes or devices do not match.
     """
-    layers: list[Layer] = []
+    layers: list[_Layer] = []
     if isinstance(model, nn.Module):
         if activation is not None:
             raise ValueError("activation must be None when model is an nn.Module (its modules define it)")
@@ -109,8 +119,8 @@ def mlp_layers(
         acts: list[list[Callable]] = []
         for i, mod in enumerate(mods):
             if isinstance(mod, nn.Linear):
-                b = None if mod.bias is None else mod.bias.detach()
-                layers.append((mod.weight.detach(), b, _identity))
+                b = mod.bias if mod.bias is None or not detach else mod.bias.detach()
+                layers.append((mod.weight.detach() if detach else mod.weight, b, _identity))
                 acts.append([])
             elif any(True for _ in mod.parameters()):
                 raise ValueError(
@@ -143,11 +153,11 @@ def mlp_layers(
                     raise ValueError(
                         f"model[{t}] bias must have shape ({w.shape[0]},), got {tuple(b.shape)}"
                     )
-                b = b.detach()
+                b = b.detach() if detach else b
             g = act_list[t]
             if g is not None and not callable(g):
                 raise TypeError(f"activation[{t}] must be callable or None")
-            layers.append((w.detach(), b, _identity if g is None else g))
+            layers.append((w.detach() if detach else w, b, _identity if g is None else g))
     else:
         raise TypeError(
             f"model must be an nn.Sequential or a list of (weight, bias) pairs, got {type(model).__name__}"
@@ -164,20 +174,22 @@ def mlp_layers(
     return layers
 
 
-# ------------------------------------------------------------------------------ functional forward
-def _forward(params: list, acts: list, x: torch.Tensor, eps: list | None = None) -> list[torch.Tensor]:
-    """One sample ``x`` of shape ``(d_1,)`` -> ``[h1, ..., h_{l+1}]``; ``eps`` is added to each ``z``."""
-    h = x
-    hs = [h]
-    for t, ((w, b), g) in enumerate(zip(params, acts)):
-        z = w @ h                              # z^{(t+1)} = W^{(t)} h^{(t)} (+ b^{(t)})
+# ------------------------------------------------------------------------------ batched forward
+def _forward(params: list, acts: list, x: torch.Tensor) -> tuple[list, list]:
+    """Rows of ``x`` are samples -> ``([h1, ..., h_{l+1}], [z2, ..., z_{l+1}])``.
+
+    A weight of shape ``(B, out, in)`` (and bias ``(B, out)``) is a per-sample copy: sample ``i`` uses
+    slice ``i`` only, so the gradient of a sum over samples with respect to it is the per-sample gradient.
+    """
+    h, hs, zs = x, [x], []
+    for (w, b), g in zip(params, acts):
+        z = (w @ h.unsqueeze(-1)).squeeze(-1) if w.dim() == 3 else h @ w.mT  # z^{(t+1)} = W h (+ b)
         if b is not None:
             z = z + b
-        if eps is not None:
-            z = z + eps[t]                     # a zero probe whose gradient is delta^{(t)}
-        h = g(z)                               # h^{(t+1)} = g^{(t)}(z^{(t+1)})
+        h = g(z)                                                                # h^{(t+1)} = g(z^{(t+1)})
+        zs.append(z)
         hs.append(h)
-    return hs
+    return hs, zs
 
 
 def _scalar(f: Callable, out: torch.Tensor) -> torch.Tensor:
@@ -187,8 +199,13 @@ def _scalar(f: Callable, out: torch.Tensor) -> torch.Tensor:
     return val.reshape(())
 
 
-def _prepare(model, x, f, activation):
-    layers = mlp_layers(model, activation)
+def _apply_f(f: Callable, out: torch.Tensor) -> torch.Tensor:
+    """``f`` of each row of ``out`` (one sample's output vector), shape ``(B,)``."""
+    return vmap(lambda o: _scalar(f, o))(out)
+
+
+def _prepare(model, x, f, activation, detach=True):
+    layers = mlp_layers(model, activation, detach=detach)
     check_tensor(x, "x", min_dim=1, floating=True, finite=True)
     w0 = layers[0][0]
     if x.shape[-1] != w0.shape[1]:
@@ -200,28 +217,73 @@ def _prepare(model, x, f, activation):
         f = torch.sum
     elif not callable(f):
         raise TypeError(f"f must be callable or None, got {type(f).__name__}")
+    xb = x.reshape(-1, x.shape[-1])
+    if xb.shape[0] == 0:
+        raise ValueError("x must hold at least one sample")
     params = [(w, b) for w, b, _ in layers]
     acts = [g for _, _, g in layers]
-    return params, acts, f, x.reshape(-1, x.shape[-1]), x.shape[:-1]
+    return params, acts, f, xb, x.shape[:-1]
+
+
+def _safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` where ``den > 0``, else 0 (a vanishing Jacobian forces a zero input gradient)."""
+    pos = den > 0
+    return torch.where(pos, num / torch.where(pos, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def _safe_norm(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm over the last dimension without overflow: ``m * |v / m|`` with ``m = max|v|``."""
+    m = v.abs().amax(-1, keepdim=True)
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    return m.squeeze(-1) * ((v / m) ** 2).sum(-1).sqrt()
 
 
 def _sq_norm_sum(tensors) -> torch.Tensor:
     return sum((t.flatten(1) ** 2).sum(-1) for t in tensors if t is not None)
 
 
-def _input_grad(params, acts, f, xb) -> torch.Tensor:
-    return vmap(grad(lambda xi: _scalar(f, _forward(params, acts, xi)[-1])))(xb)
+def _gradients(params, acts, f, xb, with_params: bool):
+    """One backward pass of ``sum_i f(h_i)``: per-sample input gradients, deltas and parameter gradients.
+
+    Samples do not interact, so the gradient of the sum with respect to sample ``i``'s input, its
+    pre-activations or its own copy of the parameters is that sample's gradient.
+    """
+    with torch.enable_grad():
+        x = xb.detach().requires_grad_(True)
+        if with_params:
+            n = xb.shape[0]
+            ps = [(w.detach().expand(n, *w.shape).requires_grad_(True),
+                   None if b is None else b.detach().expand(n, *b.shape).requires_grad_(True))
+                  for w, b in params]
+        else:
+            ps = [(w.detach(), None if b is None else b.detach()) for w, b in params]
+        hs, zs = _forward(ps, acts, x)
+        flat = [p for pair in ps for p in pair if p is not None] if with_params else []
+        grads = torch.autograd.grad(_apply_f(f, hs[-1]).sum(), [x, *zs, *flat], allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, [x, *zs, *flat])]
+    n_l = len(params)
+    return [h.detach() for h in hs], grads[0], grads[1:1 + n_l], grads[1 + n_l:]
 
 
-def _param_grads(params, acts, f, xb) -> list:
-    flat = [p for pair in params for p in pair if p is not None]
+def _jacobians(params, acts, xb) -> list[torch.Tensor]:
+    """Per-sample Jacobians ``d h^{(t+1)} / dx``, ``(B, d_{t+1}, d_1)``, for ``t = 1..l``.
 
-    def f_theta(flat_p, xi):
-        it = iter(flat_p)
-        ps = [(next(it), None if b is None else next(it)) for _, b in params]
-        return _scalar(f, _forward(ps, acts, xi)[-1])
-
-    return vmap(grad(f_theta), in_dims=(None, 0))(flat, xb)
+    Reverse mode with one backward pass per layer: the batch is replicated ``d_{t+1}`` times and copy
+    ``j`` back-propagates output coordinate ``j``.
+    """
+    n, d1 = xb.shape
+    out = []
+    for t in range(1, len(params) + 1):
+        d = params[t - 1][0].shape[0]
+        with torch.enable_grad():
+            xr = xb.detach().unsqueeze(0).expand(d, n, d1).reshape(d * n, d1).requires_grad_(True)
+            h = _forward([(w.detach(), None if b is None else b.detach()) for w, b in params[:t]],
+                         acts[:t], xr)[0][-1]
+            picked = h.reshape(d, n, d).diagonal(dim1=0, dim2=2)  # [i, j] = coordinate j of copy j
+            (gx,) = torch.autograd.grad(picked.sum(), xr, allow_unused=True)
+        gx = torch.zeros_like(xr) if gx is None else gx
+        out.append(gx.reshape(d, n, d1).transpose(0, 1))
+    return out
 
 
 def input_gradient_norm(
@@ -235,14 +297,15 @@ def input_gradient_norm(
 
     Parameters
     ----------
-    model : torch.nn.Sequential or sequence of (weight, bias)
-        The MLP (see :func:`mlp_layers`).
+    model : torch.nn.Sequential or list
+        The MLP: an ``nn.Sequential`` or a list of ``(weight, bias)`` pairs (see :func:`mlp_layers`).
     x : torch.Tensor, shape ``(..., d_1)``
         Inputs; leading dimensions are a batch.
     f : callable, optional
-        Maps one output vector ``(d_out,)`` to a scalar, written with torch operations (it is traced by
-        :func:`torch.func.vmap`). Default: the sum of the outputs (the output itself when ``d_out = 1``).
-    activation : callable or sequence, optional
+        Maps one output vector ``(d_out,)`` to a scalar, written with torch operations (it is applied to
+        every sample through :func:`torch.func.vmap`). Default: the sum of the outputs (the output itself
+        when ``d_out = 1``).
+    activation : callable or list of callable, optional
         Activations for a list of pairs (see :func:`mlp_layers`).
 
     Returns
@@ -250,7 +313,7 @@ def input_gradient_norm(
     torch.Tensor, shape ``x.shape[:-1]``
     """
     params, acts, f, xb, lead = _prepare(model, x, f, activation)
-    return _input_grad(params, acts, f, xb).norm(dim=-1).reshape(lead)
+    return _safe_norm(_gradients(params, acts, f, xb, False)[1]).reshape(lead)
 
 
 def parameter_gradient_norm(
@@ -262,9 +325,9 @@ def parameter_gradient_norm(
 ) -> torch.Tensor:
     r"""The parameter-gradient norm :math:`\|\nabla_\theta f\|_2` over every weight and bias, per sample.
 
-    Computed by automatic differentiation with respect to the parameters themselves (per-sample
-    gradients via :func:`torch.func.vmap`), not through the layer-wise formula, so that it can be
-    compared with that formula independently.
+    Computed by automatic differentiation with respect to the parameters themselves (each sample gets its
+    own copy of the weights, so one backward pass gives every per-sample gradient), not through the
+    layer-wise formula, so that it can be compared with that formula independently.
 
     Parameters
     ----------
@@ -276,7 +339,7 @@ def parameter_gradient_norm(
     torch.Tensor, shape ``x.shape[:-1]``
     """
     params, acts, f, xb, lead = _prepare(model, x, f, activation)
-    return _sq_norm_sum(_param_grads(params, acts, f, xb)).sqrt().reshape(lead)
+    return _sq_norm_sum(_gradients(params, acts, f, xb, True)[3]).sqrt().reshape(lead)
 
 
 class PenaltyInequality(NamedTuple):
@@ -286,28 +349,50 @@ class PenaltyInequality(NamedTuple):
     :math:`\|\nabla_x f\|^2 \sum_t (\beta_t + \|h^{(t)}\|^2) / (\|W^{(t)}\|_2^2 \|J^{(t)}\|_2^2)`
     (:math:`\beta_t = 1` when layer :math:`t` has a bias, else 0) and ``ratio`` is
     ``lower_bound / param_grad_sq``, which the inequality keeps at or below one.
+
+    Fields, in order (``l`` is the number of layers):
+
+    ``input_grad_sq`` ``(...)``
+        :math:`\|\nabla_x f\|^2`.
+    ``param_grad_sq`` ``(...)``
+        :math:`\|\nabla_\theta f\|^2`, by autograd over the parameters themselves.
+    ``lower_bound`` ``(...)``
+        The left-hand side of the inequality.
+    ``ratio`` ``(...)``
+        ``lower_bound / param_grad_sq``; 0 where both vanish. Computed after dividing both sides by the
+        sample's largest :math:`\|h^{(t)}\|^2`, so it stays finite when the squared norms themselves
+        overflow (inputs of size :math:`10^{30}` in float32, where ``lower_bound`` and
+        ``param_grad_sq`` are ``inf``).
+    ``sharp_lower_bound`` ``(...)``
+        The sharper bound with :math:`\|\partial z^{(t+1)}/\partial x\|_2 = \|W^{(t)} J^{(t)}\|_2` in
+        place of :math:`\|W^{(t)}\|_2 \|J^{(t)}\|_2`; it lies between ``lower_bound`` and
+        ``param_grad_sq``.
+    ``hidden_sq`` ``(..., l)``
+        :math:`\|h^{(t)}\|^2` for :math:`t = 1, \dots, l`.
+    ``bias_terms`` ``(l,)``
+        :math:`\beta_t`.
+    ``weight_norms`` ``(l,)``
+        Spectral norms :math:`\|W^{(t)}\|_2`.
+    ``jacobian_norms`` ``(..., l + 1)``
+        Spectral norms :math:`\|\partial h^{(t)}/\partial x\|_2` for :math:`t = 1, \dots, l + 1`.
+    ``preact_jacobian_norms`` ``(..., l)``
+        Spectral norms :math:`\|\partial z^{(t+1)}/\partial x\|_2 = \|W^{(t)} J^{(t)}\|_2`.
+    ``preact_grad_sq`` ``(..., l)``
+        :math:`\|\delta^{(t)}\|^2 = \|\partial f/\partial z^{(t+1)}\|^2`, by autograd with respect to the
+        pre-activations.
     """
 
     input_grad_sq: torch.Tensor
-    """:math:`\\|\\nabla_x f\\|^2`, shape ``(...)``."""
     param_grad_sq: torch.Tensor
-    """:math:`\\|\\nabla_\\theta f\\|^2` by autograd over the parameters, shape ``(...)``."""
     lower_bound: torch.Tensor
-    """The left-hand side of the inequality, shape ``(...)``."""
     ratio: torch.Tensor
-    """``lower_bound / param_grad_sq`` (0 where both vanish), shape ``(...)``."""
+    sharp_lower_bound: torch.Tensor
     hidden_sq: torch.Tensor
-    """:math:`\\|h^{(t)}\\|^2` for :math:`t = 1..l`, shape ``(..., l)``."""
     bias_terms: torch.Tensor
-    """:math:`\\beta_t` (1 with a bias, 0 without), shape ``(l,)``."""
     weight_norms: torch.Tensor
-    """Spectral norms :math:`\\|W^{(t)}\\|_2`, shape ``(l,)``."""
     jacobian_norms: torch.Tensor
-    """Spectral norms :math:`\\|\\partial h^{(t)}/\\partial x\\|_2` for :math:`t = 1..l+1`, shape ``(..., l+1)``."""
     preact_jacobian_norms: torch.Tensor
-    """Spectral norms :math:`\\|\\partial z^{(t+1)}/\\partial x\\|_2` for :math:`t = 1..l`, shape ``(..., l)``."""
     preact_grad_sq: torch.Tensor
-    """:math:`\\|\\delta^{(t)}\\|^2 = \\|\\partial f/\\partial z^{(t+1)}\\|^2`, shape ``(..., l)``."""
 
 
 def penalty_inequality(
@@ -345,36 +430,36 @@ def penalty_inequality(
     """
     params, acts, f, xb, lead = _prepare(model, x, f, activation)
     n_layers = len(params)
-    hs = vmap(lambda xi: tuple(_forward(params, acts, xi)))(xb)              # h^{(1)}, ..., h^{(l+1)}
-    gx = _input_grad(params, acts, f, xb)
+    hs, gx, deltas, pgrads = _gradients(params, acts, f, xb, True)
     gx2 = (gx**2).sum(-1)
-    gth2 = _sq_norm_sum(_param_grads(params, acts, f, xb))
-    eps0 = [xb.new_zeros(xb.shape[0], w.shape[0]) for w, _ in params]
-    deltas = vmap(grad(lambda e, xi: _scalar(f, _forward(params, acts, xi, e)[-1])))(eps0, xb)
+    gth2 = _sq_norm_sum(pgrads)
     dsq = torch.stack([(d**2).sum(-1) for d in deltas], -1)
-    jacs = vmap(jacfwd(lambda xi: tuple(_forward(params, acts, xi)[1:])))(xb)  # d h^{(t)}/dx, t >= 2
-    jac_norms = [xb.new_ones(xb.shape[0])] + [torch.linalg.matrix_norm(j, ord=2) for j in jacs]
-    eye = torch.eye(xb.shape[-1], dtype=xb.dtype, device=xb.device)
-    zjac = [params[0][0] @ eye] + [w @ j for (w, _), j in zip(params[1:], jacs[:-1])]  # W^{(t)} J^{(t)}
-    hid = torch.stack([(h**2).sum(-1) for h in hs[:n_layers]], -1)
-    beta = xb.new_tensor([0.0 if b is None else 1.0 for _, b in params])
+    jacs = _jacobians(params, acts, xb)                                        # d h^{(t)}/dx, t >= 2
+    jn = torch.stack([xb.new_ones(xb.shape[0])] + [torch.linalg.matrix_norm(j, ord=2) for j in jacs], -1)
     wn = torch.stack([torch.linalg.matrix_norm(w, ord=2) for w, _ in params])
-    jn = torch.stack(jac_norms, -1)
-    denom = wn**2 * jn[:, :n_layers] ** 2
-    num = beta + hid
-    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
-    terms = torch.where(denom > 0, num / safe, torch.zeros_like(denom))
-    lower = gx2 * terms.sum(-1)
-    pos = gth2 > 0
-    ratio = torch.where(pos, lower / torch.where(pos, gth2, torch.ones_like(gth2)), torch.zeros_like(lower))
-    zjn = torch.stack(
-        [torch.linalg.matrix_norm(zj if zj.dim() == 3 else zj.expand(xb.shape[0], *zj.shape), ord=2)
-         for zj in zjac], -1)
+    # dz^{(t+1)}/dx = W^{(t)} J^{(t)}; for t = 1 it is W^{(1)} itself.
+    zjn = torch.stack([wn[0].expand(xb.shape[0])] + [
+        torch.linalg.matrix_norm(w @ j, ord=2) for (w, _), j in zip(params[1:], jacs[:-1])], -1)
+    beta = xb.new_tensor([0.0 if b is None else 1.0 for _, b in params])
+    hnorm = torch.stack([_safe_norm(h) for h in hs[:n_layers]], -1)
+    # Divide every (1 + |h|^2) and every parameter gradient by the largest |h|^2 of the sample, so that
+    # the ratio stays finite when the squares themselves overflow (|x| ~ 1e30 in float32).
+    scale = hnorm.amax(-1, keepdim=True).clamp_min(1.0)
+    num = beta / scale**2 + (hnorm / scale) ** 2
+    terms = _safe_ratio(num, wn**2 * jn[:, :n_layers] ** 2).sum(-1)
+    sharp_terms = _safe_ratio(num, zjn**2).sum(-1)
+    gth2_scaled = _sq_norm_sum([g / scale.view(-1, *[1] * (g.dim() - 1)) for g in pgrads])
+    ratio = _safe_ratio(gx2 * terms, gth2_scaled)
+    s2 = scale.squeeze(-1) ** 2
+    lower = torch.where(gx2 > 0, gx2 * terms * s2, torch.zeros_like(gx2))
+    sharp = torch.where(gx2 > 0, gx2 * sharp_terms * s2, torch.zeros_like(gx2))
+    hid = hnorm**2
     return PenaltyInequality(
         input_grad_sq=gx2.reshape(lead),
         param_grad_sq=gth2.reshape(lead),
         lower_bound=lower.reshape(lead),
         ratio=ratio.reshape(lead),
+        sharp_lower_bound=sharp.reshape(lead),
         hidden_sq=hid.reshape(*lead, n_layers),
         bias_terms=beta,
         weight_norms=wn,
@@ -409,3 +494,103 @@ def gradient_penalty_bound(
     torch.Tensor, shape ``x.shape[:-1]``
     """
     return penalty_inequality(model, x, f, activation=activation).lower_bound
+
+
+def parameter_gradient_penalty(
+    model: nn.Module | Sequence[Any],
+    x: torch.Tensor,
+    f: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    activation: Callable | Sequence[Callable | None] | None = None,
+) -> torch.Tensor:
+    r"""The per-sample parameter-gradient penalty :math:`\|\nabla_\theta f\|^2`, differentiable in θ.
+
+    Uses the layer-wise split of the parameter gradient,
+
+    .. math:: \|\nabla_\theta f\|^2 = \sum_{t=1}^{l} \|\delta^{(t)}\|^2 \big(\beta_t + \|h^{(t)}\|^2\big),
+       \qquad \delta^{(t)} = \frac{\partial f}{\partial z^{(t+1)}},
+
+    so that one backward pass with respect to the pre-activations of the whole batch gives every
+    sample's :math:`\delta^{(t)}` (samples do not interact), and the result keeps its graph
+    (``create_graph=True``): adding ``lam * penalty.mean()`` to a loss trains with the penalty. It
+    equals ``parameter_gradient_norm(...) ** 2`` (checked in the tests), at the cost of one extra
+    backward pass instead of per-sample gradients.
+
+    Parameters
+    ----------
+    model, x, f, activation
+        As in :func:`input_gradient_norm`; the model's parameters are used without detaching.
+
+    Returns
+    -------
+    torch.Tensor, shape ``x.shape[:-1]``
+    """
+    params, acts, f, xb, lead = _prepare(model, x, f, activation, detach=False)
+    with torch.enable_grad():
+        # an input that requires grad keeps the graph alive even when no parameter does
+        hs, zs = _forward(params, acts, xb if xb.requires_grad else xb.detach().requires_grad_(True))
+        # row i of each result is sample i's delta^{(t)}; the graph is kept for the outer backward
+        deltas = torch.autograd.grad(_apply_f(f, hs[-1]).sum(), zs, create_graph=True, allow_unused=True)
+    total = xb.new_zeros(xb.shape[0])
+    for (_, b), hh, d in zip(params, hs, deltas):
+        if d is not None:
+            total = total + (d**2).sum(-1) * ((0.0 if b is None else 1.0) + (hh**2).sum(-1))
+    return total.reshape(lead)
+
+
+def random_mlp(
+    widths: Sequence[int],
+    activation: str = "tanh",
+    *,
+    weight_gain: float = 1.0,
+    bias_std: float = 0.5,
+    last_activation: bool = True,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+) -> nn.Sequential:
+    r"""A random MLP ``Linear(widths[0], widths[1]), act, ..., Linear(widths[-2], widths[-1]) [, act]``.
+
+    Weights are drawn from :math:`\mathcal N(0, \text{gain}^2 / d_{\text{in}})`, biases from
+    :math:`\mathcal N(0, \text{bias\_std}^2)`, through ``generator`` when given.
+
+    Parameters
+    ----------
+    widths : list of int
+        Layer widths :math:`d_1, \dots, d_{l+1}` (at least two, all positive).
+    activation : str
+        One of ``"tanh"``, ``"relu"``, ``"gelu"``, ``"sigmoid"``, ``"softplus"``, ``"identity"``.
+    weight_gain, bias_std : float
+        Scale of the weights (relative to :math:`1/\sqrt{d_{\text{in}}}`) and of the biases.
+    last_activation : bool
+        Apply the activation after the last layer too (the chapter's :math:`h^{(l+1)} = g(z^{(l+1)})`).
+    generator : torch.Generator, optional
+        Source of randomness (on ``device``).
+    dtype, device
+        Of the parameters.
+
+    Returns
+    -------
+    torch.nn.Sequential
+    """
+    acts = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid,
+            "softplus": nn.Softplus, "identity": nn.Identity}
+    if not isinstance(widths, (list, tuple)) or len(widths) < 2:
+        raise ValueError("widths must be a sequence of at least two layer widths")
+    widths = [check_int(w, "widths", low=1) for w in widths]
+    check_choice(activation, "activation", tuple(acts))
+    weight_gain = check_float(weight_gain, "weight_gain", low=0.0)
+    bias_std = check_float(bias_std, "bias_std", low=0.0)
+    check_generator(generator)
+    mods: list[nn.Module] = []
+    for t, (d_in, d_out) in enumerate(itertools.pairwise(widths)):
+        lin = nn.Linear(d_in, d_out, dtype=dtype, device=device)
+        with torch.no_grad():
+            w = torch.randn(d_out, d_in, generator=generator, dtype=dtype, device=lin.weight.device)
+            b = torch.randn(d_out, generator=generator, dtype=dtype, device=lin.weight.device)
+            lin.weight.copy_(w * (weight_gain / d_in**0.5))
+            lin.bias.copy_(b * bias_std)
+        mods.append(lin)
+        if last_activation or t < len(widths) - 2:
+            mods.append(acts[activation]())
+    return nn.Sequential(*mods)

@@ -7,8 +7,9 @@ same numbers are in use:
 
 * ``"interleaved"`` (the paper, and e.g. DistilBERT/XLM): :math:`PE_{p,2i} = \sin p\omega_i`,
   :math:`PE_{p,2i+1} = \cos p\omega_i`;
-* ``"concatenated"`` (e.g. Marian, and the article's own Keras code): all sines first, then all
-  cosines, :math:`PE_{p,i} = \sin p\omega_i`, :math:`PE_{p,d/2+i} = \cos p\omega_i`.
+* ``"concatenated"`` (e.g. Marian; the article's own Keras code also keeps sines and cosines in two
+  halves): all sines first, then all cosines, :math:`PE_{p,i} = \sin p\omega_i`,
+  :math:`PE_{p,d/2+i} = \cos p\omega_i`.
 
 They differ by a fixed permutation of the coordinates, which the first linear layer of a model absorbs.
 """

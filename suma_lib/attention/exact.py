@@ -66,6 +66,8 @@ def combine_masks(
         check_tensor(mask, "mask", min_dim=2)
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be a boolean tensor here, got {mask.dtype}")
+        if mask.device != device:
+            raise TypeError(f"mask must be on q's device {device}, got {mask.device}")
         if mask.shape[-2] not in (1, n) or mask.shape[-1] not in (1, m):
             raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to (..., {n}, {m})")
     if not causal:
@@ -90,6 +92,7 @@ def _as_bool_mask(mask: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor 
         return mask
     if not mask.is_floating_point():
         raise TypeError(f"mask must be boolean or floating point, got {mask.dtype}")
+    check_tensor(mask, "mask", min_dim=2)
     if mask.device != ref.device:
         raise TypeError(f"mask must be on q's device {ref.device}, got {mask.device}")
     return mask
@@ -168,6 +171,8 @@ def softmax_attention(
     Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
     """
     _check_qkv(q, k, v)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     s = _default_scale(scale, q.shape[-1])
     n, m = q.shape[-2], k.shape[-2]
     mask = _as_bool_mask(mask, q)

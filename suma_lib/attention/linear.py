@@ -1,5 +1,442 @@
-"""(being written)"""
+r"""Linear (kernelised) attention: replace :math:`e^{q\cdot k}` by :math:`\phi(q)^\top\phi(k)`.
+
+Chapter: ``notebooks/linear-attention.ipynb`` (Su Jianlin, 《线性Attention的探索:Attention必须有个Softmax吗?》,
+2020-07-04, https://kexue.fm/archives/7546).
+
+With any similarity that factorises as :math:`\operatorname{sim}(q, k) = \phi(q)^\top\phi(k) \ge 0`, the
+attention output
+
+.. math:: o_i = \frac{\sum_j \phi(q_i)^\top\phi(k_j)\, v_j}{\sum_j \phi(q_i)^\top\phi(k_j)}
+   = \frac{\phi(q_i)^\top \left(\sum_j \phi(k_j) v_j^\top\right)}{\phi(q_i)^\top \sum_j \phi(k_j)}
+
+costs :math:`O(n f d_v)` instead of :math:`O(n^2)`, because the bracket is computed once (associativity of
+the matrix product). Causally, the bracket becomes the running state
+:math:`S_i = S_{i-1} + \phi(k_i) v_i^\top` (and :math:`z_i = z_{i-1} + \phi(k_i)` for the denominator).
+
+This module computes that state chunk by chunk: inside a chunk of ``chunk_size`` positions the masked
+quadratic form is exact and cheap; across chunks only the :math:`f \times d_v` state and the length-:math:`f`
+normaliser are carried. Time is linear in :math:`n` and the extra memory is
+:math:`O(\text{chunk}^2 + f d_v)`; the :math:`n \times f \times d_v` tensor of prefix sums is never formed.
+
+Shapes follow PyTorch's convention: ``q`` is ``(..., n, d)``, ``k`` is ``(..., m, d)``, ``v`` is
+``(..., m, d_v)``; leading dimensions broadcast.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import os
+import time
+from typing import Any, Callable, Union
+
+import torch
+import torch.nn.functional as F
+
+from .._validation import check_choice, check_float, check_int, check_tensor
+from .exact import _check_qkv
+
+__all__ = [
+    "linear_attention",
+    "elu_feature_map",
+    "taylor_feature_map",
+    "FEATURE_MAPS",
+    "measure_time",
+    "measure_peak_memory",
+]
+
+FeatureMap = Union[str, Callable[[torch.Tensor], torch.Tensor]]
+
+#: The named feature maps accepted by :func:`linear_attention`.
+FEATURE_MAPS = ("elu", "softmax", "taylor", "cosine")
+
+DEFAULT_CHUNK = 64
+
+
+# ----------------------------------------------------------------------------------------- feature maps
+def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
+    r"""The feature map :math:`\phi(x) = \operatorname{elu}(x) + 1` of Katharopoulos et al. (2020).
+
+    .. math:: \phi(x)_i = \begin{cases} 1 + x_i & x_i > 0 \\ e^{x_i} & x_i \le 0 \end{cases}
+
+    It is positive wherever :math:`e^{x_i}` does not underflow (and never negative), so
+    :math:`\phi(q)^\top\phi(k) \ge 0`.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape ``(..., d)``
+        Floating-point queries or keys.
+
+    Returns
+    -------
+    torch.Tensor, shape ``(..., d)``
+
+    Notes
+    -----
+    Chapter: ``notebooks/linear-attention.ipynb``.
+    """
+    check_tensor(x, "x", min_dim=1, floating=True)
+    return F.elu(x) + 1.0
+
+
+def taylor_feature_map(x: torch.Tensor) -> torch.Tensor:
+    r"""Features of the first-order Taylor similarity :math:`1 + \hat q^\top \hat k` (also "cosine").
+
+    With :math:`\hat x = x / \lVert x \rVert`, :math:`\phi(x) = [1, \hat x]` gives
+    :math:`\phi(q)^\top\phi(k) = 1 + \cos\angle(q, k) \in [0, 2]`: the truncated Taylor series of
+    :math:`e^{q\cdot k}` made non-negative by normalising :math:`q` and :math:`k` (Cauchy--Schwarz).
+    The entries of :math:`\phi` may be negative; the similarity is not. A zero vector gets
+    :math:`\hat x = 0` (similarity 1 with everything). The norm is taken after dividing by
+    :math:`\max_i |x_i|`, so :math:`|x| = 10^{30}` does not overflow.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape ``(..., d)``
+
+    Returns
+    -------
+    torch.Tensor, shape ``(..., d + 1)``
+
+    Notes
+    -----
+    Chapter: ``notebooks/linear-attention.ipynb``.
+    """
+    check_tensor(x, "x", min_dim=1, floating=True)
+    big = x.abs().amax(dim=-1, keepdim=True)
+    xs = x / torch.where(big > 0, big, torch.ones_like(big))
+    norm = torch.linalg.vector_norm(xs, dim=-1, keepdim=True)
+    unit = xs / torch.where(norm > 0, norm, torch.ones_like(norm))
+    return torch.cat([torch.ones_like(unit[..., :1]), unit], dim=-1)
+
+
+# ----------------------------------------------------------------------------------------- the engine
+def _safe_div(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
+    """``num / den`` where ``den > eps``, else 0 (gradient-safe: the other branch never sees 0)."""
+    ok = den > eps
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def _stabilise_keys(phi_k: torch.Tensor) -> torch.Tensor:
+    """Divide key features by their largest magnitude over keys and features (a detached constant).
+
+    Every term of a row's numerator and denominator carries this one positive factor, so it cancels.
+    """
+    big = phi_k.detach().abs().amax(dim=(-2, -1), keepdim=True)
+    return phi_k / torch.where(big > 0, big, torch.ones_like(big))
+
+
+def _stabilise_queries(phi_q: torch.Tensor) -> torch.Tensor:
+    """Divide each query's features by their largest magnitude (a detached per-row constant)."""
+    big = phi_q.detach().abs().amax(dim=-1, keepdim=True)
+    return phi_q / torch.where(big > 0, big, torch.ones_like(big))
+
+
+def _kernel_attention(
+    phi_q: torch.Tensor,
+    phi_k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool,
+    chunk_size: int,
+    per_feature: bool = False,
+    eps: float | None = None,
+) -> torch.Tensor:
+    r"""Attention with weights :math:`\phi(q_i)^\top\phi(k_j)` from precomputed features (shared engine).
+
+    ``per_feature=False`` (kernel form): :math:`o_i = \phi_i^\top S / \phi_i^\top z`.
+    ``per_feature=True`` (the softmax map): each feature column of ``phi_k`` is normalised over the
+    visible keys, :math:`o_i = \sum_f \phi_{if} S_{f\cdot} / z_f`, which is the kernel form with query
+    features :math:`\phi_{if} / z_f` and no denominator.
+    Features are used as given (stabilise them first); the output has the features' dtype.
+    """
+    if eps is None:
+        eps = torch.finfo(phi_q.dtype).tiny
+    if not causal:
+        state = torch.matmul(phi_k.transpose(-2, -1), v)  # sum_j phi(k_j) v_j^T   (f, d_v)
+        z = phi_k.sum(dim=-2, keepdim=True)  # sum_j phi(k_j)   (1, f)
+        if per_feature:
+            return torch.matmul(_safe_div(phi_q, z, eps), state)
+        return _safe_div(torch.matmul(phi_q, state), (phi_q * z).sum(-1, keepdim=True), eps)
+
+    n = phi_q.shape[-2]
+    lead = torch.broadcast_shapes(phi_q.shape[:-2], phi_k.shape[:-2], v.shape[:-2])
+    f, dv = phi_q.shape[-1], v.shape[-1]
+    state = phi_q.new_zeros(*lead, f, dv)  # S = sum over earlier chunks of phi(k_j) v_j^T
+    z = phi_q.new_zeros(*lead, 1, f)  # z = sum over earlier chunks of phi(k_j)
+    tril = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=phi_q.device).tril()
+    outs = []
+    for s in range(0, n, chunk_size):
+        e = min(s + chunk_size, n)  # the last chunk may be shorter: no padding needed
+        fq, fk, vc = phi_q[..., s:e, :], phi_k[..., s:e, :], v[..., s:e, :]
+        mask = tril[: e - s, : e - s]
+        if per_feature:
+            zc = z + fk.cumsum(dim=-2)  # normaliser of each feature over the keys j <= i
+            fq = _safe_div(fq, zc, eps)
+        w = torch.matmul(fq, fk.transpose(-2, -1)).masked_fill(~mask, 0.0)  # exact inside the chunk
+        num = torch.matmul(w, vc) + torch.matmul(fq, state)  # ... plus everything before it
+        if per_feature:
+            outs.append(num)
+        else:
+            den = w.sum(dim=-1, keepdim=True) + (fq * z).sum(dim=-1, keepdim=True)
+            outs.append(_safe_div(num, den, eps))
+        state = state + torch.matmul(fk.transpose(-2, -1), vc)  # S <- S + sum_{j in chunk} phi(k_j) v_j^T
+        z = z + fk.sum(dim=-2, keepdim=True)
+    if not outs:
+        return phi_q.new_zeros(*lead, 0, dv)
+    return torch.cat(outs, dim=-2)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulate in float32 for half-precision inputs, in the input's precision otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _check_common(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool,
+    chunk_size: int,
+    key_mask: torch.Tensor | None,
+    eps: float | None,
+) -> None:
+    _check_qkv(q, k, v)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    check_int(chunk_size, "chunk_size", low=1)
+    if causal and q.shape[-2] != k.shape[-2]:
+        raise ValueError(
+            f"causal attention needs as many queries as keys, got q length {q.shape[-2]} and k length "
+            f"{k.shape[-2]}"
+        )
+    if key_mask is not None:
+        check_tensor(key_mask, "key_mask", min_dim=1)
+        if key_mask.dtype != torch.bool:
+            raise TypeError(f"key_mask must be a boolean tensor (True = keep), got {key_mask.dtype}")
+        if key_mask.shape[-1] != k.shape[-2]:
+            raise ValueError(
+                f"key_mask must have the keys' length {k.shape[-2]} as its last dimension, got shape "
+                f"{tuple(key_mask.shape)}"
+            )
+        if key_mask.device != k.device:
+            raise TypeError(f"key_mask must be on k's device {k.device}, got {key_mask.device}")
+    if eps is not None:
+        check_float(eps, "eps", low=0.0)
+
+
+def linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    feature_map: FeatureMap = "elu",
+    causal: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
+    key_mask: torch.Tensor | None = None,
+    eps: float | None = None,
+) -> torch.Tensor:
+    r"""Linear attention :math:`o_i = \sum_j \phi(q_i)^\top\phi(k_j) v_j / \sum_j \phi(q_i)^\top\phi(k_j)`.
+
+    Costs :math:`O(n f d_v)` time by computing :math:`\phi(K)^\top V` first; with ``causal=True`` the sums
+    run over :math:`j \le i` and are carried chunk by chunk (exact masked attention inside each chunk, the
+    running state :math:`S = \sum_j \phi(k_j) v_j^\top`, :math:`z = \sum_j \phi(k_j)` across chunks), so
+    time and memory stay linear in :math:`n`.
+
+    Parameters
+    ----------
+    q : torch.Tensor, shape ``(..., n, d)``
+    k : torch.Tensor, shape ``(..., m, d)``
+    v : torch.Tensor, shape ``(..., m, d_v)``
+        Floating point, same dtype and device; leading dimensions broadcast.
+    feature_map : {"elu", "softmax", "taylor", "cosine"} or callable
+        ``"elu"``: :math:`\phi(x) = \operatorname{elu}(x) + 1` (:func:`elu_feature_map`).
+        ``"taylor"`` (alias ``"cosine"``): :math:`1 + \hat q^\top\hat k` (:func:`taylor_feature_map`).
+        ``"softmax"``: Shen et al.'s :math:`\operatorname{softmax}_2(Q)\operatorname{softmax}_1(K)^\top V`,
+        softmax of each query over its features and of each key feature over the (visible) sequence.
+        This one is *not* of the form :math:`\phi(q)^\top\phi(k)/\text{normaliser}`: the sequence softmax
+        normalises every feature column separately, :math:`o_i = \sum_f \operatorname{softmax}(q_i)_f
+        \sum_j e^{k_{jf}} v_j / \sum_j e^{k_{jf}}`; its rows sum to one without a denominator. Causally
+        the column sums run over :math:`j \le i`.
+        A callable maps ``(..., L, d)`` to non-negative features ``(..., L, f)``; it is applied to
+        ``q`` and ``k`` alike.
+    causal : bool
+        Query ``i`` attends to keys ``j <= i`` only (needs ``n == m``).
+    chunk_size : int
+        Positions per chunk in the causal form (ignored otherwise); ``n`` need not be a multiple.
+    key_mask : torch.Tensor, optional
+        Boolean ``(..., m)``, ``True`` for keys that may be attended to. A query that sees no key gets a
+        zero output (not NaN).
+    eps : float, optional
+        A row whose denominator is ``<= eps`` is treated as having no keys and returns zeros. The
+        denominator is measured after the stabilisation below (largest key feature and each query's
+        largest feature equal 1), so the default, the smallest normal number of the compute dtype,
+        only catches rows whose weights are all exactly (or sub-normally) zero; it adds no bias.
+
+    Returns
+    -------
+    torch.Tensor, shape ``(..., n, d_v)``
+        In the dtype of ``q``; float16/bfloat16 inputs are accumulated in float32.
+
+    Notes
+    -----
+    Overflow is avoided by dividing each query's features by their largest magnitude and all key
+    features by one global (per batch entry) largest magnitude; both are positive constants of a row's
+    numerator and denominator and cancel exactly (for ``"softmax"``, :math:`e^{k_{jf}}` is computed as
+    :math:`e^{k_{jf} - \max_j k_{jf}}`). Keys whose features are below about :math:`10^{-38}` of the
+    largest one (float32) then contribute nothing.
+
+    Chapter: ``notebooks/linear-attention.ipynb``.
+    """
+    _check_common(q, k, v, causal, chunk_size, key_mask, eps)
+    if isinstance(feature_map, str):
+        check_choice(feature_map, "feature_map", FEATURE_MAPS)
+    elif not callable(feature_map):
+        raise TypeError(f"feature_map must be one of {FEATURE_MAPS} or a callable, got {type(feature_map).__name__}")
+    dtype = _compute_dtype(q.dtype)
+    qc, kc, vc = q.to(dtype), k.to(dtype), v.to(dtype)
+    keep = None if key_mask is None else key_mask.unsqueeze(-1)
+    per_feature = feature_map == "softmax"
+    if per_feature:
+        phi_q = torch.softmax(qc, dim=-1)
+        logits = kc if keep is None else torch.where(keep, kc, torch.full_like(kc, float("-inf")))
+        top = logits.detach().amax(dim=-2, keepdim=True)  # per-feature max over the keys; cancels in ratio
+        phi_k = torch.exp(logits - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
+    else:
+        fmap = {"elu": elu_feature_map, "taylor": taylor_feature_map, "cosine": taylor_feature_map}.get(
+            feature_map, feature_map  # type: ignore[arg-type]
+        )
+        phi_q, phi_k = fmap(qc), fmap(kc)
+        _check_features(phi_q, phi_k, q, k, user=not isinstance(feature_map, str))
+        if keep is not None:
+            phi_k = torch.where(keep, phi_k, torch.zeros_like(phi_k))
+        phi_q, phi_k = _stabilise_queries(phi_q), _stabilise_keys(phi_k)
+    out = _kernel_attention(phi_q, phi_k, vc, causal=causal, chunk_size=chunk_size, per_feature=per_feature, eps=eps)
+    return out.to(q.dtype)
+
+
+def _check_features(phi_q: torch.Tensor, phi_k: torch.Tensor, q: torch.Tensor, k: torch.Tensor, user: bool) -> None:
+    """Check what a feature map returned: shapes, dtype and (for user callables) non-negativity."""
+    for name, phi, x in (("phi(q)", phi_q, q), ("phi(k)", phi_k, k)):
+        if not isinstance(phi, torch.Tensor):
+            raise TypeError(f"feature_map must return a torch.Tensor for {name}, got {type(phi).__name__}")
+        if phi.shape[:-1] != x.shape[:-1]:
+            raise ValueError(f"feature_map changed the leading shape of {name}: {tuple(x.shape)} -> {tuple(phi.shape)}")
+        if not phi.is_floating_point():
+            raise TypeError(f"feature_map must return floating-point features, got {phi.dtype}")
+        if user and phi.device.type != "meta" and phi.numel() and bool((phi < 0).any()):
+            raise ValueError(f"feature_map must return non-negative features; {name} has negative entries")
+        if user and phi.device.type != "meta" and phi.numel() and not bool(torch.isfinite(phi).all()):
+            raise ValueError(f"feature_map returned non-finite features for {name}")
+    if phi_q.shape[-1] != phi_k.shape[-1]:
+        raise ValueError(f"feature_map gave {phi_q.shape[-1]} features for q but {phi_k.shape[-1]} for k")
+
+
+# ----------------------------------------------------------------------------------------- measuring
+def measure_time(fn: Callable[[], Any], *, device: torch.device | str = "cpu", repeats: int = 5, warmup: int = 1) -> float:
+    r"""Seconds one call of ``fn()`` takes: the minimum over ``repeats`` timed calls after ``warmup`` calls.
+
+    On CUDA the device is synchronised around each call and wall-clock time is taken. On the CPU the call
+    runs on one intra-op thread (``torch.set_num_threads(1)``, restored afterwards) and is timed with
+    ``time.thread_time()``, the CPU time of the calling thread: a measure of the work done that other
+    processes sharing the machine do not inflate, which is what a scaling exponent needs. The minimum
+    over repeats discards the remaining interference (cache, frequency changes).
+
+    Parameters
+    ----------
+    fn : callable
+        Called without arguments.
+    device : torch.device or str
+        The device ``fn`` computes on.
+    repeats, warmup : int
+        Timed and untimed calls.
+
+    Returns
+    -------
+    float
+
+    Notes
+    -----
+    Chapter: ``notebooks/linear-attention.ipynb`` (also used by ``benchmarks/attention.py``).
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    repeats = check_int(repeats, "repeats", low=1)
+    warmup = check_int(warmup, "warmup", low=0)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        for _ in range(warmup):
+            fn()
+        best = float("inf")
+        for _ in range(repeats):
+            torch.cuda.synchronize(dev)
+            t0 = time.perf_counter()
+            fn()
+            torch.cuda.synchronize(dev)
+            best = min(best, time.perf_counter() - t0)
+        return best
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(warmup):
+            fn()
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.thread_time()
+            fn()
+            best = min(best, time.thread_time() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return best
+
+
+def measure_peak_memory(fn: Callable[[], Any], *, device: torch.device | str = "cpu") -> int:
+    r"""Peak number of bytes allocated by torch while ``fn()`` runs, above what was allocated before.
+
+    On CUDA: :func:`torch.cuda.max_memory_allocated` after :func:`torch.cuda.reset_peak_memory_stats`,
+    minus the memory allocated before the call. On the CPU (where torch keeps no allocator statistics):
+    the call runs under :class:`torch.profiler.profile` with ``profile_memory=True``, which records every
+    allocation and free of torch's CPU allocator; the peak of their running sum is returned. Both count
+    tensors only (inputs that exist before the call are excluded, the output is included), not the
+    interpreter or library code. Unless ``KINETO_LOG_LEVEL`` is already set, it is set to 6 so that the
+    profiler does not print a start/stop line for every measurement.
+
+    Parameters
+    ----------
+    fn : callable
+        Called once, without arguments.
+    device : torch.device or str
+        The device ``fn`` allocates on (``"cpu"`` or a CUDA device).
+
+    Returns
+    -------
+    int
+
+    Notes
+    -----
+    Chapter: ``notebooks/linear-attention.ipynb`` (also used by ``benchmarks/attention.py``).
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        before = torch.cuda.memory_allocated(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        fn()
+        torch.cuda.synchronize(dev)
+        return int(torch.cuda.max_memory_allocated(dev) - before)
+    if dev.type != "cpu":
+        raise ValueError(f"device must be 'cpu' or a CUDA device, got {str(dev)!r}")
+    from torch.profiler import ProfilerActivity, profile
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # silence kineto's per-trace start/stop lines
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = prof.profiler.kineto_results.events()  # raw allocator events, in time order once sorted
+    allocs = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in events
+        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+    )
+    current = peak = 0
+    for _, nbytes in allocs:
+        current += nbytes
+        peak = max(peak, current)
+    return int(peak)

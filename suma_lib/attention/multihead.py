@@ -5,9 +5,10 @@ r"""Multi-head attention and restricted (local-window) attention, as in "Attenti
 
 with each head of width :math:`d_k = d_{\text{model}} / h` and
 :math:`\operatorname{Attention}(Q, K, V) = \operatorname{softmax}(QK^\top/\sqrt{d_k})\,V`
-(:func:`suma_lib.attention.softmax_attention`). Restricted self-attention lets position :math:`i` attend
-to the :math:`2r + 1` positions :math:`|i - j| \le r` only, which costs :math:`O(nrd)` instead of
-:math:`O(n^2 d)` when it is computed on the band alone (:func:`restricted_attention`).
+(:func:`~suma_lib.attention.exact.softmax_attention`). The paper's restricted self-attention, where
+position :math:`i` attends to the :math:`2r + 1` positions :math:`|i - j| \le r` only, is the ``window``
+option; it reuses :func:`~suma_lib.attention.sparse.local_attention`, which computes the band alone in
+:math:`O(nrd)` instead of :math:`O(n^2 d)`.
 
 Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
 """
@@ -15,17 +16,15 @@ Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_int, check_tensor
-from .exact import _check_qkv, _default_scale, attention_weights, softmax_attention
+from .exact import attention_weights, softmax_attention
+from .sparse import local_attention, local_mask
 
 __all__ = [
     "split_heads",
     "merge_heads",
-    "restricted_mask",
-    "restricted_attention",
     "MultiHeadAttention",
 ]
 
@@ -65,118 +64,8 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(-3, -2).flatten(-2)
 
 
-def restricted_mask(
-    n: int,
-    window: int,
-    m: int | None = None,
-    *,
-    causal: bool = False,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    r"""Boolean mask of restricted attention: query :math:`i` may attend to key :math:`j` iff :math:`|i - j| \le r`.
-
-    With ``causal=True`` only :math:`i - r \le j \le i`. The mask has
-    :math:`n(2r + 1) - r(r + 1)` true entries for :math:`n \ge r` (:math:`O(nr)`), against :math:`n^2` for
-    full attention.
-
-    Parameters
-    ----------
-    n : int
-        Number of queries.
-    window : int
-        The radius :math:`r \ge 0` of the neighbourhood.
-    m : int, optional
-        Number of keys (``n`` by default); query and key positions both start at 0.
-    causal : bool
-        Keep only the keys at or before the query.
-    device : torch.device or str, optional
-        Where the mask is built.
-
-    Returns
-    -------
-    torch.Tensor, shape ``(n, m)``, dtype ``torch.bool``
-        ``True`` where attention is allowed.
-
-    Notes
-    -----
-    Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
-    """
-    n = check_int(n, "n", low=0)
-    window = check_int(window, "window", low=0)
-    m = n if m is None else check_int(m, "m", low=0)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    i = torch.arange(n, device=device)[:, None]
-    j = torch.arange(m, device=device)[None, :]
-    rel = i - j
-    keep = rel.abs() <= window
-    return keep & (rel >= 0) if causal else keep
-
-
-def restricted_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    window: int,
-    *,
-    causal: bool = False,
-    scale: float | None = None,
-) -> torch.Tensor:
-    r"""Restricted self-attention computed on the band only, in :math:`O(n r d)` time and memory.
-
-    .. math:: o_i = \sum_{|j - i| \le r} \frac{e^{s\,q_i\cdot k_j}}{\sum_{|l - i| \le r} e^{s\,q_i\cdot k_l}}\, v_j
-
-    Equal to ``softmax_attention(q, k, v, mask=restricted_mask(n, window))`` (which materialises all
-    :math:`n^2` scores), but only the :math:`2r + 1` scores of each query's window are formed: the keys and
-    values are zero-padded by :math:`r` on each side and cut into overlapping windows with
-    :meth:`torch.Tensor.unfold`; the padding is masked out of the softmax. Every query sees at least itself,
-    so no row is ever empty.
-
-    Parameters
-    ----------
-    q, k : torch.Tensor, shape ``(..., n, d)``
-        Queries and keys (self-attention: the same length ``n``).
-    v : torch.Tensor, shape ``(..., n, d_v)``
-    window : int
-        The radius :math:`r \ge 0`.
-    causal : bool
-        Attend to :math:`i - r \le j \le i` only.
-    scale : float, optional
-        Multiplies :math:`q \cdot k`; :math:`1/\sqrt{d}` by default.
-
-    Returns
-    -------
-    torch.Tensor, shape ``(..., n, d_v)``
-
-    Notes
-    -----
-    Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
-    """
-    _check_qkv(q, k, v)
-    window = check_int(window, "window", low=0)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    n = q.shape[-2]
-    if k.shape[-2] != n:
-        raise ValueError(f"restricted attention is self-attention: q and k must have the same length, "
-                         f"got {n} and {k.shape[-2]}")
-    s = _default_scale(scale, q.shape[-1])
-    if n == 0:
-        return v.new_zeros(torch.broadcast_shapes(q.shape[:-2], v.shape[:-2]) + (0, v.shape[-1]))
-    right = 0 if causal else window
-    width = window + 1 + right
-    # Offsets t = 0..width-1 of the window stand for key positions j = i - window + t.
-    kw = F.pad(k, (0, 0, window, right)).unfold(-2, width, 1)  # (..., n, d, width)
-    vw = F.pad(v, (0, 0, window, right)).unfold(-2, width, 1)  # (..., n, d_v, width)
-    logits = torch.einsum("...nd,...ndw->...nw", q, kw) * s
-    j = torch.arange(n, device=q.device)[:, None] - window + torch.arange(width, device=q.device)
-    valid = (j >= 0) & (j < n)  # (n, width): the padding is not a key
-    weights = torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=-1)
-    return torch.einsum("...nw,...ndw->...nd", weights, vw)
-
-
 class MultiHeadAttention(nn.Module):
-    r"""Multi-head attention with separate projections, built on :func:`suma_lib.attention.softmax_attention`.
+    r"""Multi-head attention with separate projections, built on :func:`~suma_lib.attention.exact.softmax_attention`.
 
     .. math:: \operatorname{MultiHead}(Q, K, V) = \operatorname{Concat}_j
               \operatorname{softmax}\!\left(\frac{Q W_j^Q (K W_j^K)^\top}{\sqrt{d_k}} + M\right) V W_j^V\; W^O
@@ -193,8 +82,10 @@ class MultiHeadAttention(nn.Module):
     kdim, vdim : int, optional
         Widths of the key and value inputs (``embed_dim`` by default).
     window : int, optional
-        Restricted self-attention: query :math:`i` sees keys :math:`|i - j| \le` ``window`` only. Without
-        ``mask`` or ``return_weights`` it is computed on the band (:func:`restricted_attention`).
+        Restricted self-attention: query :math:`i` sees keys :math:`|i - j| \le` ``window`` only (query
+        and key sequences must then have the same length). Without ``mask`` or ``return_weights`` it is
+        computed on the band (:func:`~suma_lib.attention.sparse.local_attention`), otherwise with the mask
+        :func:`~suma_lib.attention.sparse.local_mask`.
     device, dtype
         Passed to the parameters' constructors.
 
@@ -297,10 +188,12 @@ class MultiHeadAttention(nn.Module):
                 raise TypeError(f"mask must be a boolean tensor (True = may attend), got {mask.dtype}")
             mask = mask.unsqueeze(-3)  # the same mask for every head
         if self.window is not None:
-            if mask is None and not return_weights and n == m:
-                out = restricted_attention(q, k, v, self.window, causal=causal)
-                return self.out_proj(merge_heads(out))
-            band = restricted_mask(n, self.window, m, device=q.device)
+            if n != m:
+                raise ValueError(f"window (restricted self-attention) needs query and key of the same length, "
+                                 f"got {n} and {m}")
+            if mask is None and not return_weights:
+                return self.out_proj(merge_heads(local_attention(q, k, v, self.window, causal=causal)))
+            band = local_mask(n, self.window, device=q.device)
             mask = band if mask is None else mask & band
         if return_weights:
             weights = attention_weights(q, k, mask=mask, causal=causal)

