@@ -19,6 +19,8 @@ Usage: ``python benchmarks/smooth.py [--sizes 4096 262144 4194304] [--min-time 0
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import platform
 from pathlib import Path
 
@@ -47,7 +49,7 @@ PEERS = ("softplus", "gelu")
 
 
 def time_one(fn, x: torch.Tensor, backward: bool, min_time: float) -> float:
-    """Median seconds per call of ``fn(x)`` (and its backward pass when ``backward``)."""
+    """Median seconds per call of ``fn(x)`` (and its backward pass when ``backward``), one timing block."""
     if backward:
         x = x.detach().requires_grad_(True)
         grad = torch.ones_like(x)
@@ -61,14 +63,21 @@ def time_one(fn, x: torch.Tensor, backward: bool, min_time: float) -> float:
     return timer.blocked_autorange(min_run_time=min_time).median
 
 
-def run(device: torch.device, sizes: list[int], min_time: float, candidates: dict) -> list[str]:
+def run(
+    device: torch.device, sizes: list[int], min_time: float, candidates: dict, rounds: int = 5
+) -> list[str]:
     """Time every candidate on ``device``; return the Markdown table rows (ratios to the peers)."""
     rows = []
     gen = torch.Generator(device=device).manual_seed(0)
     for n in sizes:
         x = torch.randn(n, device=device, generator=gen) * 3
         for backward in (False, True):
-            times = {name: time_one(fn, x, backward, min_time) for name, fn in candidates.items()}
+            # Round-robin over the candidates, keeping each one's best median: a burst of load from
+            # other processes then slows one round, not one candidate.
+            times = dict.fromkeys(candidates, math.inf)
+            for _ in range(rounds):
+                for name, fn in candidates.items():
+                    times[name] = min(times[name], time_one(fn, x, backward, min_time / rounds))
             for name, t in times.items():
                 if name in PEERS:
                     continue
@@ -101,8 +110,9 @@ def main() -> None:
         "",
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, one CPU thread"
         + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
-        + ". float32; median time per call and its ratio to each peer, timed in the same run (above 1: slower"
-        " than the peer). On a shared or busy machine the absolute times are noisy; the ratios less so.",
+        + f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs when it started. float32; time per"
+        " call (best of 5 interleaved rounds of medians) and its ratio to each peer (above 1: slower than the"
+        " peer). On a busy machine the numbers are noisy; rerun on an idle one with `make bench`.",
         "",
         "| device | elements | pass | function | µs | ÷ softplus | ÷ gelu |",
         "| --- | ---: | --- | --- | ---: | ---: | ---: |",

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import claims  # noqa: E402
+from . import (  # noqa: E402
+    attention,
+    claims,
+    entropy,
+    geometry,
+    models,
+    orthogonality,
+    penalty,
+    position,
+    smooth,
+)
 from .device import get_device  # noqa: E402
 from .notebook import setup_notebook  # noqa: E402
 from .plotting import use_style  # noqa: E402
@@ -17,7 +27,15 @@ from .seeding import make_generator, seed_everything  # noqa: E402
 
 __all__ = [
     "__version__",
+    "attention",
     "claims",
+    "entropy",
+    "geometry",
+    "models",
+    "orthogonality",
+    "penalty",
+    "position",
+    "smooth",
     "get_device",
     "make_generator",
     "seed_everything",

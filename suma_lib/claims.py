@@ -210,14 +210,27 @@ def symbolic(claim: str, lhs: Any, rhs: Any = 0, *, method: str = "symbolic") ->
         lhs_s, rhs_s = sp.sympify(lhs), sp.sympify(rhs)
     except (sp.SympifyError, TypeError) as err:
         raise TypeError("lhs and rhs must be SymPy expressions or numbers") from err
-    diff = sp.simplify(lhs_s - rhs_s)
-    ok = diff == 0
-    if not ok:
-        ok = bool(diff.equals(0)) if hasattr(diff, "equals") else False
-    if not ok:
-        ok = sp.simplify(sp.expand(sp.expand_trig(diff))) == 0
+    if isinstance(lhs_s, sp.MatrixBase) or isinstance(rhs_s, sp.MatrixBase):
+        if getattr(lhs_s, "shape", None) != getattr(rhs_s, "shape", None):
+            raise ValueError(f"lhs and rhs must have the same shape, got {getattr(lhs_s, 'shape', ())} "
+                             f"and {getattr(rhs_s, 'shape', ())}")
+        ok = all(_is_zero(e) for e in (lhs_s - rhs_s))
+    else:
+        ok = _is_zero(lhs_s - rhs_s)
     measured = _short(lhs_s)
     return _finish(claim, method, measured, _short(rhs_s), "exact (SymPy)", ok)
+
+
+def _is_zero(expr: Any) -> bool:
+    """Whether SymPy proves ``expr == 0`` (simplify, then ``equals``, then trig expansion)."""
+    import sympy as sp
+
+    diff = sp.simplify(expr)
+    if diff == 0:
+        return True
+    if hasattr(diff, "equals") and diff.equals(0) is True:
+        return True
+    return sp.simplify(sp.expand(sp.expand_trig(diff))) == 0
 
 
 def _short(expr: Any, limit: int = 80) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ._validation import check_choice, check_float, check_generator, check_int, check_tensor
+from .device import get_device
 
 __all__ = [
     "angle_pdf",
@@ -70,6 +71,18 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     y = x / safe
     norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
     return y / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
+def _placement(
+    device: str | torch.device | None, dtype: torch.dtype | None, generator: torch.Generator | None
+) -> tuple[torch.device | None, torch.dtype]:
+    """Validate the ``device``/``dtype``/``generator`` of a sampler; default to the generator's device."""
+    check_generator(generator)
+    dev = (generator.device if generator is not None else None) if device is None else get_device(device)
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    return dev, dtype
 
 
 def _check_same(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
@@ -151,7 +164,8 @@ def sample_angles(
     generator : torch.Generator, optional
         Source of randomness; it must live on ``device``.
     device : str or torch.device, optional
-        Where to draw (default: the generator's device, else the CPU). ``"meta"`` gives a meta tensor.
+        Where to draw (default: the generator's device, else the CPU); ``"meta"`` gives a meta tensor and
+        ``"auto"`` picks as ``suma_lib.get_device`` does.
     dtype : torch.dtype, optional
         Floating-point dtype (default: torch's default dtype).
 
@@ -162,11 +176,7 @@ def sample_angles(
     """
     n = check_int(n, "n", low=2)
     shape = _check_size(size, "size")
-    check_generator(generator)
-    dev = torch.device(device) if device is not None else (generator.device if generator is not None else None)
-    dtype = dtype if dtype is not None else torch.get_default_dtype()
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    dev, dtype = _placement(device, dtype, generator)
     total = math.prod(shape)
     rows = max(1, (1 << 22) // n)
     parts = []
@@ -431,7 +441,7 @@ def activation_norms(
     ----------
     x : torch.Tensor
         Inputs ``(..., d_0)``, floating point, finite.
-    weights : sequence of torch.Tensor
+    weights : list of torch.Tensor
         Weights ``W_l`` of shape ``(d_{l+1}, d_l)`` (``torch.nn.Linear`` layout), same dtype and device as ``x``.
     activation : {"relu", "linear", "tanh"} or callable
         The nonlinearity :math:`\phi` applied after every layer.
@@ -499,8 +509,7 @@ def gaussian_matrix(
     rows = check_int(rows, "rows", low=0)
     cols = check_int(cols, "cols", low=0)
     std = check_float(std, "std", low=0.0, low_open=True)
-    check_generator(generator)
-    dev = torch.device(device) if device is not None else (generator.device if generator is not None else None)
+    dev, dtype = _placement(device, dtype, generator)
     return torch.randn(rows, cols, generator=generator, device=dev, dtype=dtype) * std
 
 
@@ -826,10 +835,10 @@ def gaussian_expectation(expr: Any, variables: Sequence[Any], std: Any = 1) -> A
     ----------
     expr : sympy expression
         A polynomial in ``variables`` (other symbols are treated as constants).
-    variables : sequence of sympy.Symbol
+    variables : list of sympy.Symbol
         The independent :math:`\mathcal{N}(0, \sigma^2)` variables.
-    std : sympy expression or number, or a sequence of them
-        :math:`\sigma`, shared or one per variable.
+    std : number or list
+        :math:`\sigma` (a number or SymPy expression), shared by all variables, or a list with one per variable.
 
     Returns
     -------
@@ -861,7 +870,7 @@ def gaussian_expectation(expr: Any, variables: Sequence[Any], std: Any = 1) -> A
     return sp.expand(total)
 
 
-def embedding_entropy(dim: float, n_points: float, grid: int = 200_001) -> float:
+def embedding_entropy(dim: float, n_points: float, grid: int = 20_001) -> float:
     r"""Entropy estimate of a softmax over :math:`N^2` pairs of random :math:`n`-dimensional embeddings.
 
     The minimum-entropy argument behind the embedding-size rule :math:`n > 8.33\log N`: model

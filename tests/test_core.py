@@ -33,6 +33,16 @@ def test_symbolic_passes_true_identity_and_fails_false_one() -> None:
     assert [r.status for r in claims.records()] == ["pass", "fail"]
 
 
+def test_symbolic_matrices() -> None:
+    a, b = sp.symbols("a b", real=True)
+    rot = lambda t: sp.Matrix([[sp.cos(t), -sp.sin(t)], [sp.sin(t), sp.cos(t)]])  # noqa: E731
+    claims.symbolic("rotations compose", rot(a) * rot(b), rot(a + b))
+    with pytest.raises(claims.ClaimError):
+        claims.symbolic("rotations commute with a shear", rot(a) * sp.Matrix([[1, 1], [0, 1]]), rot(a))
+    with pytest.raises(ValueError, match="shape"):
+        claims.symbolic("shapes", sp.eye(2), sp.eye(3))
+
+
 def test_symbolic_integral() -> None:
     t = sp.symbols("t", real=True)
     claims.symbolic("∫ e^{-t²} = √π", sp.integrate(sp.exp(-(t**2)), (t, -sp.oo, sp.oo)), sp.sqrt(sp.pi))

@@ -183,3 +183,43 @@ def test_errors_name_the_argument():
         softmax_attention(q, k, v, scale=float("inf"))
     with pytest.raises(TypeError, match="mask"):
         attention_weights(q, k, mask=torch.zeros(5, 6))
+
+
+# ------------------------------------------------------------------------------ extreme magnitudes
+@pytest.mark.parametrize("causal", [False, True])
+def test_huge_inputs_give_the_hard_max_limit_not_nan(causal: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, 12, 8, generator=g) * 1e30
+    k = torch.randn(2, 3, 12, 8, generator=g) * 1e30
+    v = torch.randn(2, 3, 12, 8, generator=g)
+    out = softmax_attention(q, k, v, causal=causal)
+    logits = q.double() @ k.double().transpose(-2, -1)  # float64 holds 1e60 exactly enough
+    if causal:
+        logits = logits.masked_fill(~torch.ones(12, 12, dtype=torch.bool).tril(), float("-inf"))
+    hard = torch.gather(v, 2, logits.argmax(-1)[..., None].expand(-1, -1, -1, 8))
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, hard, rtol=0, atol=1e-6)
+    w = attention_weights(q, k, causal=causal)
+    assert torch.isfinite(w).all()
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 3, 12), rtol=0, atol=1e-6)
+
+
+def test_rescaling_is_exact_so_masked_keys_change_nothing() -> None:
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 6, 4, generator=g) for _ in range(3))
+    mask = torch.ones(6, 6, dtype=torch.bool)
+    mask[:, 5] = False
+    k2 = k.clone()
+    k2[..., 5, :] *= 1e3  # a masked key with a much larger norm changes the global key scale
+    assert torch.equal(softmax_attention(q, k, v, mask=mask), softmax_attention(q, k2, v, mask=mask))
+
+
+def test_gradients_match_the_unscaled_formula() -> None:
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, 5, 3, dtype=torch.float64, generator=g, requires_grad=True) for _ in range(3))
+    out = softmax_attention(q, k, v, scale=0.7)
+    ref = torch.softmax(0.7 * q @ k.transpose(-2, -1), -1) @ v
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

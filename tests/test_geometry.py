@@ -114,6 +114,12 @@ def test_sample_angles_errors() -> None:
         g.sample_angles(3, 2, generator=0)
     with pytest.raises(TypeError, match="dtype"):
         g.sample_angles(3, 2, dtype=torch.int64)
+    with pytest.raises(ValueError, match="device"):
+        g.sample_angles(3, 2, device="gpu0")
+    with pytest.raises(TypeError, match="device"):
+        g.gaussian_matrix(2, 2, device=0)
+    with pytest.raises(TypeError, match="dtype"):
+        g.gaussian_matrix(2, 2, dtype=torch.int32)
 
 
 def test_angle_between_accuracy_and_extremes() -> None:
@@ -133,6 +139,18 @@ def test_angle_between_accuracy_and_extremes() -> None:
         g.angle_between(torch.ones(3), torch.ones(4))
     with pytest.raises(TypeError, match="dtype and device"):
         g.angle_between(torch.ones(3), torch.ones(3, dtype=torch.float64))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=hst.integers(0, 10_000), d=hst.integers(2, 40), scale=hst.floats(1e-20, 1e20))
+def test_angle_between_properties(seed: int, d: int, scale: float) -> None:
+    x = torch.randn(d, dtype=torch.float64, generator=gen(seed))
+    y = torch.randn(d, dtype=torch.float64, generator=gen(seed + 1))
+    t = g.angle_between(x, y).item()
+    assert 0.0 <= t <= math.pi
+    assert g.angle_between(y, x).item() == pytest.approx(t, abs=1e-12)  # symmetric
+    assert g.angle_between(scale * x, y).item() == pytest.approx(t, abs=1e-12)  # scale invariant
+    assert g.angle_between(-x, y).item() == pytest.approx(math.pi - t, abs=1e-12)  # supplementary
 
 
 # ----------------------------------------------------------------------------------------- initialisation
@@ -203,6 +221,18 @@ def test_orthogonality_error_closed_forms() -> None:
     assert g.orthogonality_error(torch.full((3, 3), 1e30)).item() == math.inf
     assert g.orthogonality_error(torch.full((3, 3), 1e30), "spectral").item() == math.inf
     assert g.orthogonality_error(torch.randn(2, 6, 4, device=META), "spectral").shape == (2,)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=hst.integers(0, 10_000), m=hst.integers(1, 12), n=hst.integers(1, 12))
+def test_orthogonality_error_is_transpose_and_rotation_invariant(seed: int, m: int, n: int) -> None:
+    w = torch.randn(m, n, dtype=torch.float64, generator=gen(seed))
+    q = torch.linalg.qr(torch.randn(m, m, dtype=torch.float64, generator=gen(seed + 1))).Q
+    for norm in ("fro", "rms", "spectral"):
+        e = g.orthogonality_error(w, norm).item()
+        assert g.orthogonality_error(w.mT, norm).item() == pytest.approx(e, rel=1e-9, abs=1e-12)
+        assert g.orthogonality_error(q @ w, norm).item() == pytest.approx(e, rel=1e-9, abs=1e-12)
+    assert g.orthogonality_error(w, "max").item() <= g.orthogonality_error(w, "spectral").item() + 1e-12
 
 
 def test_orthogonality_error_gaussian_expectation() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from suma_lib.attention import (
+    crossover_length,
     elu_feature_map,
     linear_attention,
     measure_peak_memory,
@@ -247,6 +250,21 @@ def test_measure_helpers():
         measure_time(lambda: None, repeats=0)
     with pytest.raises(ValueError, match="device"):
         measure_peak_memory(lambda: None, device="meta")
+
+
+def test_crossover_length():
+    # ratio = (n / 100)^-1 crosses 1 at n = 100 exactly; interpolation is exact for a power law.
+    ns = [25.0, 50.0, 200.0, 400.0]
+    assert crossover_length(ns, [100 / n for n in ns]) == pytest.approx(100.0)
+    assert crossover_length([1, 2, 4, 8], [3, 1.5, 1.2, 0.6]) == pytest.approx(4 * 2 ** (math.log(1.2) / math.log(2)))
+    assert math.isnan(crossover_length([1, 2], [0.5, 0.2]))  # already faster
+    assert math.isnan(crossover_length([1, 2], [2.0, 1.5]))  # never faster
+    with pytest.raises(ValueError, match="ratios"):
+        crossover_length([1, 2], [1.0, -1.0])
+    with pytest.raises(ValueError, match="lengths"):
+        crossover_length([2, 1], [2.0, 0.5])
+    with pytest.raises(ValueError, match="lengths"):
+        crossover_length([1, 2, 3], [2.0, 0.5])
 
 
 # ----------------------------------------------------------------- errors

@@ -7,7 +7,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from suma_lib.attention import MultiHeadAttention, local_mask, merge_heads, softmax_attention, split_heads
+from suma_lib.attention import (
+    MultiHeadAttention,
+    local_mask,
+    merge_heads,
+    softmax_attention,
+    split_heads,
+)
 
 F64 = torch.float64
 
@@ -34,18 +40,24 @@ def _randn(*shape, seed=0):
 def test_equals_torch_multihead_attention(batch, n, m, heads, kv_dims, bias, seed) -> None:
     torch.manual_seed(seed)
     kdim, vdim = kv_dims
-    peer = torch.nn.MultiheadAttention(8, heads, bias=bias, kdim=kdim, vdim=vdim, batch_first=True, dtype=F64)
+    peer = torch.nn.MultiheadAttention(
+        8, heads, bias=bias, kdim=kdim, vdim=vdim, batch_first=True, dtype=F64
+    )
     ours = MultiHeadAttention.from_torch(peer)
     q = _randn(batch, n, 8, seed=seed)
     k = _randn(batch, m, kdim or 8, seed=seed + 1)
     v = _randn(batch, m, vdim or 8, seed=seed + 2)
     allowed = torch.rand(batch, n, m, generator=_gen(seed)) > 0.4
     with torch.no_grad():
-        torch.testing.assert_close(ours(q, k, v), peer(q, k, v, need_weights=False)[0], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            ours(q, k, v), peer(q, k, v, need_weights=False)[0], rtol=1e-10, atol=1e-12
+        )
         # torch's boolean mask marks forbidden pairs, one mask per (batch, head); fully masked rows give NaN
         # in torch, so compare only rows with at least one allowed key.
         alive = allowed.any(-1)
-        theirs = peer(q, k, v, attn_mask=(~allowed).repeat_interleave(heads, 0), need_weights=False)[0]
+        theirs = peer(
+            q, k, v, attn_mask=(~allowed).repeat_interleave(heads, 0), need_weights=False
+        )[0]
         mine = ours(q, k, v, mask=allowed)
         torch.testing.assert_close(mine[alive], theirs[alive], rtol=1e-10, atol=1e-12)
         assert torch.isfinite(mine).all()

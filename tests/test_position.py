@@ -30,13 +30,17 @@ def _numpy_pe(positions: np.ndarray, d: int, base: float = 10000.0) -> np.ndarra
 def test_encoding_matches_the_formula(n: int, half: int, base: float) -> None:
     d = 2 * half
     got = sinusoidal_encoding(n, d, base, dtype=F64).numpy()
-    np.testing.assert_allclose(got, _numpy_pe(np.arange(n, dtype=float), d, base), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        got, _numpy_pe(np.arange(n, dtype=float), d, base), rtol=0, atol=1e-12
+    )
 
 
 def test_concatenated_layout_is_a_permutation_of_interleaved() -> None:
     inter = sinusoidal_encoding(30, 12, dtype=F64)
     cat = sinusoidal_encoding(30, 12, layout="concatenated", dtype=F64)
-    torch.testing.assert_close(cat, torch.cat((inter[:, 0::2], inter[:, 1::2]), dim=-1), rtol=0, atol=0)
+    torch.testing.assert_close(
+        cat, torch.cat((inter[:, 0::2], inter[:, 1::2]), dim=-1), rtol=0, atol=0
+    )
 
 
 def test_frequencies() -> None:
@@ -53,14 +57,20 @@ def test_positions_tensor_shape_dtype_and_float32_accuracy() -> None:
     assert sinusoidal_encoding(torch.arange(5), 4).dtype == torch.get_default_dtype()
 
 
-@given(k=st.floats(-500, 500), half=st.integers(1, 12), layout=st.sampled_from(["interleaved", "concatenated"]))
+@given(
+    k=st.floats(-500, 500),
+    half=st.integers(1, 12),
+    layout=st.sampled_from(["interleaved", "concatenated"]),
+)
 @settings(max_examples=40, deadline=None)
 def test_shift_matrix_maps_pe_p_to_pe_p_plus_k(k: float, half: int, layout: str) -> None:
     d = 2 * half
     p = torch.linspace(-50, 300, 23, dtype=F64)
     rot = sinusoidal_shift_matrix(k, d, layout=layout, dtype=F64)
     shifted = sinusoidal_encoding(p, d, layout=layout) @ rot.mT
-    torch.testing.assert_close(shifted, sinusoidal_encoding(p + k, d, layout=layout), rtol=0, atol=1e-11)
+    torch.testing.assert_close(
+        shifted, sinusoidal_encoding(p + k, d, layout=layout), rtol=0, atol=1e-11
+    )
     torch.testing.assert_close(rot @ rot.mT, torch.eye(d, dtype=F64), rtol=0, atol=1e-14)
 
 

@@ -27,15 +27,6 @@ from suma_lib.attention import (
 D, H = 8, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP contention on a shared CI machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _x(*shape, seed=0, dtype=torch.float64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
@@ -75,7 +66,9 @@ def test_module_equals_torch_multihead_attention_without_prev() -> None:
     torch.testing.assert_close(y, ref)
     torch.testing.assert_close(torch.softmax(scores, -1), ref_w)
     causal = torch.ones(6, 6, dtype=torch.bool).triu(1)
-    torch.testing.assert_close(layer(x, causal=True)[0], mha(x, x, x, attn_mask=causal, need_weights=False)[0])
+    torch.testing.assert_close(
+        layer(x, causal=True)[0], mha(x, x, x, attn_mask=causal, need_weights=False)[0]
+    )
 
 
 def test_encoder_scores_are_the_running_sum_of_every_layer() -> None:
@@ -107,10 +100,14 @@ def test_one_layer_realformer_is_post_ln_and_variants_differ() -> None:
     for v in LN_VARIANTS:
         torch.manual_seed(1)
         outs[v] = RealFormerEncoder(3, D, H, 16, v, dtype=torch.float64)(x)
-    assert not torch.allclose(outs["post"], outs["realformer"]) and not torch.allclose(outs["post"], outs["pre"])
+    assert not torch.allclose(outs["post"], outs["realformer"]) and not torch.allclose(
+        outs["post"], outs["pre"]
+    )
     # Post-LN (and RealFormer) outputs are layer-normalised; the Pre-LN stack ends with its own LayerNorm.
     for v in LN_VARIANTS:
-        torch.testing.assert_close(outs[v].mean(-1), torch.zeros(2, 5, dtype=torch.float64), atol=1e-10, rtol=0)
+        torch.testing.assert_close(
+            outs[v].mean(-1), torch.zeros(2, 5, dtype=torch.float64), atol=1e-10, rtol=0
+        )
 
 
 def test_masked_scores_stay_finite_and_dead_rows_are_zero() -> None:
@@ -127,7 +124,9 @@ def test_masked_scores_stay_finite_and_dead_rows_are_zero() -> None:
 def test_gradients_flow_through_the_carried_scores() -> None:
     q, k, v = (_x(1, 4, 3, seed=s).requires_grad_(True) for s in range(3))
     prev = _x(1, 4, 4, seed=4).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, b, c, p: residual_attention(a, b, c, p, causal=True), (q, k, v, prev))
+    assert torch.autograd.gradcheck(
+        lambda a, b, c, p: residual_attention(a, b, c, p, causal=True), (q, k, v, prev)
+    )
     torch.manual_seed(0)
     enc = RealFormerEncoder(2, D, H, 16, "realformer")
     first_q = enc.blocks[0].attn.in_proj.weight
@@ -148,7 +147,9 @@ def test_meta_device() -> None:
         y, scores = enc(torch.randn(3, 5, D, device="meta"), causal=True, return_scores=True)
         assert y.device.type == "meta" and scores[-1].shape == (3, H, 5, 5)
     init, trans = markov_chain(4, device="meta")
-    assert trans.device.type == "meta"
+    assert init.device.type == trans.device.type == "meta"
+    x = torch.zeros(2, 5, dtype=torch.long, device="meta")
+    assert markov_posterior(x, init, trans).shape == (2, 5, 4)
 
 
 # ------------------------------------------------------------------------------------ the Markov MLM task

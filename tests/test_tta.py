@@ -25,7 +25,9 @@ F64 = torch.float64
 
 def _model(stacking="tta", layers=3, seed=0, vocab=7, max_len=10, dtype=F64):
     torch.manual_seed(seed)
-    return TTAEncoder(vocab, max_len, 16, 4, layers, ff_dim=24, stacking=stacking, dtype=dtype).eval()
+    return TTAEncoder(
+        vocab, max_len, 16, 4, layers, ff_dim=24, stacking=stacking, dtype=dtype
+    ).eval()
 
 
 def _diag_jacobian_blocks(net, tokens):
@@ -79,7 +81,9 @@ def test_padding_is_never_read() -> None:
     edited = tokens.clone()
     edited[:, 6:] = (tokens[:, 6:] + 1) % 7
     with torch.no_grad():
-        torch.testing.assert_close(net(tokens, keep)[:, :6], net(edited, keep)[:, :6], rtol=0, atol=0)
+        torch.testing.assert_close(
+            net(tokens, keep)[:, :6], net(edited, keep)[:, :6], rtol=0, atol=0
+        )
 
 
 def test_single_token_sequence_is_finite() -> None:
@@ -138,7 +142,11 @@ def test_sampler_frequencies_match_the_chain() -> None:
     first = torch.bincount(seqs[:, 0], minlength=3).to(F64) / 4000
     assert (first - init).abs().max() < 4 * (0.25 / 4000) ** 0.5  # 4 standard errors at worst
     pairs = torch.zeros(3, 3, dtype=F64)
-    pairs.index_put_((seqs[:, :-1].flatten(), seqs[:, 1:].flatten()), torch.ones(4000 * 5, dtype=F64), accumulate=True)
+    pairs.index_put_(
+        (seqs[:, :-1].flatten(), seqs[:, 1:].flatten()),
+        torch.ones(4000 * 5, dtype=F64),
+        accumulate=True,
+    )
     empirical = pairs / pairs.sum(-1, keepdim=True)
     assert (empirical - trans).abs().max() < 4 * (0.25 / pairs.sum(-1).min()) ** 0.5
     again = sample_markov_chain(trans, init, 4000, 6, generator=torch.Generator().manual_seed(0))
@@ -149,10 +157,14 @@ def test_training_learns_a_deterministic_chain() -> None:
     # x_{t+1} = x_t + 1 (mod 5): every token is fixed by its neighbours, so the loss must fall far below log 5.
     v, n = 5, 6
     trans = torch.roll(torch.eye(v), 1, dims=1)
-    data = sample_markov_chain(trans, torch.full((v,), 1.0 / v), 256, n, generator=torch.Generator().manual_seed(0))
+    data = sample_markov_chain(
+        trans, torch.full((v,), 1.0 / v), 256, n, generator=torch.Generator().manual_seed(0)
+    )
     torch.manual_seed(0)
     net = TTAEncoder(v, n, 16, 2, 1, ff_dim=16)
-    losses = train_tta(net, data, 60, batch_size=32, lr=1e-2, generator=torch.Generator().manual_seed(0))
+    losses = train_tta(
+        net, data, 60, batch_size=32, lr=1e-2, generator=torch.Generator().manual_seed(0)
+    )
     assert len(losses) == 60 and not net.training
     assert losses[-1] < 0.5 * losses[0]
 

@@ -98,6 +98,37 @@ def _as_bool_mask(mask: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor 
     return mask
 
 
+def _pow2_at_least(x: torch.Tensor) -> torch.Tensor:
+    """A power of two near ``x`` (1 where ``x`` is 0): dividing by it is exact in floating point."""
+    safe = torch.where(x > 0, x, torch.ones_like(x))
+    return torch.exp2(torch.ceil(torch.log2(safe)))
+
+
+def _prescale(q: torch.Tensor, k: torch.Tensor, s: float) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Return ``(q2, k2)`` with :math:`q_2 k_2^\top = s\,q k^\top` whose product cannot overflow.
+
+    With :math:`a_i = \max_j |q_{ij}|` per query row and :math:`b = \max |k|` per attention matrix,
+    :math:`q_2 = (q / a)\,c` and :math:`k_2 = k / b` where :math:`c = s\,a\,b`. Every entry of
+    :math:`k_2` and of :math:`q/a` lies in :math:`[-1, 1]`, so :math:`|q_2 k_2^\top| \le d\,|c|`;
+    capping :math:`|c|` at the largest float over :math:`d` keeps the logits finite. The cap only acts
+    when the logits would overflow, where the softmax is a hard maximum anyway: inputs as large as
+    :math:`10^{30}` in float32 then give the limiting (argmax) attention instead of NaN. The scales
+    :math:`a, b` are powers of two, so the rescaling is exact: a key that is masked out (but enters
+    :math:`b`) cannot change a single bit of the other logits. They are detached, so gradients are those
+    of the unscaled product.
+    """
+    d = q.shape[-1]
+    if q.numel() == 0 or k.numel() == 0:  # nothing to overflow (and no maximum to take)
+        return q * s, k
+    a = _pow2_at_least(q.detach().abs().amax(dim=-1, keepdim=True))
+    b = _pow2_at_least(k.detach().abs().amax(dim=(-2, -1), keepdim=True))
+    # Half-precision kernels accumulate in float32; the stored q2 must still fit the input dtype.
+    acc = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    c_max = min(torch.finfo(q.dtype).max, torch.finfo(acc).max / max(d, 1))
+    c = (a * b * abs(s)).clamp(max=c_max) * (1.0 if s >= 0 else -1.0)
+    return q / a * c, k / b
+
+
 def attention_weights(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -125,7 +156,8 @@ def attention_weights(
     """
     _check_qkv(q, k, None)
     s = _default_scale(scale, q.shape[-1])
-    logits = torch.matmul(q, k.transpose(-2, -1)) * s
+    q2, k2 = _prescale(q, k, s)
+    logits = torch.matmul(q2, k2.transpose(-2, -1))
     full = combine_masks(mask, causal, q.shape[-2], k.shape[-2], device=q.device)
     if full is None:
         return torch.softmax(logits, dim=-1)
@@ -148,7 +180,9 @@ def softmax_attention(
 
     Dispatches to :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient /
     math kernels as torch chooses), so it is as fast as torch's own attention, and adds one guarantee
-    on top: a query whose keys are all masked gets a zero output instead of NaN.
+    on top: a query whose keys are all masked gets a zero output instead of NaN, and huge inputs
+    (:math:`|x| = 10^{30}` in float32) give the limiting hard-max attention instead of NaN (the scale is
+    folded into rescaled ``q`` and ``k`` whose product cannot overflow).
 
     Parameters
     ----------
@@ -175,6 +209,8 @@ def softmax_attention(
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     s = _default_scale(scale, q.shape[-1])
     n, m = q.shape[-2], k.shape[-2]
+    q, k = _prescale(q, k, s)  # q k^T now carries the scale and cannot overflow
+    s = 1.0
     mask = _as_bool_mask(mask, q)
     if mask is not None and mask.dtype != torch.bool:
         # Additive mask: fold the causal pattern in and guard rows that are entirely -inf.
@@ -186,7 +222,7 @@ def softmax_attention(
         dead = torch.isneginf(mask).all(dim=-1, keepdim=True)
         mask = mask.masked_fill(dead, 0.0).to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=s)
-        return out.masked_fill(dead, 0.0)
+        return _zero_rows(out, dead)
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal and n > 0, scale=s)
     full = combine_masks(mask, causal, n, m, device=q.device)
@@ -194,4 +230,11 @@ def softmax_attention(
     row_any = full.any(dim=-1, keepdim=True)
     # Let dead rows attend everywhere (finite softmax), then zero their output.
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=full | ~row_any, scale=s)
-    return out.masked_fill(~row_any, 0.0)
+    return _zero_rows(out, ~row_any)
+
+
+def _zero_rows(out: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """``out`` with the rows marked in ``dead`` set to zero; in place when autograd does not need ``out``."""
+    if not out.requires_grad and torch.broadcast_shapes(out.shape, dead.shape) == out.shape:
+        return out.masked_fill_(dead, 0.0)  # saves allocating (and page-faulting) a second output
+    return out.masked_fill(dead, 0.0)

@@ -131,12 +131,9 @@ def favor_features(x: torch.Tensor, omega: torch.Tensor, *, log: bool = False) -
     """
     check_tensor(x, "x", min_dim=1, floating=True)
     _check_omega(omega, x)
-    logphi = (
-        torch.matmul(x, omega.transpose(-2, -1))
-        - 0.5 * (x * x).sum(dim=-1, keepdim=True)
-        - 0.5 * math.log(omega.shape[-2])
-    )
-    return logphi if log else torch.exp(logphi)
+    logphi = torch.matmul(x, omega.transpose(-2, -1))  # a fresh (..., L, m) buffer: update it in place
+    logphi = logphi.sub_(0.5 * (x * x).sum(dim=-1, keepdim=True) + 0.5 * math.log(omega.shape[-2]))
+    return logphi if log else logphi.exp_()
 
 
 def _check_omega(omega: torch.Tensor, x: torch.Tensor) -> None:
@@ -243,14 +240,15 @@ def favor_attention(
     root = math.sqrt(s)
     qs, ks, vc = q.to(dtype) * root, k.to(dtype) * root, v.to(dtype)
     # Queries: log phi = omega . q - (per-row constants); shift by the row maximum (it cancels).
+    # (In place: these (n, m) buffers are fresh, and autograd needs neither value before exp.)
     lq = torch.matmul(qs, omega.transpose(-2, -1))
-    lq = lq - _finite_or_zero(lq.detach().amax(dim=-1, keepdim=True))
+    phi_q = lq.sub_(_finite_or_zero(lq.detach().amax(dim=-1, keepdim=True))).exp_()
     # Keys: log phi = omega . k - |k|^2 / 2; shift by one global maximum over keys and features.
     lk = favor_features(ks, omega, log=True)
     if key_mask is not None:
         lk = torch.where(key_mask.unsqueeze(-1), lk, torch.full_like(lk, float("-inf")))
-    lk = lk - _finite_or_zero(lk.detach().amax(dim=(-2, -1), keepdim=True))
-    phi_q, phi_k = torch.exp(lq), torch.exp(lk)
+    phi_k = lk.sub_(_finite_or_zero(lk.detach().amax(dim=(-2, -1), keepdim=True))).exp_()
+    del lq, lk
     out = _kernel_attention(phi_q, phi_k, vc, causal=causal, chunk_size=chunk_size, eps=eps)
     return out.to(q.dtype)
 

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Union
+from typing import Any, Callable, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -41,6 +42,7 @@ __all__ = [
     "FEATURE_MAPS",
     "measure_time",
     "measure_peak_memory",
+    "crossover_length",
 ]
 
 FeatureMap = Union[str, Callable[[torch.Tensor], torch.Tensor]]
@@ -111,7 +113,7 @@ def taylor_feature_map(x: torch.Tensor) -> torch.Tensor:
 def _safe_div(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
     """``num / den`` where ``den > eps``, else 0 (gradient-safe: the other branch never sees 0)."""
     ok = den > eps
-    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), 0.0)
 
 
 def _stabilise_keys(phi_k: torch.Tensor) -> torch.Tensor:
@@ -119,13 +121,13 @@ def _stabilise_keys(phi_k: torch.Tensor) -> torch.Tensor:
 
     Every term of a row's numerator and denominator carries this one positive factor, so it cancels.
     """
-    big = phi_k.detach().abs().amax(dim=(-2, -1), keepdim=True)
+    big = torch.linalg.vector_norm(phi_k.detach(), ord=float("inf"), dim=(-2, -1), keepdim=True)  # max |.|
     return phi_k / torch.where(big > 0, big, torch.ones_like(big))
 
 
 def _stabilise_queries(phi_q: torch.Tensor) -> torch.Tensor:
     """Divide each query's features by their largest magnitude (a detached per-row constant)."""
-    big = phi_q.detach().abs().amax(dim=-1, keepdim=True)
+    big = torch.linalg.vector_norm(phi_q.detach(), ord=float("inf"), dim=-1, keepdim=True)  # max |.|
     return phi_q / torch.where(big > 0, big, torch.ones_like(big))
 
 
@@ -154,7 +156,7 @@ def _kernel_attention(
         z = phi_k.sum(dim=-2, keepdim=True)  # sum_j phi(k_j)   (1, f)
         if per_feature:
             return torch.matmul(_safe_div(phi_q, z, eps), state)
-        return _safe_div(torch.matmul(phi_q, state), (phi_q * z).sum(-1, keepdim=True), eps)
+        return _safe_div(torch.matmul(phi_q, state), torch.matmul(phi_q, z.transpose(-2, -1)), eps)
 
     n = phi_q.shape[-2]
     lead = torch.broadcast_shapes(phi_q.shape[:-2], phi_k.shape[:-2], v.shape[:-2])
@@ -162,7 +164,7 @@ def _kernel_attention(
     state = phi_q.new_zeros(*lead, f, dv)  # S = sum over earlier chunks of phi(k_j) v_j^T
     z = phi_q.new_zeros(*lead, 1, f)  # z = sum over earlier chunks of phi(k_j)
     tril = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=phi_q.device).tril()
-    outs = []
+    out = phi_q.new_empty(*lead, n, dv)  # filled chunk by chunk
     for s in range(0, n, chunk_size):
         e = min(s + chunk_size, n)  # the last chunk may be shorter: no padding needed
         fq, fk, vc = phi_q[..., s:e, :], phi_k[..., s:e, :], v[..., s:e, :]
@@ -172,16 +174,13 @@ def _kernel_attention(
             fq = _safe_div(fq, zc, eps)
         w = torch.matmul(fq, fk.transpose(-2, -1)).masked_fill(~mask, 0.0)  # exact inside the chunk
         num = torch.matmul(w, vc) + torch.matmul(fq, state)  # ... plus everything before it
-        if per_feature:
-            outs.append(num)
-        else:
-            den = w.sum(dim=-1, keepdim=True) + (fq * z).sum(dim=-1, keepdim=True)
-            outs.append(_safe_div(num, den, eps))
+        if not per_feature:
+            den = w.sum(dim=-1, keepdim=True) + torch.matmul(fq, z.transpose(-2, -1))
+            num = _safe_div(num, den, eps)
+        out[..., s:e, :] = num
         state = state + torch.matmul(fk.transpose(-2, -1), vc)  # S <- S + sum_{j in chunk} phi(k_j) v_j^T
         z = z + fk.sum(dim=-2, keepdim=True)
-    if not outs:
-        return phi_q.new_zeros(*lead, 0, dv)
-    return torch.cat(outs, dim=-2)
+    return out
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -306,7 +305,8 @@ def linear_attention(
         _check_features(phi_q, phi_k, q, k, user=not isinstance(feature_map, str))
         if keep is not None:
             phi_k = torch.where(keep, phi_k, torch.zeros_like(phi_k))
-        phi_q, phi_k = _stabilise_queries(phi_q), _stabilise_keys(phi_k)
+        phi_q = _stabilise_queries(phi_q)  # one at a time: the unscaled copy is freed before the next
+        phi_k = _stabilise_keys(phi_k)
     out = _kernel_attention(phi_q, phi_k, vc, causal=causal, chunk_size=chunk_size, per_feature=per_feature, eps=eps)
     return out.to(q.dtype)
 
@@ -394,8 +394,9 @@ def measure_peak_memory(fn: Callable[[], Any], *, device: torch.device | str = "
     the call runs under :class:`torch.profiler.profile` with ``profile_memory=True``, which records every
     allocation and free of torch's CPU allocator; the peak of their running sum is returned. Both count
     tensors only (inputs that exist before the call are excluded, the output is included), not the
-    interpreter or library code. Unless ``KINETO_LOG_LEVEL`` is already set, it is set to 6 so that the
-    profiler does not print a start/stop line for every measurement.
+    interpreter or library code. On the CPU the call runs on one intra-op thread (restored afterwards):
+    profiled multi-threaded operations can be very slow on a busy machine. Unless ``KINETO_LOG_LEVEL``
+    is already set, it is set to 6 so that the profiler does not print a line for every measurement.
 
     Parameters
     ----------
@@ -427,8 +428,13 @@ def measure_peak_memory(fn: Callable[[], Any], *, device: torch.device | str = "
     from torch.profiler import ProfilerActivity, profile
 
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # silence kineto's per-trace start/stop lines
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # profiled multi-threaded ops are very slow on a busy machine; same allocations
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+    finally:
+        torch.set_num_threads(threads)
     events = prof.profiler.kineto_results.events()  # raw allocator events, in time order once sorted
     allocs = sorted(
         (e.start_ns(), e.nbytes())
@@ -440,3 +446,42 @@ def measure_peak_memory(fn: Callable[[], Any], *, device: torch.device | str = "
         current += nbytes
         peak = max(peak, current)
     return int(peak)
+
+
+def crossover_length(lengths: Sequence[float], ratios: Sequence[float]) -> float:
+    r"""Length at which a time ratio (new method / reference) first drops below 1.
+
+    Between the last length with ratio :math:`\ge 1` and the first with ratio :math:`< 1`, the crossing is
+    interpolated linearly in :math:`(\log n, \log r)`, i.e. the ratio is taken as a power law there.
+
+    Parameters
+    ----------
+    lengths : sequence of float
+        Increasing lengths :math:`n`.
+    ratios : sequence of float
+        Positive time ratios measured at those lengths.
+
+    Returns
+    -------
+    float
+        The interpolated length; ``nan`` if the ratio is below 1 from the first length on, or never is.
+
+    Notes
+    -----
+    Chapter: ``notebooks/linear-attention.ipynb`` (also ``notebooks/performer.ipynb`` and
+    ``benchmarks/attention.py``).
+    """
+    n = np.asarray(lengths, dtype=float)
+    r = np.asarray(ratios, dtype=float)
+    if n.ndim != 1 or n.shape != r.shape or n.size < 2:
+        raise ValueError(f"lengths and ratios must be 1-D of the same length >= 2, got {n.shape} and {r.shape}")
+    if not (np.all(r > 0) and np.all(np.isfinite(r))):
+        raise ValueError("ratios must be positive and finite")
+    if not np.all(np.diff(n) > 0) or n[0] <= 0:
+        raise ValueError("lengths must be positive and increasing")
+    below = np.flatnonzero(r < 1)
+    if below.size == 0 or below[0] == 0:
+        return float("nan")
+    i = int(below[0])
+    x0, x1, y0, y1 = np.log(n[i - 1]), np.log(n[i]), np.log(r[i - 1]), np.log(r[i])
+    return float(np.exp(x0 - y0 * (x1 - x0) / (y1 - y0)))

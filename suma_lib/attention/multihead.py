@@ -45,7 +45,9 @@ def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     check_tensor(x, "x", min_dim=2)
     num_heads = check_int(num_heads, "num_heads", low=1)
     if x.shape[-1] % num_heads:
-        raise ValueError(f"num_heads={num_heads} must divide the last dimension of x, {x.shape[-1]}")
+        raise ValueError(
+            f"num_heads={num_heads} must divide the last dimension of x, {x.shape[-1]}"
+        )
     return x.unflatten(-1, (num_heads, x.shape[-1] // num_heads)).transpose(-3, -2)
 
 
@@ -170,12 +172,19 @@ class MultiHeadAttention(nn.Module):
         check_tensor(query, "query", min_dim=2, floating=True)
         key = query if key is None else check_tensor(key, "key", min_dim=2, floating=True)
         value = key if value is None else check_tensor(value, "value", min_dim=2, floating=True)
-        for name, x, width in (("query", query, self.embed_dim), ("key", key, self.kdim),
-                               ("value", value, self.vdim)):
+        for name, x, width in (
+            ("query", query, self.embed_dim),
+            ("key", key, self.kdim),
+            ("value", value, self.vdim),
+        ):
             if x.shape[-1] != width:
-                raise ValueError(f"{name} must have last dimension {width}, got shape {tuple(x.shape)}")
+                raise ValueError(
+                    f"{name} must have last dimension {width}, got shape {tuple(x.shape)}"
+                )
         if key.shape[-2] != value.shape[-2]:
-            raise ValueError(f"key and value must have the same length, got {key.shape[-2]} and {value.shape[-2]}")
+            raise ValueError(
+                f"key and value must have the same length, got {key.shape[-2]} and {value.shape[-2]}"
+            )
         if not isinstance(return_weights, bool):
             raise TypeError(f"return_weights must be a bool, got {type(return_weights).__name__}")
         q = split_heads(self.q_proj(query), self.num_heads)
@@ -185,14 +194,20 @@ class MultiHeadAttention(nn.Module):
         if mask is not None:
             check_tensor(mask, "mask", min_dim=2)
             if mask.dtype != torch.bool:
-                raise TypeError(f"mask must be a boolean tensor (True = may attend), got {mask.dtype}")
+                raise TypeError(
+                    f"mask must be a boolean tensor (True = may attend), got {mask.dtype}"
+                )
             mask = mask.unsqueeze(-3)  # the same mask for every head
         if self.window is not None:
             if n != m:
-                raise ValueError(f"window (restricted self-attention) needs query and key of the same length, "
-                                 f"got {n} and {m}")
+                raise ValueError(
+                    f"window (restricted self-attention) needs query and key of the same length, "
+                    f"got {n} and {m}"
+                )
             if mask is None and not return_weights:
-                return self.out_proj(merge_heads(local_attention(q, k, v, self.window, causal=causal)))
+                return self.out_proj(
+                    merge_heads(local_attention(q, k, v, self.window, causal=causal))
+                )
             band = local_mask(n, self.window, device=q.device)
             mask = band if mask is None else mask & band
         if return_weights:
@@ -226,9 +241,13 @@ class MultiHeadAttention(nn.Module):
         theirs = (mha.embed_dim, mha.num_heads, mha.kdim, mha.vdim)
         ours = (self.embed_dim, self.num_heads, self.kdim, self.vdim)
         if theirs != ours:
-            raise ValueError(f"mha has (embed_dim, num_heads, kdim, vdim) = {theirs}, this module {ours}")
+            raise ValueError(
+                f"mha has (embed_dim, num_heads, kdim, vdim) = {theirs}, this module {ours}"
+            )
         if mha.bias_k is not None or mha.add_zero_attn:
-            raise ValueError("mha uses add_bias_kv or add_zero_attn, which this module does not implement")
+            raise ValueError(
+                "mha uses add_bias_kv or add_zero_attn, which this module does not implement"
+            )
         if (mha.in_proj_bias is None) != (self.q_proj.bias is None):
             raise ValueError("mha and this module must agree on bias")
         e = self.embed_dim
@@ -236,7 +255,12 @@ class MultiHeadAttention(nn.Module):
             wq, wk, wv = mha.in_proj_weight.split(e, dim=0)
         else:
             wq, wk, wv = mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
-        for lin, w in ((self.q_proj, wq), (self.k_proj, wk), (self.v_proj, wv), (self.out_proj, mha.out_proj.weight)):
+        for lin, w in (
+            (self.q_proj, wq),
+            (self.k_proj, wk),
+            (self.v_proj, wv),
+            (self.out_proj, mha.out_proj.weight),
+        ):
             lin.weight.copy_(w)
         if mha.in_proj_bias is not None:
             for lin, b in zip((self.q_proj, self.k_proj, self.v_proj), mha.in_proj_bias.split(e)):
@@ -245,7 +269,9 @@ class MultiHeadAttention(nn.Module):
         return self
 
     @classmethod
-    def from_torch(cls, mha: nn.MultiheadAttention, window: int | None = None) -> MultiHeadAttention:
+    def from_torch(
+        cls, mha: nn.MultiheadAttention, window: int | None = None
+    ) -> MultiHeadAttention:
         """A new module with the sizes, device, dtype and weights of a :class:`torch.nn.MultiheadAttention`.
 
         Parameters
@@ -262,6 +288,14 @@ class MultiHeadAttention(nn.Module):
         if not isinstance(mha, nn.MultiheadAttention):
             raise TypeError(f"mha must be a torch.nn.MultiheadAttention, got {type(mha).__name__}")
         w = mha.out_proj.weight
-        new = cls(mha.embed_dim, mha.num_heads, bias=mha.in_proj_bias is not None, kdim=mha.kdim,
-                  vdim=mha.vdim, window=window, device=w.device, dtype=w.dtype)
+        new = cls(
+            mha.embed_dim,
+            mha.num_heads,
+            bias=mha.in_proj_bias is not None,
+            kdim=mha.kdim,
+            vdim=mha.vdim,
+            window=window,
+            device=w.device,
+            dtype=w.dtype,
+        )
         return new.load_torch_weights(mha)

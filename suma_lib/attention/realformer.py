@@ -26,17 +26,17 @@ from .sparse import _masked_softmax
 from .synthesizer import _check_heads, _check_x, _merge_heads, _split_heads
 
 __all__ = [
-    "residual_attention",
-    "ResidualAttention",
+    "LN_VARIANTS",
     "RealFormerBlock",
     "RealFormerEncoder",
-    "LN_VARIANTS",
+    "ResidualAttention",
     "markov_chain",
     "markov_mlm_task",
     "markov_posterior",
+    "residual_attention",
 ]
 
-#: The block layouts compared in the chapter: Post-LN, Pre-LN and RealFormer (Post-LN with residual scores).
+#: The block layouts compared in the chapter, Post-LN, Pre-LN and RealFormer (Post-LN with residual scores).
 LN_VARIANTS = ("post", "pre", "realformer")
 
 
@@ -45,11 +45,15 @@ def _check_prev(prev: torch.Tensor | None, ref: torch.Tensor) -> None:
         return
     check_tensor(prev, "prev", min_dim=2, floating=True)
     if prev.dtype != ref.dtype or prev.device != ref.device:
-        raise TypeError(f"prev must share the scores' dtype and device {ref.dtype}/{ref.device}, got {prev.dtype}/{prev.device}")
+        raise TypeError(
+            f"prev must share the scores' dtype and device {ref.dtype}/{ref.device}, got {prev.dtype}/{prev.device}"
+        )
     try:
         torch.broadcast_shapes(prev.shape, ref.shape)
     except RuntimeError as err:
-        raise ValueError(f"prev of shape {tuple(prev.shape)} does not broadcast to the scores {tuple(ref.shape)}") from err
+        raise ValueError(
+            f"prev of shape {tuple(prev.shape)} does not broadcast to the scores {tuple(ref.shape)}"
+        ) from err
 
 
 def residual_attention(
@@ -196,11 +200,13 @@ class RealFormerBlock(nn.Module):
     Chapter: ``notebooks/realformer.ipynb``.
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, variant: str = "realformer", *, device=None, dtype=None):
+    def __init__(
+        self, d_model: int, n_heads: int, d_ff: int, variant: str = "realformer", *, device=None, dtype=None
+    ):
         super().__init__()
         self.variant = check_choice(variant, "variant", LN_VARIANTS)
         d_ff = check_int(d_ff, "d_ff", low=1)
-        fk = dict(device=device, dtype=dtype)
+        fk = {"device": device, "dtype": dtype}
         self.attn = ResidualAttention(d_model, n_heads, **fk)
         self.ff = nn.Sequential(nn.Linear(d_model, d_ff, **fk), nn.GELU(), nn.Linear(d_ff, d_model, **fk))
         self.ln1 = nn.LayerNorm(d_model, **fk)
@@ -253,13 +259,23 @@ class RealFormerEncoder(nn.Module):
     """
 
     def __init__(
-        self, n_layers: int, d_model: int, n_heads: int, d_ff: int, variant: str = "realformer", *, device=None, dtype=None
+        self,
+        n_layers: int,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        variant: str = "realformer",
+        *,
+        device=None,
+        dtype=None,
     ):
         super().__init__()
         n_layers = check_int(n_layers, "n_layers", low=1)
         self.variant = check_choice(variant, "variant", LN_VARIANTS)
-        fk = dict(device=device, dtype=dtype)
-        self.blocks = nn.ModuleList(RealFormerBlock(d_model, n_heads, d_ff, variant, **fk) for _ in range(n_layers))
+        fk = {"device": device, "dtype": dtype}
+        self.blocks = nn.ModuleList(
+            RealFormerBlock(d_model, n_heads, d_ff, variant, **fk) for _ in range(n_layers)
+        )
         self.final_ln = nn.LayerNorm(d_model, **fk) if variant == "pre" else nn.Identity()
 
     def forward(
@@ -305,7 +321,10 @@ def markov_chain(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""A random first-order Markov chain: uniform start, rows :math:`P_{s\cdot} = \operatorname{softmax}(\beta g_s)`, :math:`g_s \sim \mathcal{N}(0, I)`.
+    r"""A random first-order Markov chain with Gaussian-softmax transition rows.
+
+    The start is uniform and row :math:`s` of the transition matrix is
+    :math:`P_{s\cdot} = \operatorname{softmax}(\beta g_s)`, :math:`g_s \sim \mathcal{N}(0, I)`.
 
     Parameters
     ----------
@@ -341,7 +360,9 @@ def _check_chain(initial: torch.Tensor, transition: torch.Tensor) -> int:
     check_tensor(transition, "transition", min_dim=2, floating=True, finite=True)
     v = initial.shape[-1]
     if initial.dim() != 1 or transition.shape != (v, v):
-        raise ValueError(f"initial must be (V,) and transition (V, V), got {tuple(initial.shape)} and {tuple(transition.shape)}")
+        raise ValueError(
+            f"initial must be (V,) and transition (V, V), got {tuple(initial.shape)} and {tuple(transition.shape)}"
+        )
     return v
 
 

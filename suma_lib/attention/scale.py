@@ -24,17 +24,17 @@ from ..entropy import entropy
 from .exact import combine_masks, softmax_attention
 
 __all__ = [
-    "entropy_invariant_scale",
-    "entropy_invariant_attention",
-    "softmax_entropy",
-    "max_gap_entropy_estimate",
-    "score_cgf",
-    "tilted_entropy",
-    "noisy_attention_change",
-    "noise_change_first_order",
-    "box_min_entropy",
     "box_entropy_gap",
     "box_entropy_local_minima",
+    "box_min_entropy",
+    "entropy_invariant_attention",
+    "entropy_invariant_scale",
+    "max_gap_entropy_estimate",
+    "noise_change_first_order",
+    "noisy_attention_change",
+    "score_cgf",
+    "softmax_entropy",
+    "tilted_entropy",
 ]
 
 _NOISES = ("gaussian", "uniform")
@@ -374,9 +374,12 @@ def noisy_attention_change(
         eps = torch.randn(shape, **kw) * noise_std
     else:
         eps = (torch.rand(shape, **kw) * 2 - 1) * (math.sqrt(3.0) * noise_std)
-    clean = torch.softmax(scores, dim=-1).unsqueeze(-2) @ values  # (..., 1, d_v)
-    noisy = torch.softmax(scores + eps, dim=-1).unsqueeze(-2) @ values
-    return (noisy - clean).squeeze(-2)
+    clean = (torch.softmax(scores, dim=-1).unsqueeze(-2) @ values).squeeze(-2)  # (..., d_v)
+    # Put the draws last so that one batched matmul over the leading dims serves them all (a leading
+    # samples axis would make matmul broadcast, i.e. copy, ``values`` once per draw).
+    weights = torch.softmax(scores + eps, dim=-1).movedim(0, -1)  # (..., n, samples)
+    noisy = (values.transpose(-2, -1) @ weights).movedim(-1, 0)  # (samples, ..., d_v)
+    return noisy - clean
 
 
 def noise_change_first_order(

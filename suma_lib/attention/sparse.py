@@ -4,7 +4,7 @@ Chapter: ``notebooks/sparse-attention.ipynb`` (Su Jianlin, *From standard attent
 2019; Child et al., *Generating Long Sequences with Sparse Transformers*, arXiv:1904.10509).
 
 Every pattern is an ``(n, n)`` boolean mask with ``True`` where query ``i`` may attend to key ``j``, so it
-can be passed as the ``mask`` of :func:`suma_lib.attention.softmax_attention`. Writing
+can be passed as the ``mask`` of :func:`~suma_lib.attention.exact.softmax_attention`. Writing
 :math:`d = i - j` for the relative offset:
 
 .. math::
@@ -27,15 +27,15 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import check_int, check_tensor
-from .exact import _check_qkv, _default_scale
+from .exact import _check_qkv, _default_scale, softmax_attention
 
 __all__ = [
     "atrous_mask",
-    "local_mask",
-    "strided_mask",
     "fixed_mask",
     "local_attention",
+    "local_mask",
     "reachability",
+    "strided_mask",
 ]
 
 
@@ -46,12 +46,17 @@ def _check_bool(x: object, name: str) -> bool:
     return x
 
 
-def _offsets(n: int, device: torch.device | str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column indices ``i`` (shape ``(n, 1)``) and ``j`` (shape ``(1, n)``) on ``device``."""
+def _grid(
+    n: int, k: int, causal: bool, device: torch.device | str | None, *, k_low: int
+) -> tuple[int, bool, torch.Tensor, torch.Tensor]:
+    """Validate a mask's arguments; return ``k``, ``causal`` and the indices ``i`` ``(n, 1)``, ``j`` ``(1, n)``."""
+    n = check_int(n, "n", low=0)
+    k = check_int(k, "k", low=k_low)
+    causal = _check_bool(causal, "causal")
     if device is not None and not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be None, a str or a torch.device, got {type(device).__name__}")
     idx = torch.arange(n, device=device)
-    return idx[:, None], idx[None, :]
+    return k, causal, idx[:, None], idx[None, :]
 
 
 def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,8 +76,10 @@ def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None = None) -> t
 
 
 # ------------------------------------------------------------------------------------------- masks
-def atrous_mask(n: int, k: int, causal: bool = False, *, device: torch.device | str | None = None) -> torch.Tensor:
-    r"""Atrous (dilated) self-attention pattern: query :math:`i` sees keys at offsets :math:`0, \pm k, \pm 2k, \dots`.
+def atrous_mask(
+    n: int, k: int, causal: bool = False, *, device: torch.device | str | None = None
+) -> torch.Tensor:
+    r"""Atrous (dilated) pattern: query :math:`i` sees keys at offsets :math:`0, \pm k, \pm 2k, \dots`.
 
     .. math:: M_{ij} = [\,(i - j) \bmod k = 0\,]
 
@@ -98,15 +105,14 @@ def atrous_mask(n: int, k: int, causal: bool = False, *, device: torch.device | 
     -----
     Chapter: ``notebooks/sparse-attention.ipynb``.
     """
-    n = check_int(n, "n", low=0)
-    k = check_int(k, "k", low=1)
-    causal = _check_bool(causal, "causal")
-    i, j = _offsets(n, device)
+    k, causal, i, j = _grid(n, k, causal, device, k_low=1)
     m = torch.remainder(i - j, k) == 0
     return m & (j <= i) if causal else m
 
 
-def local_mask(n: int, k: int, causal: bool = False, *, device: torch.device | str | None = None) -> torch.Tensor:
+def local_mask(
+    n: int, k: int, causal: bool = False, *, device: torch.device | str | None = None
+) -> torch.Tensor:
     r"""Local self-attention pattern: query :math:`i` sees the :math:`k` keys on each side and itself.
 
     .. math:: M_{ij} = [\,|i - j| \le k\,] \quad (\text{causal: } 0 \le i - j \le k)
@@ -133,15 +139,14 @@ def local_mask(n: int, k: int, causal: bool = False, *, device: torch.device | s
     -----
     Chapter: ``notebooks/sparse-attention.ipynb``.
     """
-    n = check_int(n, "n", low=0)
-    k = check_int(k, "k", low=0)
-    causal = _check_bool(causal, "causal")
-    i, j = _offsets(n, device)
+    k, causal, i, j = _grid(n, k, causal, device, k_low=0)
     d = i - j
     return (d >= 0) & (d <= k) if causal else d.abs() <= k
 
 
-def strided_mask(n: int, k: int, causal: bool = False, *, device: torch.device | str | None = None) -> torch.Tensor:
+def strided_mask(
+    n: int, k: int, causal: bool = False, *, device: torch.device | str | None = None
+) -> torch.Tensor:
     r"""The Sparse Transformer's *strided* pattern: a local band of width ``k`` plus every ``k``-th offset.
 
     .. math:: M_{ij} = [\,|i - j| < k\,] \lor [\,(i - j) \bmod k = 0\,]
@@ -204,11 +209,8 @@ def fixed_mask(
     -----
     Chapter: ``notebooks/sparse-attention.ipynb``.
     """
-    n = check_int(n, "n", low=0)
-    k = check_int(k, "k", low=1)
+    k, causal, i, j = _grid(n, k, causal, device, k_low=1)
     c = check_int(c, "c", low=1, high=k)
-    causal = _check_bool(causal, "causal")
-    i, j = _offsets(n, device)
     m = (torch.div(i, k, rounding_mode="floor") == torch.div(j, k, rounding_mode="floor")) | (
         torch.remainder(j, k) >= k - c
     )
@@ -273,14 +275,17 @@ def local_attention(
     causal: bool = False,
     scale: float | None = None,
 ) -> torch.Tensor:
-    r"""Local (banded) softmax attention in :math:`O(n \cdot \text{window})` memory.
+    r"""Local (banded) softmax attention in :math:`O(n \cdot \text{window})` time and memory.
 
     .. math:: o_i = \sum_{j:\,|i-j| \le w} \frac{e^{s\, q_i \cdot k_j}}{\sum_{j':\,|i-j'| \le w} e^{s\, q_i \cdot k_{j'}}}\, v_j
 
-    (with :math:`0 \le i - j \le w` when ``causal``). Keys and values are padded by ``window`` and cut into
-    overlapping windows with :meth:`torch.Tensor.unfold`, so only the :math:`n \times (2w+1)` band of logits
-    is ever formed, never the :math:`n \times n` matrix. The result equals
-    ``softmax_attention(q, k, v, mask=local_mask(n, window, causal))``.
+    (with :math:`0 \le i - j \le w` when ``causal``). The sequence is cut into blocks of :math:`b = w`
+    positions; the queries of block :math:`t` only need the keys of blocks :math:`t-1, t, t+1` (only
+    :math:`t-1, t` when causal), so each block is one small matrix product of :math:`b \times 3b` scores,
+    masked to the band. The :math:`n \times n` matrix is never formed: the work is
+    :math:`4 \cdot 3 n w d` multiply-adds (:math:`4 \cdot 2nwd` causal) for :math:`w \mid n`, and the memory
+    :math:`O(n w + n d)`. When the band covers the whole sequence (:math:`2w + 1 \ge n`) the exact masked
+    form is used instead. The result equals ``softmax_attention(q, k, v, mask=local_mask(n, window, causal))``.
 
     Parameters
     ----------
@@ -304,21 +309,32 @@ def local_attention(
     """
     _check_qkv(q, k, v)
     if k.shape[-2] != q.shape[-2]:
-        raise ValueError(f"q and k must have the same length for local attention, got {q.shape[-2]} and {k.shape[-2]}")
+        raise ValueError(
+            f"q and k must have the same length for local attention, got {q.shape[-2]} and {k.shape[-2]}"
+        )
     window = check_int(window, "window", low=0)
     causal = _check_bool(causal, "causal")
     s = _default_scale(scale, q.shape[-1])
     n = q.shape[-2]
-    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    if n == 0:
-        return v.new_zeros((*lead, 0, v.shape[-1]))
-    w = min(window, n - 1)  # a wider window sees nothing more
-    left, right = w, 0 if causal else w
-    width = left + right + 1
-    # (..., n + left + right, d) -> (..., n, d, width): window t of row i holds key i - left + t.
-    kw = F.pad(k, (0, 0, left, right)).unfold(-2, width, 1)
-    vw = F.pad(v, (0, 0, left, right)).unfold(-2, width, 1)
-    logits = torch.einsum("...nd,...ndw->...nw", q, kw) * s
-    pos = torch.arange(n, device=q.device)[:, None] + torch.arange(width, device=q.device)[None, :] - left
-    weights = _masked_softmax(logits, (pos >= 0) & (pos < n))
-    return torch.einsum("...nw,...ndw->...nd", weights, vw)
+    if 2 * window + 1 >= n:  # the band is (nearly) everything: the exact masked form is as cheap
+        return softmax_attention(q, k, v, mask=local_mask(n, window, causal, device=q.device), scale=s)
+    b = max(window, 1)  # block length
+    m = -(-n // b)  # number of blocks
+    extra = m * b - n
+    left = 1 if causal else 2  # blocks of keys each query block needs: t-1, t (, t+1)
+    # Pad keys/values with one block before and (non-causal) one after, then view them as blocks.
+    kb = F.pad(k, (0, 0, b, extra + (0 if causal else b))).unflatten(-2, (-1, b))
+    vb = F.pad(v, (0, 0, b, extra + (0 if causal else b))).unflatten(-2, (-1, b))
+    kw = torch.cat([kb[..., t : t + m, :, :] for t in range(left + 1)], dim=-2)  # (..., m, (left+1) b, d)
+    vw = torch.cat([vb[..., t : t + m, :, :] for t in range(left + 1)], dim=-2)
+    qb = F.pad(q, (0, 0, 0, extra)).unflatten(-2, (m, b))  # (..., m, b, d)
+    logits = torch.matmul(qb, kw.transpose(-2, -1)) * s  # (..., m, b, (left+1) b)
+    # Query position t*b + r, key position (t-1)*b + c: offset i - j = r - c + b.
+    r = torch.arange(b, device=q.device)[:, None]
+    c = torch.arange((left + 1) * b, device=q.device)[None, :]
+    off = r - c + b
+    band = (off >= 0) & (off <= window) if causal else off.abs() <= window
+    key_pos = torch.arange(m, device=q.device)[:, None, None] * b - b + c  # (m, 1, (left+1) b)
+    valid = band & (key_pos >= 0) & (key_pos < n)  # (m, b, (left+1) b)
+    out = torch.matmul(_masked_softmax(logits, valid), vw)  # (..., m, b, d_v)
+    return out.flatten(-3, -2)[..., :n, :]

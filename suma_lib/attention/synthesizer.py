@@ -35,16 +35,16 @@ from .exact import combine_masks
 from .sparse import _check_bool, _masked_softmax
 
 __all__ = [
+    "SYNTHESIZER_KINDS",
     "DenseLogits",
-    "RandomLogits",
+    "DotProductLogits",
     "FactorizedDenseLogits",
     "FactorizedRandomLogits",
-    "DotProductLogits",
-    "SynthesizerAttention",
-    "SYNTHESIZER_KINDS",
-    "permutation_task",
-    "partner_task",
+    "RandomLogits",
     "SequenceTagger",
+    "SynthesizerAttention",
+    "partner_task",
+    "permutation_task",
     "train_tagger",
 ]
 
@@ -87,7 +87,9 @@ def _randn(shape: tuple[int, ...], std: float, generator, device, dtype) -> torc
     gen_device = generator.device if generator is not None else device
     if gen_device is not None and torch.device(gen_device).type == "meta":
         gen_device = None
-    draw = torch.randn(shape, generator=generator, device=gen_device, dtype=dtype or torch.get_default_dtype())
+    draw = torch.randn(
+        shape, generator=generator, device=gen_device, dtype=dtype or torch.get_default_dtype()
+    )
     return (draw * std).to(device=device)
 
 
@@ -117,7 +119,9 @@ class DenseLogits(nn.Module):
     Chapter: ``notebooks/synthesizer.ipynb``.
     """
 
-    def __init__(self, d_model: int, n_heads: int, max_len: int, hidden: int | None = None, *, device=None, dtype=None):
+    def __init__(
+        self, d_model: int, n_heads: int, max_len: int, hidden: int | None = None, *, device=None, dtype=None
+    ):
         super().__init__()
         self.d_model = check_int(d_model, "d_model", low=1)
         self.n_heads = check_int(n_heads, "n_heads", low=1)
@@ -133,7 +137,33 @@ class DenseLogits(nn.Module):
         return _split_heads(b, self.n_heads)[..., :n]
 
 
-class RandomLogits(nn.Module):
+class _TableLogits(nn.Module):
+    """Input-independent logits: tables of shape ``(h, max_len, ...)`` drawn at initialisation."""
+
+    def __init__(self, n_heads: int, max_len: int, trainable: bool, generator: torch.Generator | None):
+        super().__init__()
+        self.n_heads = check_int(n_heads, "n_heads", low=1)
+        self.max_len = check_int(max_len, "max_len", low=1)
+        self.trainable = _check_bool(trainable, "trainable")
+        check_generator(generator)
+
+    def _table(self, name: str, shape: tuple[int, ...], std: float, generator, device, dtype) -> None:
+        """Draw a normal table; keep it as a parameter (trainable) or a buffer (fixed)."""
+        t = _randn(shape, std, generator, device, dtype)
+        if self.trainable:
+            self.register_parameter(name, nn.Parameter(t))
+        else:
+            self.register_buffer(name, t)
+
+    def _length(self, x: torch.Tensor) -> int:
+        """The sequence length ``n`` of ``x`` (``(..., n, d)``), at most ``max_len``."""
+        check_tensor(x, "x", min_dim=2)
+        if x.shape[-2] > self.max_len:
+            raise ValueError(f"x has length {x.shape[-2]}, longer than max_len={self.max_len}")
+        return x.shape[-2]
+
+
+class RandomLogits(_TableLogits):
     r"""Random synthesizer scores: one :math:`\ell \times \ell` matrix per head, independent of the input.
 
     .. math:: B = R_{:n,:n}, \qquad R \sim \mathcal{N}(0, \sigma^2) \text{ at initialisation}
@@ -169,29 +199,18 @@ class RandomLogits(nn.Module):
         device=None,
         dtype=None,
     ):
-        super().__init__()
-        self.n_heads = check_int(n_heads, "n_heads", low=1)
-        self.max_len = check_int(max_len, "max_len", low=1)
+        super().__init__(n_heads, max_len, trainable, generator)
         std = check_float(init_std, "init_std", low=0.0)
-        trainable = _check_bool(trainable, "trainable")
-        check_generator(generator)
-        r = _randn((self.n_heads, self.max_len, self.max_len), std, generator, device, dtype)
-        if trainable:
-            self.r = nn.Parameter(r)
-        else:
-            self.register_buffer("r", r)
+        self._table("r", (self.n_heads, self.max_len, self.max_len), std, generator, device, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(h, n, n)``; ``x`` (``(..., n, d)``) only sets ``n``."""
-        check_tensor(x, "x", min_dim=2)
-        n = x.shape[-2]
-        if n > self.max_len:
-            raise ValueError(f"x has length {n}, longer than max_len={self.max_len}")
+        n = self._length(x)
         return self.r[:, :n, :n]
 
 
-class FactorizedRandomLogits(nn.Module):
-    r"""Factorized random scores :math:`B = R_1 R_2^\top` with :math:`R_1, R_2 \in \mathbb{R}^{\ell \times r}`: rank at most :math:`r`.
+class FactorizedRandomLogits(_TableLogits):
+    r"""Factorized random scores :math:`B = R_1 R_2^\top`, :math:`R_1, R_2 \in \mathbb{R}^{\ell \times r}`: rank :math:`\le r`.
 
     Parameters
     ----------
@@ -228,29 +247,16 @@ class FactorizedRandomLogits(nn.Module):
         device=None,
         dtype=None,
     ):
-        super().__init__()
-        self.n_heads = check_int(n_heads, "n_heads", low=1)
-        self.max_len = check_int(max_len, "max_len", low=1)
+        super().__init__(n_heads, max_len, trainable, generator)
         self.rank = check_int(rank, "rank", low=1)
         std = check_float(init_std, "init_std", low=0.0)
-        trainable = _check_bool(trainable, "trainable")
-        check_generator(generator)
-        f_std = (std**2 / self.rank) ** 0.25
         shape = (self.n_heads, self.max_len, self.rank)
-        r1 = _randn(shape, f_std, generator, device, dtype)
-        r2 = _randn(shape, f_std, generator, device, dtype)
-        if trainable:
-            self.r1, self.r2 = nn.Parameter(r1), nn.Parameter(r2)
-        else:
-            self.register_buffer("r1", r1)
-            self.register_buffer("r2", r2)
+        for name in ("r1", "r2"):
+            self._table(name, shape, (std**2 / self.rank) ** 0.25, generator, device, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(h, n, n)``; ``x`` (``(..., n, d)``) only sets ``n``."""
-        check_tensor(x, "x", min_dim=2)
-        n = x.shape[-2]
-        if n > self.max_len:
-            raise ValueError(f"x has length {n}, longer than max_len={self.max_len}")
+        n = self._length(x)
         return self.r1[:, :n] @ self.r2[:, :n].transpose(-2, -1)
 
 
@@ -437,14 +443,22 @@ class SynthesizerAttention(nn.Module):
             raise ValueError("max_len is required by every kind except 'dot'")
         self.max_len = None if max_len is None else check_int(max_len, "max_len", low=1)
         self.kinds = kinds
-        fk = dict(device=device, dtype=dtype)
+        fk = {"device": device, "dtype": dtype}
         h = self.n_heads
         make = {
             "dense": lambda: DenseLogits(self.d_model, h, self.max_len, hidden, **fk),
             "random": lambda: RandomLogits(h, self.max_len, trainable, init_std, generator, **fk),
-            "factorized_dense": lambda: FactorizedDenseLogits(self.d_model, h, self.max_len, factors, hidden, **fk),
+            "factorized_dense": lambda: FactorizedDenseLogits(
+                self.d_model, h, self.max_len, factors, hidden, **fk
+            ),
             "factorized_random": lambda: FactorizedRandomLogits(
-                h, self.max_len, min(8, self.max_len) if rank is None else rank, trainable, init_std, generator, **fk
+                h,
+                self.max_len,
+                min(8, self.max_len) if rank is None else rank,
+                trainable,
+                init_std,
+                generator,
+                **fk,
             ),
             "dot": lambda: DotProductLogits(self.d_model, h, bias, **fk),
         }
@@ -456,7 +470,9 @@ class SynthesizerAttention(nn.Module):
             if isinstance(mix_weights, (str, torch.Tensor)) or not isinstance(mix_weights, Sequence):
                 raise TypeError("mix_weights must be a sequence of floats, one per kind")
             if len(mix_weights) != len(kinds):
-                raise ValueError(f"mix_weights must have one weight per kind ({len(kinds)}), got {len(mix_weights)}")
+                raise ValueError(
+                    f"mix_weights must have one weight per kind ({len(kinds)}), got {len(mix_weights)}"
+                )
             ws = [check_float(w, "mix_weights") for w in mix_weights]
             self.mix_logits = None
             self.register_buffer("fixed_mix", torch.tensor(ws, **fk))
@@ -481,7 +497,9 @@ class SynthesizerAttention(nn.Module):
             total = term if total is None else total + term
         return total.expand(*x.shape[:-2], *total.shape[-3:])
 
-    def weights(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+    def weights(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
+    ) -> torch.Tensor:
         """Attention weights ``(..., h, n, n)``: rows sum to one, masked entries are zero.
 
         Parameters
@@ -498,7 +516,9 @@ class SynthesizerAttention(nn.Module):
         full = combine_masks(mask, causal, n, n, device=x.device)
         return _masked_softmax(logits, full)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
+    ) -> torch.Tensor:
         """Apply the layer to ``x`` of shape ``(..., n, d_model)``; see :meth:`weights` for the masks."""
         w = self.weights(x, mask, causal)
         v = _split_heads(self.value(x), self.n_heads)
@@ -509,7 +529,7 @@ class SynthesizerAttention(nn.Module):
 def permutation_task(
     batch: int, n: int, vocab: int, perm: torch.Tensor, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""A task that only needs *positional* attention: :math:`y_i = x_{\pi(i)}` for a fixed permutation :math:`\pi`.
+    r"""A task that needs only *positional* attention: :math:`y_i = x_{\pi(i)}`, :math:`\pi` a fixed permutation.
 
     Parameters
     ----------
@@ -535,8 +555,12 @@ def permutation_task(
     check_tensor(perm, "perm", min_dim=1)
     check_generator(generator)
     if perm.dtype.is_floating_point or perm.shape != (n,):
-        raise ValueError(f"perm must be an integer tensor of shape ({n},), got {perm.dtype} {tuple(perm.shape)}")
-    if perm.device.type != "meta" and not torch.equal(perm.sort().values, torch.arange(n, device=perm.device)):
+        raise ValueError(
+            f"perm must be an integer tensor of shape ({n},), got {perm.dtype} {tuple(perm.shape)}"
+        )
+    if perm.device.type != "meta" and not torch.equal(
+        perm.sort().values, torch.arange(n, device=perm.device)
+    ):
         raise ValueError("perm must be a permutation of range(n)")
     x = torch.randint(0, vocab, (batch, n), generator=generator, device=perm.device)
     return x, x[:, perm]
@@ -666,7 +690,7 @@ def train_tagger(
     lr: float = 1e-2,
     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict:
-    r"""Train a per-position classifier with Adam on fresh batches; report the training curve and a held-out score.
+    r"""Train a per-position classifier with Adam on fresh batches; report its curve and held-out score.
 
     Minimises the mean cross-entropy :math:`-\frac{1}{|T|}\sum_{(b,i) \in T} \log p_\theta(y_{bi} \mid x_b)` over
     the targets :math:`T` (entries equal to ``-100`` are ignored).
@@ -703,7 +727,7 @@ def train_tagger(
     steps = check_int(steps, "steps", low=0)
     batch = check_int(batch, "batch", low=1)
     lr = check_float(lr, "lr", low=0.0, low_open=True)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)  # one kernel per op for all tensors
     losses = []
     model.train()
     for _ in range(steps):

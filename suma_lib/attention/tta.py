@@ -115,7 +115,9 @@ class TTALayer(nn.Module):
         kw = {"device": device, "dtype": dtype}
         self.attn = MultiHeadAttention(embed_dim, num_heads, **kw)
         self.norm1 = nn.LayerNorm(embed_dim, **kw)
-        self.ff = nn.Sequential(nn.Linear(embed_dim, ff_dim, **kw), nn.GELU(), nn.Linear(ff_dim, embed_dim, **kw))
+        self.ff = nn.Sequential(
+            nn.Linear(embed_dim, ff_dim, **kw), nn.GELU(), nn.Linear(ff_dim, embed_dim, **kw)
+        )
         self.norm2 = nn.LayerNorm(embed_dim, **kw)
         self.drop = nn.Dropout(dropout)
 
@@ -221,7 +223,9 @@ class TTAEncoder(nn.Module):
         """The stacking mode, shown by ``repr``."""
         return f"stacking={self.stacking!r}"
 
-    def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits of every position given all the other tokens.
 
         Parameters
@@ -239,7 +243,9 @@ class TTAEncoder(nn.Module):
         if tokens.device.type != "meta" and tokens.numel():
             lo, hi = int(tokens.min()), int(tokens.max())
             if lo < 0 or hi >= self.vocab_size:
-                raise ValueError(f"tokens must lie in [0, {self.vocab_size}), got values in [{lo}, {hi}]")
+                raise ValueError(
+                    f"tokens must lie in [0, {self.vocab_size}), got values in [{lo}, {hi}]"
+                )
         return self.forward_embeddings(self.token_embedding(tokens), padding_mask)
 
     def forward_embeddings(
@@ -261,16 +267,20 @@ class TTAEncoder(nn.Module):
         check_tensor(token_vectors, "token_vectors", min_dim=2, floating=True)
         n, width = token_vectors.shape[-2:]
         if width != self.token_embedding.embedding_dim:
-            raise ValueError(f"token_vectors must have last dimension {self.token_embedding.embedding_dim}, "
-                             f"got {width}")
+            raise ValueError(
+                f"token_vectors must have last dimension {self.token_embedding.embedding_dim}, "
+                f"got {width}"
+            )
         if n > self.max_len:
             raise ValueError(f"sequence length {n} exceeds max_len={self.max_len}")
         mask = None
         if padding_mask is not None:
             check_tensor(padding_mask, "padding_mask", min_dim=1)
             if padding_mask.dtype != torch.bool or padding_mask.shape[-1] != n:
-                raise ValueError(f"padding_mask must be boolean with last dimension {n}, "
-                                 f"got {padding_mask.dtype} {tuple(padding_mask.shape)}")
+                raise ValueError(
+                    f"padding_mask must be boolean with last dimension {n}, "
+                    f"got {padding_mask.dtype} {tuple(padding_mask.shape)}"
+                )
             mask = padding_mask[..., None, :]
         pos = self.position_embedding(torch.arange(n, device=token_vectors.device))
         memory = self.memory_norm(token_vectors + pos)
@@ -303,7 +313,9 @@ def pseudo_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.T
     check_tensor(logits, "logits", min_dim=2, floating=True)
     _check_tokens(tokens)
     if logits.shape[:-1] != tokens.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} must be tokens' shape {tuple(tokens.shape)} plus (V,)")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} must be tokens' shape {tuple(tokens.shape)} plus (V,)"
+        )
     logp = torch.log_softmax(logits, dim=-1)
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).sum(-1)
 
@@ -400,7 +412,9 @@ def train_tta(
     model.train()
     losses = []
     for _ in range(steps):
-        rows = torch.randint(train_tokens.shape[0], (batch_size,), device=train_tokens.device, generator=generator)
+        rows = torch.randint(
+            train_tokens.shape[0], (batch_size,), device=train_tokens.device, generator=generator
+        )
         batch = train_tokens[rows]
         logits = model(batch)
         loss = F.cross_entropy(logits.flatten(0, -2), batch.flatten())
@@ -417,7 +431,9 @@ def _check_chain(transition: torch.Tensor, initial: torch.Tensor) -> int:
     check_tensor(initial, "initial", min_dim=1, floating=True, finite=True)
     v = transition.shape[-1]
     if transition.dim() != 2 or transition.shape[0] != v:
-        raise ValueError(f"transition must be a square (V, V) matrix, got shape {tuple(transition.shape)}")
+        raise ValueError(
+            f"transition must be a square (V, V) matrix, got shape {tuple(transition.shape)}"
+        )
     if initial.shape != (v,):
         raise ValueError(f"initial must have shape ({v},), got {tuple(initial.shape)}")
     if transition.device.type != "meta":
@@ -460,7 +476,9 @@ def sample_markov_chain(
     num_sequences = check_int(num_sequences, "num_sequences", low=1)
     length = check_int(length, "length", low=1)
     check_generator(generator)
-    x = torch.multinomial(initial.expand(num_sequences, -1), 1, replacement=True, generator=generator)
+    x = torch.multinomial(
+        initial.expand(num_sequences, -1), 1, replacement=True, generator=generator
+    )
     cols = [x]
     for _ in range(length - 1):
         x = torch.multinomial(transition[x.squeeze(-1)], 1, replacement=True, generator=generator)
@@ -468,7 +486,9 @@ def sample_markov_chain(
     return torch.cat(cols, dim=-1)
 
 
-def markov_conditionals(tokens: torch.Tensor, transition: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+def markov_conditionals(
+    tokens: torch.Tensor, transition: torch.Tensor, initial: torch.Tensor
+) -> torch.Tensor:
     r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at once.
 
     Only the two neighbours matter:
@@ -508,5 +528,7 @@ def markov_conditionals(tokens: torch.Tensor, transition: torch.Tensor, initial:
     joint = left * right
     norm = joint.sum(-1, keepdim=True)
     if joint.device.type != "meta" and bool((norm <= 0).any()):
-        raise ValueError("tokens contain a position with no possible value under the chain (probability zero)")
+        raise ValueError(
+            "tokens contain a position with no possible value under the chain (probability zero)"
+        )
     return joint / norm
