@@ -38,15 +38,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from suma_lib.attention import (  # noqa: E402
-    crossover_length,
-    draw_orthogonal_features,
-    favor_attention,
-    linear_attention,
-    measure_peak_memory,
-    measure_time,
-    softmax_attention,
-)
+from suma_lib.attention import (draw_orthogonal_features, favor_attention, linear_attention, softmax_attention)  # noqa: E402
+from suma_lib.profiling import measure_time, measure_peak_memory, crossover_length  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -10,14 +10,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from suma_lib.attention import (
-    crossover_length,
-    elu_feature_map,
-    linear_attention,
-    measure_peak_memory,
-    measure_time,
-    taylor_feature_map,
-)
+from suma_lib.attention import (elu_feature_map, linear_attention, taylor_feature_map)
+from suma_lib.profiling import measure_time, measure_peak_memory, crossover_length
 
 F64 = torch.float64
 

@@ -189,12 +189,12 @@ def test_training_learns_a_positional_task() -> None:
     out = train_tagger(
         model,
         lambda b: permutation_task(b, 4, 5, perm, g),
-        40,
+        60,  # > 0.99 accuracy for each of 8 seeds tried (40 steps was not robust)
         32,
         3e-2,
         eval_data=permutation_task(256, 4, 5, perm, g),
     )
-    assert out["losses"].shape == (40,) and out["losses"][-10:].mean() < 0.5 * out["losses"][:5].mean()
+    assert out["losses"].shape == (60,) and out["losses"][-10:].mean() < 0.5 * out["losses"][:5].mean()
     assert out["eval_accuracy"] > 0.9  # chance is 0.2
 
 

@@ -7,7 +7,7 @@ each length it prints the time and peak memory of
 2. the peer, :func:`torch.nn.functional.scaled_dot_product_attention` with the boolean ``local_mask``
    (through ``softmax_attention``, which dispatches to it);
 
-and the ratios peer / band. Timing and memory use ``suma_lib.attention.measure_time`` and
+and the ratios peer / band. Timing and memory use ``suma_lib.profiling.measure_time`` and
 ``measure_peak_memory`` (CPU: one thread's CPU time, minimum over repeats; CUDA: synchronised wall time).
 Chapter: ``notebooks/sparse-attention.ipynb``.
 """
@@ -18,13 +18,8 @@ import argparse
 
 import torch
 
-from suma_lib.attention import (
-    local_attention,
-    local_mask,
-    measure_peak_memory,
-    measure_time,
-    softmax_attention,
-)
+from suma_lib.attention import (local_attention, local_mask, softmax_attention)
+from suma_lib.profiling import measure_time, measure_peak_memory
 
 
 def main() -> None:
