@@ -32,6 +32,8 @@ from torch import nn
 
 from .._validation import check_float, check_generator, check_int, check_tensor
 from .exact import combine_masks
+from .multihead import merge_heads as _merge_heads
+from .multihead import split_heads as _split_heads
 from .sparse import _check_bool, _masked_softmax
 
 __all__ = [
@@ -62,16 +64,6 @@ def _check_x(x: torch.Tensor, d_model: int, max_len: int | None = None) -> int:
     if max_len is not None and n > max_len:
         raise ValueError(f"x has length {n}, longer than max_len={max_len}")
     return n
-
-
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """``(..., n, heads * e) -> (..., heads, n, e)``."""
-    return x.unflatten(-1, (heads, -1)).transpose(-3, -2)
-
-
-def _merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """``(..., heads, n, e) -> (..., n, heads * e)``."""
-    return x.transpose(-3, -2).flatten(-2)
 
 
 def _check_heads(d_model: int, n_heads: int) -> tuple[int, int]:
