@@ -177,3 +177,16 @@ def test_errors_name_the_argument() -> None:
         pairwise_angles(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="x must hold at least one sample"):
         sign_correlation(torch.randn(0, 3), w)
+
+
+def test_fit_teacher_student_runs_and_validates() -> None:
+    from suma_lib.orthogonality import fit_teacher_student
+
+    init, after, mse = fit_teacher_student((0.0, 1.0), d=6, k=4, r=2, steps=3, batch=16, seed=1)
+    assert init.shape == after.shape == (4, 4) and mse > 0
+    again = fit_teacher_student((0.0, 1.0), d=6, k=4, r=2, steps=3, batch=16, seed=1)
+    assert torch.equal(after, again[1])  # seeded: reproducible
+    with pytest.raises(TypeError, match="lambdas"):
+        fit_teacher_student((1.0,), d=6, k=4, r=2, steps=1, batch=4)
+    with pytest.raises(ValueError, match="steps"):
+        fit_teacher_student(None, d=6, k=4, r=2, steps=-1, batch=4)
