@@ -1,6 +1,6 @@
 """Benchmark ``local_attention`` (the band, O(n w)) against masked exact attention (O(n^2)), side by side.
 
-Run ``python benchmarks/local_attention.py`` (``--quick`` for smaller sizes, ``--device cuda`` to choose). For
+Run ``python benchmarks/local_window.py`` (``--quick`` for smaller sizes, ``--device cuda`` to choose). For
 each length it prints the time and peak memory of
 
 1. ``suma_lib.attention.local_attention(q, k, v, w)``, which only forms the n x (2w+1) band of scores;
