@@ -59,6 +59,7 @@ def test_slugs_match_articles() -> None:
 def test_notebook_is_clean_and_well_formed(path: Path) -> None:
     nb = _load(path)
     assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
+    assert nb["metadata"].get("accelerator") == "GPU", f"{path.name}: run tools/normalize_notebooks.py"
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     for cell in code:
         assert not cell.get("outputs"), f"{path.name}: outputs committed"
