@@ -72,6 +72,8 @@ def test_notebook_is_clean_and_well_formed(path: Path) -> None:
     # Setup cell: installs suma_lib from the configured repository only when it is not importable.
     setup = _src(code[0])
     assert "except ImportError" in setup and f"git+{REPO_URL}@{BRANCH}" in setup, path.name
+    uses_models = any("suma_lib.models" in _src(c) for c in code)
+    assert uses_models == ("suma_lib[models] @" in setup), f"{path.name}: the [models] extra iff MiniLM is used"
     # Parameters cell: tagged, with exactly the three parameters.
     params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
