@@ -17,13 +17,17 @@ from tools.toc import toc_notebooks  # noqa: E402
 HTML = ROOT / "_build" / "html"
 
 
+_BUILD: dict[str, int] = {}  # the build runs once per session, even when it fails
+
+
 @pytest.fixture(scope="module")
 def built(executed: dict) -> Path:
     failed = [s for s, r in executed.items() if not r["ok"]]
     if failed:
         pytest.fail(f"notebooks failed, the book cannot be built: {failed}")
-    code = build_book.build(profile="ci")
-    assert code == 0, "jupyter-book build -W -n failed (see the Sphinx warnings above)"
+    if "code" not in _BUILD:
+        _BUILD["code"] = build_book.build(profile="ci")
+    assert _BUILD["code"] == 0, "jupyter-book build -W -n failed (see the Sphinx warnings above)"
     return HTML
 
 
