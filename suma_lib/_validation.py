@@ -18,6 +18,7 @@ __all__ = [
     "check_float",
     "check_choice",
     "check_generator",
+    "check_compatible",
 ]
 
 
@@ -106,3 +107,26 @@ def check_generator(generator: Any, name: str = "generator") -> torch.Generator 
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
     return generator
+
+
+def check_compatible(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> tuple[int, ...]:
+    """Check that two tensors share dtype and device and broadcast together; return the broadcast shape.
+
+    Raises
+    ------
+    TypeError
+        If the dtypes or devices differ (the message names both arguments).
+    ValueError
+        If the shapes do not broadcast.
+    """
+    if a.dtype != b.dtype or a.device != b.device:
+        raise TypeError(
+            f"{name_a} and {name_b} must share dtype and device, got {a.dtype}/{a.device} and "
+            f"{b.dtype}/{b.device}"
+        )
+    try:
+        return tuple(torch.broadcast_shapes(a.shape, b.shape))
+    except RuntimeError as err:
+        raise ValueError(
+            f"{name_a} of shape {tuple(a.shape)} and {name_b} of shape {tuple(b.shape)} do not broadcast"
+        ) from err

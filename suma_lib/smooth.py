@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import check_choice, check_float, check_tensor
+from ._validation import check_choice, check_compatible, check_float, check_tensor
 
 __all__ = [
     "KERNELS",
@@ -312,14 +312,7 @@ def smooth_max(
     """
     check_tensor(a, "a", floating=True)
     check_tensor(b, "b", floating=True)
-    if a.dtype != b.dtype or a.device != b.device:
-        raise TypeError(
-            f"a and b must share dtype and device, got {a.dtype}/{a.device} and {b.dtype}/{b.device}"
-        )
-    try:
-        torch.broadcast_shapes(a.shape, b.shape)
-    except RuntimeError as err:
-        raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} do not broadcast") from err
+    check_compatible(a, b, "a", "b")
     scale = _check_scale(scale)
     half_a, half_b = 0.5 * a, 0.5 * b
     return (half_a + half_b) + smooth_abs(half_b - half_a, 0.5 * scale, kernel)

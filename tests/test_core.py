@@ -193,3 +193,13 @@ def test_setup_notebook(capsys) -> None:
         suma_lib.setup_notebook("ci", "cpu", 0, ci=dict(n=1), full=dict(m=1))
     with pytest.raises(ValueError, match="reserved"):
         suma_lib.setup_notebook("ci", "cpu", 0, ci=dict(seed=1), full=dict(seed=1))
+
+
+def test_check_compatible() -> None:
+    from suma_lib._validation import check_compatible
+
+    assert check_compatible(torch.ones(2, 1), torch.ones(3), "a", "b") == (2, 3)
+    with pytest.raises(TypeError, match="a and b must share dtype"):
+        check_compatible(torch.ones(2), torch.ones(2, dtype=torch.float64), "a", "b")
+    with pytest.raises(ValueError, match="a of shape"):
+        check_compatible(torch.ones(2), torch.ones(3), "a", "b")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_float, check_generator, check_int, check_tensor
+from .._validation import check_choice, check_compatible, check_float, check_generator, check_int, check_tensor
 from .exact import _check_qkv, _default_scale, combine_masks
 from .sparse import _masked_softmax
 from .synthesizer import _check_heads, _check_x, _merge_heads, _split_heads
@@ -44,16 +44,7 @@ def _check_prev(prev: torch.Tensor | None, ref: torch.Tensor) -> None:
     if prev is None:
         return
     check_tensor(prev, "prev", min_dim=2, floating=True)
-    if prev.dtype != ref.dtype or prev.device != ref.device:
-        raise TypeError(
-            f"prev must share the scores' dtype and device {ref.dtype}/{ref.device}, got {prev.dtype}/{prev.device}"
-        )
-    try:
-        torch.broadcast_shapes(prev.shape, ref.shape)
-    except RuntimeError as err:
-        raise ValueError(
-            f"prev of shape {tuple(prev.shape)} does not broadcast to the scores {tuple(ref.shape)}"
-        ) from err
+    check_compatible(prev, ref, "prev", "the scores")
 
 
 def residual_attention(
