@@ -11,7 +11,7 @@ PY      := $(VENV)/bin/python
 TORCH   ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl),torch==2.13.0,torch>=2.1)
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv book test lab bench clean distclean
+.PHONY: venv book test lab bench sync chapter clean distclean
 
 venv: $(STAMP)
 
@@ -28,6 +28,15 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Regenerate every notebooks/<slug>.ipynb from its MyST source notebooks/<slug>.md.
+sync: $(STAMP)
+	$(PY) tools/sync_notebooks.py
+
+# One chapter: sync the pair, run it in profile ci (PROFILE=full for the article's scale), show its claims.
+chapter: $(STAMP)
+	@test -n "$(SLUG)" || (echo "usage: make chapter SLUG=<slug>" && exit 2)
+	$(PY) tools/chapter.py $(SLUG) --profile $(PROFILE)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

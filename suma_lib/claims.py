@@ -37,6 +37,8 @@ __all__ = [
     "records",
     "reset",
     "summary",
+    "article_map",
+    "MAP_STATUSES",
 ]
 
 METHODS = ("symbolic", "numeric", "experiment")
@@ -474,3 +476,96 @@ def summary() -> list[ClaimRecord]:
     if failed:
         raise ClaimError(f"{len(failed)} claim(s) failed: {failed}")
     return recs
+
+
+# ----------------------------------------------------------------------------------------- article map
+MAP_STATUSES = ("checked", "retold", "departs", "omitted")
+
+
+def article_map(rows: Any) -> list[dict]:
+    """Record and show the chapter's article map: one row per substantive item of the article.
+
+    Every chapter ends with this call. Each row is a tuple ``(item, status, ref)``, in the article's order:
+
+    * ``item``: the item in a few words (an equation, a derivation step, a quantitative claim, an experiment,
+      or one of the author's readings, objections or conjectures), with the article's equation number if
+      it has one;
+    * ``status``: ``"checked"`` (a claim of this chapter checks it), ``"retold"`` (explained in the
+      chapter's words; it cannot be checked, e.g. an opinion or a paper's reported number), ``"departs"``
+      (the article is wrong or loose here; the chapter's Erratum or text says where and why) or
+      ``"omitted"`` (left out);
+    * ``ref``: for ``checked``, the exact name of a claim checked earlier in this notebook, or a list of
+      such names; for the other statuses, a short note: why it cannot be checked, what the chapter says
+      instead, or why it is omitted.
+
+    The map travels in the output's metadata (key ``suma_article_map``), from which the ledger computes each
+    chapter's coverage (items checked, retold or departing, over all items).
+
+    Returns
+    -------
+    list of dict
+        The rows as recorded (``item``, ``status``, ``claims``, ``note``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed row, an unknown status, a ``checked`` row naming no claim or a claim that was not
+        checked in this notebook, or a note missing where one is required.
+    """
+    if isinstance(rows, (str, bytes)) or not hasattr(rows, "__iter__"):
+        raise TypeError("rows must be a list of (item, status, ref) tuples")
+    rows = list(rows)
+    if not rows:
+        raise ValueError("rows must list at least one item of the article")
+    known = {r.claim: r for r in _RECORDS}
+    out: list[dict] = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, (tuple, list)) or len(row) != 3:
+            raise TypeError(f"rows[{i}] must be an (item, status, ref) tuple, got {row!r}")
+        item, status, ref = row
+        if not isinstance(item, str) or not item.strip():
+            raise TypeError(f"rows[{i}]: item must be a non-empty string")
+        if status not in MAP_STATUSES:
+            raise ValueError(f"rows[{i}] ({item!r}): status must be one of {MAP_STATUSES}, got {status!r}")
+        if status == "checked":
+            names = [ref] if isinstance(ref, str) else list(ref or [])
+            if not names or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"rows[{i}] ({item!r}): a checked item names the claim(s) that check it")
+            unknown = [n for n in names if n.strip() not in known]
+            if unknown:
+                raise ValueError(f"rows[{i}] ({item!r}): no claim named {unknown} was checked in this notebook")
+            failed = [n for n in names if not known[n.strip()].passed]
+            if failed:
+                raise ClaimError(f"rows[{i}] ({item!r}): claims {failed} failed")
+            out.append({"item": item.strip(), "status": status, "claims": [n.strip() for n in names],
+                        "note": ""})
+        else:
+            if not isinstance(ref, str) or not ref.strip():
+                raise ValueError(f"rows[{i}] ({item!r}): a {status} item needs a short note (why, or where)")
+            out.append({"item": item.strip(), "status": status, "claims": [], "note": ref.strip()})
+    counts = {s: sum(r["status"] == s for r in out) for s in MAP_STATUSES}
+    covered = len(out) - counts["omitted"]
+    head = ("#", "item", "status", "check or note")
+    text_rows = [(str(i), r["item"], r["status"], "; ".join(r["claims"]) or r["note"])
+                 for i, r in enumerate(out, 1)]
+    text = "\n".join(" | ".join(row) for row in [head, *text_rows])
+    body = "".join(
+        f'<tr class="suma-map-{r["status"]}"><td>{i}</td><td>{html.escape(r["item"])}</td>'
+        f'<td>{r["status"]}</td><td>'
+        + ("; ".join(html.escape(c) for c in r["claims"]) or html.escape(r["note"]))
+        + "</td></tr>"
+        for i, r in enumerate(out, 1)
+    )
+    caption = (
+        f"<p><b>{len(out)} items</b>: {counts['checked']} checked, {counts['retold']} retold, "
+        f"{counts['departs']} depart, {counts['omitted']} omitted "
+        f"(coverage {covered / len(out):.0%}).</p>"
+    )
+    table = (
+        '<table class="suma-map"><thead><tr>'
+        + "".join(f"<th>{h}</th>" for h in head)
+        + f"</tr></thead><tbody>{body}</tbody></table>"
+    )
+    if not _display({"text/html": caption + table, "text/plain": text}, {"suma_article_map": out}):
+        print(text)
+    return out

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import suma_lib  # noqa: E402
+from tools import sync_notebooks  # noqa: E402
 from tools.toc import toc_files, toc_notebooks  # noqa: E402
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -33,6 +34,19 @@ def _load(path: Path) -> dict:
 
 def _src(cell: dict) -> str:
     return "".join(cell.get("source", ""))
+
+
+def test_every_notebook_has_its_myst_source() -> None:
+    sources = {p.stem for p in (ROOT / "notebooks").glob("*.md")}
+    assert sources == {p.stem for p in NOTEBOOKS}, "each notebooks/<slug>.ipynb pairs with notebooks/<slug>.md"
+
+
+def test_notebook_pairs_are_in_sync() -> None:
+    bad = sync_notebooks.out_of_sync(sync_notebooks.sources())
+    assert not bad, (
+        f"notebooks out of sync with their MyST sources: {bad}. The .md is the source; regenerate the "
+        f"notebooks with: {sync_notebooks.FIX}"
+    )
 
 
 def test_notebooks_and_toc_are_the_same_set() -> None:
@@ -59,7 +73,7 @@ def test_slugs_match_articles() -> None:
 def test_notebook_is_clean_and_well_formed(path: Path) -> None:
     nb = _load(path)
     assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
-    assert nb["metadata"].get("accelerator") == "GPU", f"{path.name}: run tools/normalize_notebooks.py"
+    assert nb["metadata"].get("accelerator") == "GPU", f"{path.name}: run {sync_notebooks.FIX}"
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     for cell in code:
         assert not cell.get("outputs"), f"{path.name}: outputs committed"

@@ -24,6 +24,14 @@ def claims_of(nb: dict) -> list[dict]:
     return [out["metadata"]["suma_claim"] for out in _outputs(nb) if "suma_claim" in out.get("metadata", {})]
 
 
+def article_map_of(nb: dict) -> list[dict]:
+    """The article map recorded by ``claims.article_map`` ([] if the chapter has none)."""
+    for out in _outputs(nb):
+        if "suma_article_map" in out.get("metadata", {}):
+            return out["metadata"]["suma_article_map"]
+    return []
+
+
 def env_of(nb: dict) -> dict:
     """The environment record of an executed notebook ({} if setup_notebook never ran)."""
     for out in _outputs(nb):
