@@ -19,6 +19,10 @@ __all__ = [
     "check_choice",
     "check_generator",
     "check_compatible",
+    "check_bool",
+    "check_dtype",
+    "check_device",
+    "check_index_range",
 ]
 
 
@@ -109,24 +113,151 @@ def check_generator(generator: Any, name: str = "generator") -> torch.Generator 
     return generator
 
 
-def check_compatible(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> tuple[int, ...]:
-    """Check that two tensors share dtype and device and broadcast together; return the broadcast shape.
+def check_compatible(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    name_a: str,
+    name_b: str,
+    *,
+    core_dims: int | tuple[int, int] = 0,
+    same_dtype: bool = True,
+) -> tuple[int, ...]:
+    """Check that two tensors share dtype and device and that their batch dimensions broadcast.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        The two tensors.
+    name_a, name_b : str
+        Their argument names, used in the messages.
+    core_dims : int or (int, int)
+        How many trailing dimensions of ``a`` (and of ``b``) are core dimensions, left out of the broadcast
+        check (e.g. 1 for vectors ``(..., d)``, 2 for matrices ``(..., n, d)``); an int applies to both.
+    same_dtype : bool
+        Also require equal dtypes (the device must always match).
+
+    Returns
+    -------
+    tuple of int
+        The broadcast shape of the batch dimensions.
 
     Raises
     ------
     TypeError
-        If the dtypes or devices differ (the message names both arguments).
+        If the devices differ (a meta tensor mixed with a real one included) or, with ``same_dtype``, the
+        dtypes differ; the message names both arguments.
     ValueError
-        If the shapes do not broadcast.
+        If a tensor has fewer dimensions than its core dimensions or the batch dimensions do not
+        broadcast.
     """
-    if a.dtype != b.dtype or a.device != b.device:
+    ca, cb = (core_dims, core_dims) if isinstance(core_dims, int) else core_dims
+    if a.device != b.device:
+        if "meta" in (a.device.type, b.device.type):
+            raise TypeError(
+                f"{name_a} and {name_b} mix the meta device with real data ({a.device} and {b.device}): "
+                "put both on the meta device or both on a real one"
+            )
+        raise TypeError(f"{name_a} and {name_b} must be on the same device, got {a.device} and {b.device}")
+    if same_dtype and a.dtype != b.dtype:
         raise TypeError(
             f"{name_a} and {name_b} must share dtype and device, got {a.dtype}/{a.device} and "
             f"{b.dtype}/{b.device}"
         )
+    for t, c, name in ((a, ca, name_a), (b, cb, name_b)):
+        if t.dim() < c:
+            raise ValueError(f"{name} must have at least {c} dimension(s), got shape {tuple(t.shape)}")
+    batch_a = a.shape[: a.dim() - ca]
+    batch_b = b.shape[: b.dim() - cb]
     try:
-        return tuple(torch.broadcast_shapes(a.shape, b.shape))
+        return tuple(torch.broadcast_shapes(batch_a, batch_b))
     except RuntimeError as err:
+        what = "batch dimensions " if ca or cb else ""
         raise ValueError(
-            f"{name_a} of shape {tuple(a.shape)} and {name_b} of shape {tuple(b.shape)} do not broadcast"
+            f"{name_a} of shape {tuple(a.shape)} and {name_b} of shape {tuple(b.shape)}: {what}"
+            f"{tuple(batch_a)} and {tuple(batch_b)} do not broadcast"
         ) from err
+
+
+def check_bool(x: Any, name: str) -> bool:
+    """Check that ``x`` is a Python ``bool`` (not an int, not a tensor) and return it."""
+    if not isinstance(x, bool):
+        raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
+    return x
+
+
+def check_dtype(x: Any, name: str = "dtype", *, floating: bool = True, allow_none: bool = True) -> torch.dtype | None:
+    """Check that ``x`` is a :class:`torch.dtype` (floating point if ``floating``), or ``None`` if allowed."""
+    if x is None and allow_none:
+        return None
+    if not isinstance(x, torch.dtype):
+        raise TypeError(f"{name} must be a torch.dtype, got {type(x).__name__}")
+    if floating and not x.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point torch.dtype, got {x}")
+    return x
+
+
+def check_device(x: Any, name: str = "device", *, allow_none: bool = True) -> torch.device | None:
+    """Check a device argument before it reaches torch and return it as a :class:`torch.device`.
+
+    Accepts a :class:`torch.device`, a device string (``"cpu"``, ``"cuda:1"``, ``"meta"``, ...) or a
+    non-negative int (a CUDA ordinal, as torch does), and ``None`` if ``allow_none``. ``"auto"`` is not
+    resolved here (see :func:`suma_lib.device.get_device`).
+
+    Raises
+    ------
+    TypeError
+        If ``x`` has another type (a bool, a float, a tensor, ...).
+    ValueError
+        If the string names no device torch knows, the ordinal is negative, or the device's backend
+        (CUDA, MPS) is not available on this machine.
+    """
+    if x is None and allow_none:
+        return None
+    if isinstance(x, torch.device):
+        dev = x
+    elif isinstance(x, str):
+        try:
+            dev = torch.device(x)
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"{name} must be a torch device string such as 'cpu' or 'cuda:0', got {x!r}") from err
+    elif isinstance(x, numbers.Integral) and not isinstance(x, bool):
+        if int(x) < 0:
+            raise ValueError(f"{name} as an int is a CUDA ordinal and must be >= 0, got {int(x)}")
+        dev = torch.device("cuda", int(x))
+    else:
+        raise TypeError(f"{name} must be a str, an int or a torch.device, got {type(x).__name__}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={str(dev)!r} was requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}={str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"{name}={str(dev)!r} was requested but MPS is not available")
+    return dev
+
+
+def check_index_range(ids: Any, name: str, size: int) -> torch.Tensor:
+    """Check that ``ids`` is an integer tensor of indices in ``[0, size)`` (token ids, class labels).
+
+    Negative ids are rejected (they would wrap around silently in indexing), and so are ids ``>= size``
+    (torch would raise an IndexError from deep inside, or read past the table). The value check is
+    skipped on the meta device.
+
+    Raises
+    ------
+    TypeError
+        If ``ids`` is not a tensor of an integer dtype (bool included).
+    ValueError
+        If an id lies outside ``[0, size)``.
+    """
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of integer ids, got {type(ids).__name__}")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"{name} must have an integer dtype, got {ids.dtype}")
+    if ids.device.type != "meta" and ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= size:
+            raise ValueError(f"{name} must lie in [0, {size}), got values in [{lo}, {hi}]")
+    return ids

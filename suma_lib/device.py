@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ._validation import check_device
+
 __all__ = ["get_device"]
 
 
@@ -14,8 +16,8 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
     ----------
     device : str or torch.device
         ``"auto"`` (default) picks ``cuda`` when a GPU is available (Colab, the ``full`` profile), then
-        ``mps`` on Apple silicon, then ``cpu``. Any other value is passed to :class:`torch.device`
-        (``"cpu"``, ``"cuda:0"``, ``"meta"``, ...).
+        ``mps`` on Apple silicon, then ``cpu``. Any other string (``"cpu"``, ``"cuda:0"``, ``"meta"``, ...),
+        an int (a CUDA ordinal) or a :class:`torch.device` is checked and returned.
 
     Returns
     -------
@@ -24,26 +26,15 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
     Raises
     ------
     TypeError
-        If ``device`` is neither a string nor a :class:`torch.device`.
+        If ``device`` is not a string, an int or a :class:`torch.device`.
     ValueError
-        If the string does not name a device torch knows, or names CUDA on a machine without it.
+        If the string does not name a device torch knows, or names CUDA (or MPS) on a machine without it.
     """
-    if isinstance(device, torch.device):
-        chosen = device
-    elif isinstance(device, str):
-        if device == "auto":
-            if torch.cuda.is_available():
-                return torch.device("cuda")
-            mps = getattr(torch.backends, "mps", None)
-            if mps is not None and mps.is_available():
-                return torch.device("mps")
-            return torch.device("cpu")
-        try:
-            chosen = torch.device(device)
-        except RuntimeError as err:
-            raise ValueError(f"device must be 'auto' or a torch device string, got {device!r}") from err
-    else:
-        raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(chosen)!r} was requested but CUDA is not available")
-    return chosen
+    if isinstance(device, str) and device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return check_device(device, "device", allow_none=False)

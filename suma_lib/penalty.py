@@ -34,7 +34,15 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from ._validation import check_choice, check_float, check_generator, check_int, check_tensor
+from ._numerics import safe_ratio, scaled_norm
+from ._validation import (
+    check_choice,
+    check_compatible,
+    check_float,
+    check_generator,
+    check_int,
+    check_tensor,
+)
 
 __all__ = [
     "PenaltyInequality",
@@ -164,9 +172,9 @@ def mlp_layers(
         )
     w0 = layers[0][0]
     for t, (w, b, _) in enumerate(layers):
-        if w.dtype != w0.dtype or w.device != w0.device or (b is not None and
-                                                             (b.dtype, b.device) != (w0.dtype, w0.device)):
-            raise TypeError(f"layer {t} must share the dtype and device of layer 0 ({w0.dtype}, {w0.device})")
+        check_compatible(w, w0, f"layer {t} weight", "layer 0 weight", core_dims=2)
+        if b is not None:
+            check_compatible(b, w0, f"layer {t} bias", "layer 0 weight", core_dims=(1, 2))
         if t and w.shape[1] != layers[t - 1][0].shape[0]:
             raise ValueError(
                 f"layer {t} expects {w.shape[1]} inputs but layer {t - 1} gives {layers[t - 1][0].shape[0]}"
@@ -210,9 +218,7 @@ def _prepare(model, x, f, activation, detach=True):
     w0 = layers[0][0]
     if x.shape[-1] != w0.shape[1]:
         raise ValueError(f"x must have {w0.shape[1]} features in its last dimension, got {x.shape[-1]}")
-    if x.dtype != w0.dtype or x.device != w0.device:
-        raise TypeError(f"x must share the weights' dtype and device ({w0.dtype}, {w0.device}), "
-                        f"got ({x.dtype}, {x.device})")
+    check_compatible(x, w0, "x", "the weights", core_dims=(x.dim(), 2))
     if f is None:
         f = torch.sum
     elif not callable(f):
@@ -225,17 +231,14 @@ def _prepare(model, x, f, activation, detach=True):
     return params, acts, f, xb, x.shape[:-1]
 
 
-def _safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """``num / den`` where ``den > 0``, else 0 (a vanishing Jacobian forces a zero input gradient)."""
-    pos = den > 0
-    return torch.where(pos, num / torch.where(pos, den, torch.ones_like(den)), torch.zeros_like(num))
+# ``num / den`` where ``den > 0``, else 0 (a vanishing Jacobian forces a zero input gradient).
+_safe_ratio = safe_ratio
 
 
 def _safe_norm(v: torch.Tensor) -> torch.Tensor:
     """Euclidean norm over the last dimension without overflow: ``m * |v / m|`` with ``m = max|v|``."""
-    m = v.abs().amax(-1, keepdim=True)
-    m = torch.where(m > 0, m, torch.ones_like(m))
-    return m.squeeze(-1) * ((v / m) ** 2).sum(-1).sqrt()
+    m, r = scaled_norm(v)
+    return m * r
 
 
 def _sq_norm_sum(tensors) -> torch.Tensor:

@@ -20,7 +20,14 @@ import numbers
 
 import torch
 
-from ._validation import check_choice, check_float, check_int, check_tensor
+from ._validation import (
+    check_choice,
+    check_device,
+    check_dtype,
+    check_float,
+    check_int,
+    check_tensor,
+)
 
 __all__ = ["sinusoidal_frequencies", "sinusoidal_encoding", "sinusoidal_shift_matrix"]
 
@@ -40,10 +47,8 @@ def _check_d(d: int) -> int:
 
 
 def _resolve(device, dtype) -> tuple[torch.device, torch.dtype]:
-    dev = torch.device("cpu") if device is None else torch.device(device)
-    dt = torch.get_default_dtype() if dtype is None else dtype
-    if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    dev = check_device(device) or torch.device("cpu")
+    dt = check_dtype(dtype) or torch.get_default_dtype()
     return dev, dt
 
 

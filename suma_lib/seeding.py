@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from ._validation import check_int
+from ._validation import check_device, check_int
 
 __all__ = ["seed_everything", "make_generator"]
 
@@ -39,6 +39,6 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
     reproducible without touching torch's global state.
     """
     seed = check_int(seed, "seed", low=0, high=2**63 - 1)
-    gen = torch.Generator(device=torch.device(device))
+    gen = torch.Generator(device=check_device(device, allow_none=False))
     gen.manual_seed(seed)
     return gen

@@ -129,11 +129,16 @@ def test_get_device() -> None:
     assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
     with pytest.raises(ValueError, match="device"):
         suma_lib.get_device("tpu-of-dreams")
-    with pytest.raises(TypeError, match="device"):
-        suma_lib.get_device(3)
+    for bad in (3.0, True, None, torch.ones(1)):
+        with pytest.raises(TypeError, match="device"):
+            suma_lib.get_device(bad)
+    with pytest.raises(ValueError, match="ordinal"):
+        suma_lib.get_device(-1)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             suma_lib.get_device("cuda")
+        with pytest.raises(ValueError, match="CUDA"):
+            suma_lib.get_device(0)  # an int is a CUDA ordinal, as in torch
 
 
 # ------------------------------------------------------------------------------------------- seeding
@@ -203,3 +208,106 @@ def test_check_compatible() -> None:
         check_compatible(torch.ones(2), torch.ones(2, dtype=torch.float64), "a", "b")
     with pytest.raises(ValueError, match="a of shape"):
         check_compatible(torch.ones(2), torch.ones(3), "a", "b")
+
+
+def test_check_compatible_core_dims_and_meta() -> None:
+    from suma_lib._validation import check_compatible
+
+    assert check_compatible(torch.ones(2, 1, 4, 3), torch.ones(5, 4, 7), "x", "y", core_dims=2) == (2, 5)
+    with pytest.raises(ValueError, match="batch dimensions"):
+        check_compatible(torch.ones(2, 4, 3), torch.ones(3, 4, 3), "x", "y", core_dims=2)
+    with pytest.raises(ValueError, match="at least 2"):
+        check_compatible(torch.ones(3), torch.ones(4, 3), "x", "y", core_dims=2)
+    with pytest.raises(TypeError, match="meta"):
+        check_compatible(torch.ones(2, device="meta"), torch.ones(2), "x", "y")
+    assert check_compatible(torch.ones(2), torch.ones(2, dtype=torch.float64), "x", "y", same_dtype=False)
+
+
+def test_check_bool_dtype_device_index_range() -> None:
+    from suma_lib._validation import check_bool, check_device, check_dtype, check_index_range
+
+    assert check_bool(True, "flag") is True
+    for bad in (1, 0, None, torch.tensor(True), "yes"):
+        with pytest.raises(TypeError, match="flag must be a bool"):
+            check_bool(bad, "flag")
+    assert check_dtype(None) is None and check_dtype(torch.float16) is torch.float16
+    with pytest.raises(TypeError, match="dtype"):
+        check_dtype(torch.int64)
+    with pytest.raises(TypeError, match="dtype"):
+        check_dtype("float32")
+    assert check_device("meta").type == "meta" and check_device(None) is None
+    with pytest.raises(ValueError, match="where"):
+        check_device("gpu0", "where")
+    with pytest.raises(TypeError, match="where"):
+        check_device(1.5, "where")
+    ids = torch.tensor([0, 3, 4])
+    assert check_index_range(ids, "ids", 5) is ids
+    check_index_range(torch.tensor([99], device="meta"), "ids", 5)  # meta holds no values
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, 5\)"):
+        check_index_range(torch.tensor([-1, 2]), "ids", 5)
+    with pytest.raises(ValueError, match="ids"):
+        check_index_range(torch.tensor([5]), "ids", 5)
+    for bad in (torch.tensor([1.0]), torch.tensor([True]), [1, 2]):
+        with pytest.raises(TypeError, match="ids"):
+            check_index_range(bad, "ids", 5)
+
+
+# ------------------------------------------------------------------------------------------- numerics
+def test_safe_divisor_keeps_nan() -> None:
+    from suma_lib._numerics import safe_divisor, safe_ratio
+
+    x = torch.tensor([0.0, 2.0, float("nan"), -1.0])
+    out = safe_divisor(x)
+    assert out[0] == 1 and out[1] == 2 and math.isnan(out[2]) and out[3] == 1
+    r = safe_ratio(torch.tensor([1.0, 3.0, 1.0, float("nan")]), torch.tensor([0.0, 2.0, float("nan"), 0.0]))
+    assert r[0] == 0 and r[1] == 1.5 and math.isnan(r[2]) and math.isnan(r[3])
+    num = torch.tensor([0.0, 3.0], requires_grad=True)
+    den = torch.tensor([0.0, 2.0], requires_grad=True)
+    safe_ratio(num, den).sum().backward()
+    assert torch.isfinite(num.grad).all() and torch.isfinite(den.grad).all()
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1.0, 1e20, 1e30])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_unit_and_norms_are_scale_free(scale: float, dtype: torch.dtype) -> None:
+    from suma_lib._numerics import rms, scaled_norm, unit
+
+    x = torch.tensor([[3.0, 4.0], [0.0, 0.0], [-1.0, 0.0]], dtype=dtype) * scale
+    u = unit(x)
+    assert torch.allclose(u, torch.tensor([[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]], dtype=dtype))
+    s, r = scaled_norm(x)
+    assert torch.allclose((s * r / scale).to(torch.float64), torch.tensor([5.0, 0.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(rms(x) / scale, torch.tensor([5 / math.sqrt(2), 0.0, 1 / math.sqrt(2)], dtype=dtype))
+    assert math.isnan(unit(torch.tensor([1.0, float("nan")]))[0])  # NaN in, NaN out
+    y = x.clone().requires_grad_(True)
+    unit(y).sum().backward()
+    assert torch.isfinite(y.grad).all()
+
+
+def test_half_to_float32_rule() -> None:
+    from suma_lib._numerics import half_to_float32, work_dtype
+
+    assert work_dtype(torch.bfloat16) == torch.float32 and work_dtype(torch.float64) == torch.float64
+    seen = []
+
+    @half_to_float32
+    def eig(a: torch.Tensor):
+        seen.append(a.dtype)
+        return torch.linalg.eigh(a)
+
+    a = torch.eye(3, dtype=torch.float16) * 2
+    vals, vecs = eig(a)
+    assert seen == [torch.float32] and vals.dtype == vecs.dtype == torch.float16
+    assert torch.equal(vals, torch.full((3,), 2.0, dtype=torch.float16))
+    assert eig(torch.eye(2, dtype=torch.float64)).eigenvalues.dtype == torch.float64
+
+
+def test_setup_notebook_generator() -> None:
+    cfg = suma_lib.setup_notebook("ci", "cpu", 5, ci=dict(n=1), full=dict(n=2))
+    assert isinstance(cfg.gen, torch.Generator) and cfg.gen.device.type == "cpu"
+    a = torch.rand(3, generator=cfg.gen)
+    cfg2 = suma_lib.setup_notebook("ci", "meta", 5, ci=dict(n=1), full=dict(n=2))
+    assert cfg2.gen.device.type == "cpu"  # no generators on the meta device
+    assert torch.equal(a, torch.rand(3, generator=cfg2.gen))
+    with pytest.raises(ValueError, match="reserved"):
+        suma_lib.setup_notebook("ci", "cpu", 0, ci=dict(gen=1), full=dict(gen=1))

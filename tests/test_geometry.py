@@ -117,7 +117,9 @@ def test_sample_angles_errors() -> None:
     with pytest.raises(ValueError, match="device"):
         g.sample_angles(3, 2, device="gpu0")
     with pytest.raises(TypeError, match="device"):
-        g.gaussian_matrix(2, 2, device=0)
+        g.gaussian_matrix(2, 2, device=0.5)
+    with pytest.raises(ValueError, match="device"):
+        g.gaussian_matrix(2, 2, device=-1)
     with pytest.raises(TypeError, match="dtype"):
         g.gaussian_matrix(2, 2, dtype=torch.int32)
 
