@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validation import check_float, check_int, check_tensor
+from ._numerics import max_abs, unit
+from ._validation import check_device, check_float, check_int, check_tensor
 from .seeding import make_generator
 
 __all__ = [
@@ -71,10 +72,9 @@ def pairwise_angles(weight: torch.Tensor) -> torch.Tensor:
     Chapter: ``notebooks/self-orthogonality.ipynb``.
     """
     _check_weight(weight)
-    norms = weight.norm(dim=-1, keepdim=True)
-    if weight.device.type != "meta" and weight.numel() and bool((norms == 0).any()):
+    if weight.device.type != "meta" and weight.numel() and bool((weight == 0).all(dim=-1).any()):
         raise ValueError("weight has a zero row; the angle of a zero kernel is undefined")
-    u = weight / norms
+    u = unit(weight)  # rescaled by the largest entry first: rows of norm 1e20 or 1e-30 work in float32
     diff = (u.unsqueeze(-2) - u.unsqueeze(-3)).norm(dim=-1)
     summ = (u.unsqueeze(-2) + u.unsqueeze(-3)).norm(dim=-1)
     return 2 * torch.atan2(diff, summ)
@@ -137,11 +137,17 @@ def sign_correlation(x: torch.Tensor, weight: torch.Tensor, *, sharpness: float 
     Chapter: ``notebooks/self-orthogonality.ipynb``.
     """
     s = _check_inputs(x, weight, sharpness)
-    y = torch.matmul(x, weight.transpose(-2, -1))
+    # Y = (sx sw) Ys with Ys computed from rescaled inputs (|Ys| <= d), so that Y never overflows.
+    sx, sw = max_abs(x, dim=(-2, -1)), max_abs(weight, dim=(-2, -1))
+    ys = torch.matmul(x / sx, (weight / sw).transpose(-2, -1))
     if math.isinf(s):
-        t = torch.where(y > 0, torch.ones_like(y), -torch.ones_like(y))
+        t = torch.where(ys > 0, torch.ones_like(ys), -torch.ones_like(ys))
     else:
-        t = torch.tanh(s * y)
+        k = (s * sx.double() * sw.double()).clamp(max=torch.finfo(ys.dtype).max).to(ys.dtype)
+        # tanh(k Ys) when k d <= 1e-4 is k Ys to within 4e-9 (relative): the column normalisation
+        # below cancels k, so use Ys itself there instead of a product that underflows to 0.
+        linear = k * x.shape[-1] <= 1e-4
+        t = torch.where(linear, ys, torch.tanh(ys * k))
     t = F.normalize(t, dim=-2, eps=torch.finfo(t.dtype).tiny ** 0.5)
     return torch.matmul(t.transpose(-2, -1), t)
 
@@ -272,11 +278,15 @@ def fit_teacher_student(
     lr = check_float(lr, "lr", low=0, low_open=True)
     if lambdas is not None and (not isinstance(lambdas, (tuple, list)) or len(lambdas) != 2):
         raise TypeError(f"lambdas must be None or a pair (lambda1, lambda2), got {lambdas!r}")
-    device = torch.device(device)
+    device = check_device(device, allow_none=False)
     g = make_generator(seed, device)
     teacher = F.normalize(torch.randn(r, d, generator=g, device=device), dim=-1)
-    torch.manual_seed(seed)  # the student's default initialisation
-    net = nn.Sequential(nn.Linear(d, k), nn.ReLU(), nn.Linear(k, 1)).to(device)
+    # The student's default initialisation draws from torch's global generator: seed it inside a fork so
+    # that the caller's global random state is left as it was.
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(d, k), nn.ReLU(), nn.Linear(k, 1)).to(device)
     init = pairwise_angles(net[0].weight.detach())
     reg = SelfOrthogonality(*lambdas) if lambdas is not None else None
     opt = torch.optim.Adam(net.parameters(), lr=lr)

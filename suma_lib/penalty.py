@@ -34,10 +34,12 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from ._numerics import safe_ratio, scaled_norm
+from ._numerics import max_abs, safe_ratio, scaled_norm
 from ._validation import (
     check_choice,
     check_compatible,
+    check_device,
+    check_dtype,
     check_float,
     check_generator,
     check_int,
@@ -537,7 +539,15 @@ def parameter_gradient_penalty(
     total = xb.new_zeros(xb.shape[0])
     for (_, b), hh, d in zip(params, hs, deltas):
         if d is not None:
-            total = total + (d**2).sum(-1) * ((0.0 if b is None else 1.0) + (hh**2).sum(-1))
+            # |d|^2 (beta + |h|^2) from rescaled factors (scales detached, so the gradient is exact):
+            # |h|^2 may overflow (x = 1e30) where |d|^2 |h|^2 does not, and d = 0 must give 0, not 0 * inf.
+            sd, sh = max_abs(d), max_abs(hh)
+            d2, h2 = (d / sd).square().sum(-1), (hh / sh).square().sum(-1)
+            sd = sd.squeeze(-1) * (d2 > 0)  # a zero delta has scale 0, so 0 * |h|^2 stays 0
+            term = d2 * (sd * sh.squeeze(-1)).square() * h2
+            if b is not None:
+                term = term + d2 * sd.square()
+            total = total + term
     return total.reshape(lead)
 
 
@@ -585,9 +595,12 @@ def random_mlp(
     weight_gain = check_float(weight_gain, "weight_gain", low=0.0)
     bias_std = check_float(bias_std, "bias_std", low=0.0)
     check_generator(generator)
+    dtype = check_dtype(dtype, allow_none=False)
+    device = check_device(device) or torch.device("cpu")
     mods: list[nn.Module] = []
     for t, (d_in, d_out) in enumerate(itertools.pairwise(widths)):
-        lin = nn.Linear(d_in, d_out, dtype=dtype, device=device)
+        # skip nn.Linear's own initialisation: it would draw from (and advance) the global generator
+        lin = torch.nn.utils.skip_init(nn.Linear, d_in, d_out, dtype=dtype, device=device)
         with torch.no_grad():
             w = torch.randn(d_out, d_in, generator=generator, dtype=dtype, device=lin.weight.device)
             b = torch.randn(d_out, generator=generator, dtype=dtype, device=lin.weight.device)

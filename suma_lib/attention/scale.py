@@ -170,6 +170,10 @@ def max_gap_entropy_estimate(logits: torch.Tensor, dim: int = -1) -> torch.Tenso
        \;\ge\; \log n + \bar s - s_{\max},
 
     by Jensen's inequality for the first sum and :math:`\sum_i p_i s_i \le s_{\max}` for the second.
+    The gap :math:`s_{\max} - \bar s = \frac1n\sum_i (s_{\max} - s_i)` is summed from non-negative
+    terms in a wider dtype and rounded down, so the value stays a lower bound after rounding, equals
+    :math:`\log n` for equal logits of any size, and is finite for every finite input (at worst the
+    dtype's most negative finite value).
 
     Parameters
     ----------
@@ -192,7 +196,22 @@ def max_gap_entropy_estimate(logits: torch.Tensor, dim: int = -1) -> torch.Tenso
     n = logits.shape[dim]
     if n == 0:
         raise ValueError("logits must have at least one entry along dim")
-    return math.log(n) - (logits.amax(dim=dim) - logits.mean(dim=dim))
+    dtype = logits.dtype
+    wide = torch.float32 if logits.device.type == "mps" else torch.float64
+    s = logits.to(wide)
+    if dtype == wide:  # no wider dtype: halve first so that s_max - s_i cannot overflow
+        gap = 2 * (0.5 * s.amax(dim=dim, keepdim=True) - 0.5 * s).mean(dim=dim)
+    else:
+        gap = (s.amax(dim=dim, keepdim=True) - s).mean(dim=dim)
+    log_n = math.log(n)
+    # summation error of the mean is below (n + 4) ulps of the gap: subtract it to stay a lower bound
+    est = log_n - gap - (n + 4) * torch.finfo(wide).eps * (gap + log_n)
+    fmax = torch.finfo(dtype).max
+    out = est.clamp_min(-fmax).to(dtype)
+    if dtype != wide:  # round down, not to nearest
+        down = torch.nextafter(out, torch.full_like(out, -math.inf)).clamp_min(-fmax)
+        out = torch.where(out.to(wide) > est, down, out)
+    return out
 
 
 def _check_x(x: float | np.ndarray) -> np.ndarray:
@@ -435,9 +454,12 @@ def _two_level_entropy(n: int, k: np.ndarray, beta: float) -> np.ndarray:
     f = k / n
     with np.errstate(divide="ignore"):
         logit_f = np.log(f) - np.log1p(-f)
-    q = 1.0 / (1.0 + np.exp(-(2 * beta + logit_f)))  # mass on the top group
+    logit_q = 2 * beta + logit_f  # q = sigmoid(logit_q), the mass on the top group
+    # log q and log(1 - q) from softplus, so that neither rounds to log 0 when q rounds to 1
+    log_q, log_1q = -np.logaddexp(0.0, -logit_q), -np.logaddexp(0.0, logit_q)
+    q, one_q = np.exp(log_q), np.exp(log_1q)
     # H = log n - KL(Bern(q) || Bern(f))
-    kl = q * (np.log(q) - np.log(f)) + (1 - q) * (np.log1p(-q) - np.log1p(-f))
+    kl = q * (log_q - np.log(f)) + one_q * (log_1q - np.log1p(-f))
     return math.log(n) - kl
 
 

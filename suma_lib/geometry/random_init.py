@@ -89,7 +89,7 @@ def angle_pdf(theta: torch.Tensor, n: int) -> torch.Tensor:
     n = check_int(n, "n", low=2)
     inside = (theta >= 0) & (theta <= math.pi)
     if n == 2:
-        dens = torch.full_like(theta, 1.0 / math.pi)
+        dens = theta * 0 + 1.0 / math.pi  # constant, but keeps theta's graph (gradient 0)
     else:
         # log of the constant: log Γ(n/2) - log Γ((n-1)/2) - log √π
         log_c = _log_gamma_half_ratio((n - 1) / 2) - 0.5 * math.log(math.pi)
