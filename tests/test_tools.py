@@ -129,7 +129,7 @@ def test_execution_report_has_date_commit_versions_once() -> None:
     text = report.report_markdown({"demo": _fake_executed_notebook()}, root=ROOT)
     assert "**Built**" in text and "from commit" in text and "**Versions**" in text
     assert text.count("torch 2.x") == 1
-    row = [ln for ln in text.splitlines() if ln.startswith("| {doc}")][0]
+    row = next(ln for ln in text.splitlines() if ln.startswith("| {doc}"))
     assert "✅ pass" in row and "| 6 | 3.5 | 7.0 | 2026-11-30 08:00 UTC |" in row
     assert "A chapter \\| with a pipe" in row
 
@@ -221,3 +221,12 @@ def test_tools_do_not_patch_sys_path(path: Path) -> None:
                             and isinstance(n.func, ast.Attribute) and n.func.attr in ("insert", "append")
                             and getattr(n.func.value, "attr", "") == "path"]
             assert not parent_calls, f"{path.name} patches sys.path"
+
+
+def test_chapters_link_the_library_functions_they_use() -> None:
+    nb = _fake_executed_notebook()
+    nb["cells"][4]["source"] = "y = squareplus(x, b=4.0)"
+    staged = build_book.prepare_chapter(nb, "demo", {"squareplus": "suma_lib.smooth.squareplus"})
+    last = staged["cells"][-1]
+    assert last["cell_type"] == "markdown" and "{py:obj}`~suma_lib.smooth.squareplus`" in last["source"]
+    assert build_book.library_index()["squareplus"] == "suma_lib.smooth.squareplus"

@@ -19,7 +19,8 @@ What staging does to every chapter, so that no chapter's source has to:
 - a raw Python value left as a cell's result (``[ClaimRecord(...)]``, the list of an article map) is dropped;
 - a figure keeps its SVG unless the SVG is heavy (many points), then its 2x PNG;
 - every ``{admonition} Erratum`` box gets the class ``erratum`` and an anchor (``erratum-<slug>-<n>``
-  unless it names one), which the Errata page links to.
+  unless it names one), which the Errata page links to;
+- the chapter ends with links to the API entries of the library functions its code uses.
 """
 
 from __future__ import annotations
@@ -211,12 +212,55 @@ def _mark_errata(nb: dict, slug: str) -> None:
         cell["source"] = "".join(parts)
 
 
-def prepare_chapter(nb: dict, slug: str) -> dict:
+# Core helpers that every chapter calls: not listed under each chapter.
+_CORE = ("suma_lib.claims", "suma_lib.notebook", "suma_lib.plotting", "suma_lib.device", "suma_lib.seeding")
+
+
+def library_index(api_text: str | None = None) -> dict[str, str]:
+    """Short name -> documented name (``suma_lib.<module>.<name>``) of every public function and class.
+
+    Read from the modules that ``book/api.md`` documents with their members, core helpers left out.
+    """
+    import inspect
+
+    api_text = api_text if api_text is not None else (ROOT / "book" / "api.md").read_text(encoding="utf-8")
+    index: dict[str, str] = {}
+    for m in _AUTOMODULE.finditer(api_text):
+        mod, opts = m.group(1), m.group(2)
+        if ":no-members:" in opts or mod.startswith(_CORE):
+            continue
+        try:
+            module = importlib.import_module(mod)
+        except ImportError:
+            continue
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name, None)
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and (obj.__doc__ or "").strip():
+                index.setdefault(name, f"{mod}.{name}")
+    return index
+
+
+def _link_library(nb: dict, index: dict[str, str]) -> None:
+    """End the chapter with links to the API entries of the library functions its code uses."""
+    code = "\n".join(_src(c) for c in nb["cells"] if c.get("cell_type") == "code")
+    used = [full for name, full in index.items() if re.search(rf"\b{re.escape(name)}\b", code)]
+    if not used:
+        return
+    links = ", ".join(f"{{py:obj}}`~{full}`" for full in used)
+    nb["cells"].append({
+        "cell_type": "markdown", "id": "suma-library", "metadata": {},
+        "source": f"```{{admonition}} suma_lib in this chapter\n:class: seealso\n{links}.\n```\n",
+    })
+
+
+def prepare_chapter(nb: dict, slug: str, index: dict[str, str] | None = None) -> dict:
     """The executed notebook as the book shows it (see the module's docstring)."""
     nb = copy.deepcopy(nb)
     _hide_setup(nb)
     _render_outputs(nb)
     _mark_errata(nb, slug)
+    if index:
+        _link_library(nb, index)
     return nb
 
 
@@ -307,8 +351,9 @@ def stage(slugs: list[str]) -> None:
         if path.is_file():
             wanted[STAGE / path.relative_to(ROOT)] = path.read_bytes()
     nbs = report.load(EXECUTED, slugs)
+    index = library_index()
     for slug, nb in nbs.items():
-        staged = prepare_chapter(nb, slug)
+        staged = prepare_chapter(nb, slug, index)
         wanted[STAGE / "notebooks" / f"{slug}.ipynb"] = json.dumps(staged, indent=1, ensure_ascii=False).encode()
     for rel, (marker, render) in MARKERS.items():
         text = (ROOT / rel).read_text(encoding="utf-8")
@@ -355,6 +400,16 @@ def build(profile: str = "ci", jobs: int | None = None, strict: bool = True, exe
     if code == 0:
         print(f"Book ready: {ROOT / '_build' / 'html' / 'index.html'}")
     return code
+
+
+_ONCE: dict[str, int] = {}
+
+
+def build_once(profile: str = "ci") -> int:
+    """:func:`build` once per process (the test suite's modules share one build, even a failed one)."""
+    if profile not in _ONCE:
+        _ONCE[profile] = build(profile=profile)
+    return _ONCE[profile]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 
 from suma_lib.notebook import PROFILES
 from tools.toc import ROOT, toc_notebooks
@@ -66,8 +67,11 @@ def is_fresh(slug: str, profile: str) -> bool:
     return meta.get("hash") == source_hash(slug, profile) and meta.get("status") == "ok"
 
 
-def execute_one(slug: str, profile: str, timeout: int) -> dict:
-    """Execute one notebook with papermill; return a result dict (never raises)."""
+def execute_one(slug: str, profile: str, timeout: int, out_dir: Path | None = None) -> dict:
+    """Execute one notebook with papermill into ``out_dir`` (default ``_build/executed``).
+
+    Returns a result dict (never raises).
+    """
     import nbformat
     import papermill as pm
 
@@ -75,7 +79,8 @@ def execute_one(slug: str, profile: str, timeout: int) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     src = ROOT / "notebooks" / f"{slug}.ipynb"
-    out = EXECUTED / f"{slug}.ipynb"
+    out = (out_dir or EXECUTED) / f"{slug}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".running.ipynb")
     digest = source_hash(slug, profile)
     start = time.perf_counter()
