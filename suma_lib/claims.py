@@ -21,24 +21,34 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
+import re
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "MAP_STATUSES",
     "ClaimError",
     "ClaimRecord",
-    "symbolic",
-    "close",
+    "VacuousClaimError",
+    "anchor_of",
+    "article_map",
     "bound",
-    "monte_carlo",
+    "close",
     "holds",
+    "map_counts",
+    "monte_carlo",
     "records",
+    "render_article_map",
+    "render_claim",
+    "render_claims",
+    "render_summary",
     "reset",
     "summary",
-    "article_map",
-    "MAP_STATUSES",
+    "symbolic",
 ]
 
 METHODS = ("symbolic", "numeric", "experiment")
@@ -49,9 +59,23 @@ class ClaimError(AssertionError):
     """Raised when a claim does not check out; the message names the claim and shows the numbers."""
 
 
+class VacuousClaimError(ClaimError, ValueError):
+    """Raised before anything is recorded when a claim could not fail.
+
+    A measurement that is empty, ``None`` or NaN, or a tolerance that is infinite, negative or NaN, would
+    make the check pass whatever the truth; the message names the argument. It is a :class:`ValueError`
+    (bad input) and a :class:`ClaimError` (the claim is not established).
+    """
+
+
 @dataclass(frozen=True)
 class ClaimRecord:
-    """One checked claim, as it appears in a chapter's summary and in the verification ledger."""
+    """One checked claim, as it appears in a chapter's summary and in the verification ledger.
+
+    ``anchor`` is the HTML id of the claim's line in its chapter (``claim-<slug of the name>``, with
+    ``-2``, ``-3`` ... for repeated names); ``measured_tex`` and ``expected_tex`` hold the two sides of a
+    symbolic claim in LaTeX (empty for the other methods).
+    """
 
     claim: str
     method: str
@@ -59,6 +83,9 @@ class ClaimRecord:
     expected: str
     tolerance: str
     status: str  # "pass" or "fail"
+    anchor: str = ""
+    measured_tex: str = ""
+    expected_tex: str = ""
 
     @property
     def passed(self) -> bool:
@@ -77,9 +104,29 @@ class ClaimRecord:
         )
 
 
+class _Quiet(list):
+    """A list that shows nothing as a cell's last value (the call already displayed its table)."""
+
+    def _ipython_display_(self) -> None:
+        """Display nothing."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} {self._what}>"
+
+    _what = "items"
+
+
+class _ClaimList(_Quiet):
+    _what = "claim records"
+
+
+class _MapRows(_Quiet):
+    _what = "article-map rows"
+
+
 # ----------------------------------------------------------------------------------------- helpers
 def _fmt(x: Any) -> str:
-    """Format a number (or a small array) compactly for a report line."""
+    """Format a number or an array compactly for a report line (values, never just a shape)."""
     if isinstance(x, (bool, np.bool_)):
         return str(bool(x))
     arr = np.asarray(x)
@@ -95,11 +142,29 @@ def _fmt(x: Any) -> str:
             return str(v)
     if arr.size <= 4:
         return "[" + ", ".join(_fmt(v) for v in arr.ravel()) + "]"
-    return f"array{tuple(arr.shape)}"
+    shape = "×".join(str(n) for n in arr.shape)
+    count = f"{arr.size} values" if arr.ndim == 1 else f"{shape} values"
+    if arr.dtype == bool:
+        return f"{int(arr.sum())} of {arr.size} true"
+    try:
+        flat = arr.astype(np.complex128 if np.iscomplexobj(arr) else np.float64).ravel()
+    except (TypeError, ValueError):
+        return f"array of {count}"
+    if np.iscomplexobj(flat):
+        return f"{count}, max |z| {np.nanmax(np.abs(flat)):.4g}"
+    finite = flat[np.isfinite(flat)]
+    if finite.size and np.all(flat == flat[0]):
+        return f"{_fmt(flat[0])} (all {count})"
+    if not finite.size:
+        return f"no finite entry ({count})"
+    extra = "" if finite.size == flat.size else f", {flat.size - finite.size} not finite"
+    return f"[{finite.min():.4g} … {finite.max():.4g}] ({count}{extra})"
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
     """Convert scalars, lists, NumPy arrays and torch tensors (any device) to a float64 NumPy array."""
+    if x is None:
+        raise VacuousClaimError(f"{name} is None: there is nothing to check")
     try:
         import torch
 
@@ -113,12 +178,34 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
     try:
         arr = np.asarray(x)
         if arr.dtype == object:
+            if any(v is None for v in arr.ravel()):
+                raise VacuousClaimError(f"{name} holds None: there is nothing to check")
             arr = arr.astype(np.float64)
         if not np.iscomplexobj(arr):
             arr = arr.astype(np.float64)
     except (TypeError, ValueError) as err:
+        if isinstance(err, VacuousClaimError):
+            raise
         raise TypeError(f"{name} must be a number, an array or a tensor, got {type(x).__name__}") from err
     return arr
+
+
+def _nonempty(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.size == 0:
+        raise VacuousClaimError(f"{name} is empty (shape {arr.shape}): an empty check cannot fail")
+    return arr
+
+
+def _tolerance(value: Any, name: str, *, positive: bool = False) -> float:
+    """A finite, non-negative (or positive) tolerance, as a float; raise naming ``name`` otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise VacuousClaimError(f"{name} must be finite, got {value!r}: an infinite tolerance cannot fail")
+    if v < 0 or (positive and v == 0):
+        raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'}, got {value!r}")
+    return v
 
 
 def _check_name(claim: Any) -> str:
@@ -133,17 +220,38 @@ def _check_method(method: Any) -> str:
     return method
 
 
+def _slug(text: str) -> str:
+    """A URL- and id-safe slug of a claim name (ASCII letters, digits and dashes)."""
+    text = re.sub(r"\\([A-Za-z]+)", r" \1 ", text)  # \log n -> log n
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    text = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+    return text[:60].rstrip("-") or "x"
+
+
+def anchor_of(claim: str, taken: Any = ()) -> str:
+    """The HTML id of a claim's line: ``claim-<slug>``, then ``-2``, ``-3`` ... if ``taken`` has it.
+
+    Parameters
+    ----------
+    claim : str
+        The claim's name.
+    taken : collection of str
+        Anchors already used in the same chapter.
+    """
+    base = "claim-" + _slug(str(claim))
+    taken = set(taken)
+    anchor, k = base, 1
+    while anchor in taken:
+        k += 1
+        anchor = f"{base}-{k}"
+    return anchor
+
+
 def _emit(record: ClaimRecord) -> None:
     """Record the claim and show its line (with the record in the output's metadata under Jupyter)."""
     _RECORDS.append(record)
-    status = "pass" if record.passed else "fail"
-    rich = (
-        f'<div class="suma-claim suma-{status}"><span class="suma-mark">{"✓" if record.passed else "✗"}</span> '
-        f'<span class="suma-method">{record.method}</span> <b>{html.escape(record.claim)}</b> '
-        f"<span class=\"suma-detail\">measured {html.escape(record.measured)}; expected "
-        f"{html.escape(record.expected)} ({html.escape(record.tolerance)})</span></div>"
-    )
-    if not _display({"text/plain": record.line(), "text/html": rich}, {"suma_claim": asdict(record)}):
+    if not _display({"text/plain": record.line(), "text/html": render_claim(record)},
+                    {"suma_claim": asdict(record)}):
         print(record.line())
 
 
@@ -161,7 +269,7 @@ def _display(bundle: dict, metadata: dict) -> bool:
     return True
 
 
-def _finish(claim, method, measured, expected, tolerance, ok) -> ClaimRecord:
+def _finish(claim, method, measured, expected, tolerance, ok, measured_tex="", expected_tex="") -> ClaimRecord:
     record = ClaimRecord(
         claim=claim,
         method=method,
@@ -169,6 +277,9 @@ def _finish(claim, method, measured, expected, tolerance, ok) -> ClaimRecord:
         expected=expected,
         tolerance=tolerance,
         status="pass" if ok else "fail",
+        anchor=anchor_of(claim, (r.anchor for r in _RECORDS)),
+        measured_tex=measured_tex,
+        expected_tex=expected_tex,
     )
     _emit(record)
     if not ok:
@@ -177,6 +288,183 @@ def _finish(claim, method, measured, expected, tolerance, ok) -> ClaimRecord:
             f"  tolerance: {tolerance}"
         )
     return record
+
+
+# ----------------------------------------------------------------------------------------- rendering
+_MATH = re.compile(r"(?<!\\)\$(.+?)(?<!\\)\$")
+
+
+def _math_span(tex: str, display: bool = False) -> str:
+    """TeX for the page's MathJax (Sphinx's own markup, which the book's MathJax set-up processes)."""
+    open_, close_ = (r"\[", r"\]") if display else (r"\(", r"\)")
+    cls = "math notranslate nohighlight"
+    return f'<span class="{cls}">{open_}{html.escape(tex, quote=False)}{close_}</span>'
+
+
+def _rich(text: str) -> str:
+    """HTML of a short text: ``$...$`` becomes math, the rest is escaped (no Markdown, no emphasis)."""
+    out, pos = [], 0
+    for m in _MATH.finditer(text):
+        out.append(html.escape(text[pos:m.start()]))
+        out.append(_math_span(m.group(1)))
+        pos = m.end()
+    out.append(html.escape(text[pos:]))
+    return "".join(out)
+
+
+def _get(rec: Any, key: str) -> str:
+    return str(rec.get(key, "") if isinstance(rec, dict) else getattr(rec, key, ""))
+
+
+def _clip(text: str, limit: int = 48) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _brief(rec: Any) -> str:
+    """The short comparison shown on the claim's line (the details hold the full values)."""
+    method, tol = _get(rec, "method"), _get(rec, "tolerance")
+    if tol == "exact (SymPy)":
+        return "proved by SymPy"
+    meas, exp = _get(rec, "measured"), _get(rec, "expected")
+    if tol == "holds":
+        if meas in ("True", "") and exp in ("True", ""):
+            return "holds" if _get(rec, "status") == "pass" else "does not hold"
+        return f"{html.escape(_clip(meas))} vs {html.escape(_clip(exp))}"
+    if tol == "bound":
+        return f"{html.escape(_clip(meas))}, bound {html.escape(_clip(exp, 32))}"
+    del method
+    return f"{html.escape(_clip(meas))} vs {html.escape(_clip(exp))} <span class=\"suma-tol\">({html.escape(tol)})</span>"
+
+
+def render_claim(rec: Any) -> str:
+    """HTML of one claim's line: a mark, the name, measured against expected; details on demand.
+
+    Parameters
+    ----------
+    rec : ClaimRecord or dict
+        A claim record (as recorded in an output's ``suma_claim`` metadata).
+    """
+    status = _get(rec, "status")
+    passed = status == "pass"
+    anchor = _get(rec, "anchor") or anchor_of(_get(rec, "claim"))
+    rows = [("method", html.escape(_get(rec, "method")))]
+    m_tex, e_tex = _get(rec, "measured_tex"), _get(rec, "expected_tex")
+    if m_tex or e_tex:
+        rows.append(("identity", _math_span(f"{m_tex} = {e_tex}", display=True)))
+    else:
+        rows.append(("measured", html.escape(_get(rec, "measured"))))
+        rows.append(("expected", html.escape(_get(rec, "expected"))))
+    rows.append(("tolerance", html.escape(_get(rec, "tolerance"))))
+    detail = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
+    return (
+        f'<details class="suma-claim suma-{"pass" if passed else "fail"}" id="{anchor}"'
+        f'{"" if passed else " open"}><summary>'
+        f'<span class="suma-mark" title="{"checked" if passed else "failed"}">{"✓" if passed else "✗"}</span> '
+        f'<span class="suma-name">{_rich(_get(rec, "claim"))}</span> '
+        f'<span class="suma-brief">{_brief(rec)}</span></summary>'
+        f'<dl class="suma-detail">{detail}</dl></details>'
+    )
+
+
+def _claim_rows(recs: list) -> str:
+    body = []
+    for rec in recs:
+        passed = _get(rec, "status") == "pass"
+        anchor = _get(rec, "anchor") or anchor_of(_get(rec, "claim"))
+        name = _rich(_get(rec, "claim"))
+        body.append(
+            f'<tr id="{anchor}" class="suma-{"pass" if passed else "fail"}">'
+            f'<td class="suma-mark">{"✓" if passed else "✗"}</td><td>{name}</td>'
+            f"<td>{_brief(rec)}</td></tr>"
+        )
+    return "".join(body)
+
+
+def render_claims(recs: list) -> str:
+    """HTML of a run of claims from one cell (a sweep): one folded line with a small table.
+
+    Each row keeps its claim's anchor (browsers open the fold when a link lands inside it).
+    """
+    n_pass = sum(_get(r, "status") == "pass" for r in recs)
+    ok = n_pass == len(recs)
+    first = _rich(_get(recs[0], "claim"))
+    return (
+        f'<details class="suma-claim suma-sweep suma-{"pass" if ok else "fail"}"{"" if ok else " open"}>'
+        "<summary>"
+        f'<span class="suma-mark">{"✓" if ok else "✗"}</span> '
+        f'<span class="suma-name">{len(recs)} claims</span> '
+        f'<span class="suma-brief">{n_pass} of {len(recs)} checked, from “{first}”</span></summary>'
+        f'<table class="suma-claims"><tbody>{_claim_rows(recs)}</tbody></table></details>'
+    )
+
+
+def render_summary(recs: list) -> str:
+    """HTML of a chapter's claim table, folded: one line of counts, the table on demand."""
+    n_pass = sum(_get(r, "status") == "pass" for r in recs)
+    by = {m: sum(_get(r, "method") == m for r in recs) for m in METHODS}
+    counts = ", ".join(f"{v} {k}" for k, v in by.items() if v)
+    body = "".join(
+        f'<tr class="suma-{"pass" if _get(r, "status") == "pass" else "fail"}">'
+        f'<td class="suma-mark">{"✓" if _get(r, "status") == "pass" else "✗"}</td>'
+        f'<td><a href="#{_get(r, "anchor") or anchor_of(_get(r, "claim"))}">{_rich(_get(r, "claim"))}</a></td>'
+        f"<td>{html.escape(_get(r, 'method'))}</td><td>{_brief(r)}</td></tr>"
+        for r in recs
+    )
+    return (
+        f'<details class="suma-summary"><summary><b>{n_pass} of {len(recs)} claims checked out</b> '
+        f"({counts}). Show the table.</summary>"
+        '<table class="suma-claims"><thead><tr><th></th><th>claim</th><th>method</th>'
+        f"<th>measured vs expected</th></tr></thead><tbody>{body}</tbody></table></details>"
+    )
+
+
+_BADGE = {"checked": "✓ checked", "retold": "retold", "departs": "departs", "omitted": "omitted"}
+
+
+def map_counts(rows: list) -> dict:
+    """Counts of an article map's rows by status, and its coverage (share of rows not omitted)."""
+    counts = {s: sum(r["status"] == s for r in rows) for s in MAP_STATUSES}
+    counts["items"] = len(rows)
+    counts["coverage"] = (len(rows) - counts["omitted"]) / len(rows) if rows else 0.0
+    return counts
+
+
+def render_article_map(rows: list, recs: Any = ()) -> str:
+    """HTML of an article map: status badges; a checked row links to the lines of its claims.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The rows as :func:`article_map` records them.
+    recs : list of ClaimRecord or dict
+        The chapter's claims (for their anchors).
+    """
+    anchors: dict[str, str] = {}
+    for r in recs:
+        anchors.setdefault(_get(r, "claim"), _get(r, "anchor") or anchor_of(_get(r, "claim")))
+    c = map_counts(rows)
+    body = []
+    for i, r in enumerate(rows, 1):
+        if r["status"] == "checked":
+            ref = "; ".join(
+                f'<a href="#{anchors.get(n) or anchor_of(n)}">{_rich(n)}</a>' for n in r["claims"]
+            )
+        else:
+            ref = _rich(r["note"])
+        body.append(
+            f'<tr class="suma-map-{r["status"]}"><td>{i}</td><td>{_rich(r["item"])}</td>'
+            f'<td><span class="suma-badge suma-badge-{r["status"]}">{_BADGE[r["status"]]}</span></td>'
+            f"<td>{ref}</td></tr>"
+        )
+    caption = (
+        f'<p class="suma-map-caption"><b>{c["items"]} items</b> of the article: {c["checked"]} checked, '
+        f'{c["retold"]} retold, {c["departs"]} depart, {c["omitted"]} omitted '
+        f'(coverage {c["coverage"]:.0%}).</p>'
+    )
+    return (
+        f'<div class="suma-map-wrap">{caption}<table class="suma-map"><thead><tr><th>#</th><th>item</th>'
+        f'<th>status</th><th>check or note</th></tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    )
 
 
 # ----------------------------------------------------------------------------------------- checks
@@ -208,10 +496,18 @@ def symbolic(claim: str, lhs: Any, rhs: Any = 0, *, method: str = "symbolic") ->
 
     claim = _check_name(claim)
     method = _check_method(method)
+    for name, side in (("lhs", lhs), ("rhs", rhs)):
+        if side is None:
+            raise VacuousClaimError(f"{name} is None: there is nothing to check")
     try:
         lhs_s, rhs_s = sp.sympify(lhs), sp.sympify(rhs)
     except (sp.SympifyError, TypeError) as err:
         raise TypeError("lhs and rhs must be SymPy expressions or numbers") from err
+    for name, side in (("lhs", lhs_s), ("rhs", rhs_s)):
+        if isinstance(side, sp.MatrixBase) and 0 in side.shape:
+            raise VacuousClaimError(f"{name} is an empty matrix: an empty identity cannot fail")
+        if side is sp.nan or (isinstance(side, sp.Basic) and side.has(sp.nan)):
+            raise VacuousClaimError(f"{name} contains NaN")
     if isinstance(lhs_s, sp.MatrixBase) or isinstance(rhs_s, sp.MatrixBase):
         if getattr(lhs_s, "shape", None) != getattr(rhs_s, "shape", None):
             raise ValueError(f"lhs and rhs must have the same shape, got {getattr(lhs_s, 'shape', ())} "
@@ -220,7 +516,16 @@ def symbolic(claim: str, lhs: Any, rhs: Any = 0, *, method: str = "symbolic") ->
     else:
         ok = _is_zero(lhs_s - rhs_s)
     measured = _short(lhs_s)
-    return _finish(claim, method, measured, _short(rhs_s), "exact (SymPy)", ok)
+    return _finish(claim, method, measured, _short(rhs_s), "exact (SymPy)", ok,
+                   measured_tex=_latex(lhs_s), expected_tex=_latex(rhs_s))
+
+
+def _latex(expr: Any, limit: int = 400) -> str:
+    """LaTeX of a SymPy expression for the page (empty when too long to be read on a line)."""
+    import sympy as sp
+
+    tex = sp.latex(expr)
+    return tex if len(tex) <= limit else ""
 
 
 def _is_zero(expr: Any) -> bool:
@@ -270,18 +575,19 @@ def close(
     """
     claim = _check_name(claim)
     method = _check_method(method)
-    if not (isinstance(rtol, (int, float)) and rtol >= 0 and isinstance(atol, (int, float)) and atol >= 0):
-        raise ValueError(f"rtol and atol must be non-negative numbers, got rtol={rtol!r}, atol={atol!r}")
+    rtol = _tolerance(rtol, "rtol")
+    atol = _tolerance(atol, "atol")
     if rtol == 0 and atol == 0:
         tol_text = "exact"
     else:
         tol_text = " + ".join(t for t in (f"atol {atol:.3g}" if atol else "", f"rtol {rtol:.3g}" if rtol else "") if t)
-    m = _to_numpy(measured, "measured")
-    e = _to_numpy(expected, "expected")
+    m = _nonempty(_to_numpy(measured, "measured"), "measured")
+    e = _nonempty(_to_numpy(expected, "expected"), "expected")
     try:
         m_b, e_b = np.broadcast_arrays(m, e)
     except ValueError as err:
         raise ValueError(f"measured {m.shape} and expected {e.shape} do not broadcast") from err
+    _nonempty(m_b, "measured (broadcast with expected)")
     same = (m_b == e_b)  # equal infinities count as equal
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.abs(m_b - e_b)
@@ -328,19 +634,29 @@ def bound(
     method = _check_method(method)
     if lower is None and upper is None:
         raise ValueError("bound needs at least one of lower= or upper=")
-    v = _to_numpy(value, "value")
+    v = _nonempty(_to_numpy(value, "value"), "value")
     if np.iscomplexobj(v):
         raise TypeError("value must be real for a bound")
     ok = bool(np.all(~np.isnan(v)))
     parts = []
-    if lower is not None:
-        lo = _to_numpy(lower, "lower")
-        ok &= bool(np.all(v > lo) if strict else np.all(v >= lo))
-        parts.append(f"{'>' if strict else '≥'} {_fmt(lower)}")
-    if upper is not None:
-        hi = _to_numpy(upper, "upper")
-        ok &= bool(np.all(v < hi) if strict else np.all(v <= hi))
-        parts.append(f"{'<' if strict else '≤'} {_fmt(upper)}")
+    for name, b, vacuous in (("lower", lower, -np.inf), ("upper", upper, np.inf)):
+        if b is None:
+            continue
+        arr = _nonempty(_to_numpy(b, name), name)
+        if np.iscomplexobj(arr) or np.any(np.isnan(arr)):
+            raise VacuousClaimError(f"{name} must be real and not NaN, got {_fmt(b)}")
+        if np.all(arr == vacuous):
+            raise VacuousClaimError(f"{name}={_fmt(b)} bounds nothing: the claim could not fail")
+        try:
+            np.broadcast_shapes(v.shape, arr.shape)
+        except ValueError as err:
+            raise ValueError(f"value {v.shape} and {name} {arr.shape} do not broadcast") from err
+        if name == "lower":
+            ok &= bool(np.all(v > arr) if strict else np.all(v >= arr))
+            parts.append(f"{'>' if strict else '≥'} {_fmt(b)}")
+        else:
+            ok &= bool(np.all(v < arr) if strict else np.all(v <= arr))
+            parts.append(f"{'<' if strict else '≤'} {_fmt(b)}")
     if v.size > 1:
         meas_text = f"min {np.nanmin(v):.6g}, max {np.nanmax(v):.6g} over {v.size}"
     else:
@@ -386,17 +702,20 @@ def monte_carlo(
     """
     claim = _check_name(claim)
     method = _check_method(method)
-    if not (isinstance(n_sigma, (int, float)) and n_sigma > 0):
-        raise ValueError(f"n_sigma must be a positive number, got {n_sigma!r}")
-    if not (isinstance(atol, (int, float)) and atol >= 0):
-        raise ValueError(f"atol must be a non-negative number, got {atol!r}")
-    s = _to_numpy(samples, "samples")
+    n_sigma = _tolerance(n_sigma, "n_sigma", positive=True)
+    atol = _tolerance(atol, "atol")
+    s = _nonempty(_to_numpy(samples, "samples"), "samples")
     if s.ndim == 0 or s.shape[0] < 2:
         raise ValueError(f"samples must hold at least 2 draws along axis 0, got shape {s.shape}")
     n = s.shape[0]
     mean = s.mean(axis=0)
     sem = s.std(axis=0, ddof=1) / math.sqrt(n)
-    e = _to_numpy(expected, "expected")
+    e = _nonempty(_to_numpy(expected, "expected"), "expected")
+    try:
+        np.broadcast_shapes(mean.shape, e.shape)
+    except ValueError as err:
+        raise ValueError(f"expected {e.shape} does not broadcast to samples' trailing shape "
+                         f"{mean.shape}") from err
     tol = n_sigma * sem + atol
     with np.errstate(invalid="ignore"):
         ok = bool(np.all(np.abs(mean - e) <= tol))
@@ -421,11 +740,17 @@ def holds(
     ------
     ClaimError
         If the condition is false.
+    VacuousClaimError
+        If the condition is None, empty or NaN.
     """
     claim = _check_name(claim)
     method = _check_method(method)
     c = _to_numpy(condition, "condition")
-    ok = bool(np.all(c.astype(bool))) and c.size > 0
+    if c.size == 0:
+        raise VacuousClaimError(f"condition is empty (shape {c.shape}): an empty check cannot fail")
+    if np.iscomplexobj(c) or np.any(np.isnan(c)):
+        raise VacuousClaimError("condition is NaN (or holds NaN): a NaN is neither true nor false")
+    ok = bool(np.all(c.astype(bool)))
     meas_text = _fmt(measured) if measured is not None else str(ok)
     exp_text = _fmt(expected) if expected is not None else "True"
     if isinstance(measured, str):
@@ -447,7 +772,10 @@ def reset() -> None:
 
 
 def summary() -> list[ClaimRecord]:
-    """Show the table of the claims checked so far and return their records.
+    """Show the chapter's claims as one folded table and return their records.
+
+    The table opens from a single line of counts (the chapter's prose summary comes first); each row
+    links to its claim's line. The returned list shows nothing when it is a cell's last value.
 
     Raises
     ------
@@ -457,25 +785,15 @@ def summary() -> list[ClaimRecord]:
     recs = records()
     if not recs:
         raise ClaimError("summary(): no claim was checked in this notebook")
-    header = ("#", "claim", "method", "measured", "expected", "tolerance", "status")
-    rows = [
-        (str(i), r.claim, r.method, r.measured, r.expected, r.tolerance, "✓" if r.passed else "✗")
-        for i, r in enumerate(recs, 1)
-    ]
-    text = "\n".join(" | ".join(row) for row in [header, *rows])
-    cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
-    )
-    table = f'<table class="suma-claims"><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>'
     n_pass = sum(r.passed for r in recs)
-    caption = f"<p><b>{n_pass} of {len(recs)} claims checked out.</b></p>"
-    if not _display({"text/html": caption + table, "text/plain": text}, {}):
+    text = f"{n_pass} of {len(recs)} claims checked out.\n" + "\n".join(r.line() for r in recs)
+    if not _display({"text/html": render_summary(recs), "text/plain": text},
+                    {"suma_summary": {"claims": len(recs), "passed": n_pass}}):
         print(text)
     failed = [r.claim for r in recs if not r.passed]
     if failed:
         raise ClaimError(f"{len(failed)} claim(s) failed: {failed}")
-    return recs
+    return _ClaimList(recs)
 
 
 # ----------------------------------------------------------------------------------------- article map
@@ -504,7 +822,8 @@ def article_map(rows: Any) -> list[dict]:
     Returns
     -------
     list of dict
-        The rows as recorded (``item``, ``status``, ``claims``, ``note``).
+        The rows as recorded (``item``, ``status``, ``claims``, ``note``); the list shows nothing when it
+        is a cell's last value.
 
     Raises
     ------
@@ -543,29 +862,14 @@ def article_map(rows: Any) -> list[dict]:
             if not isinstance(ref, str) or not ref.strip():
                 raise ValueError(f"rows[{i}] ({item!r}): a {status} item needs a short note (why, or where)")
             out.append({"item": item.strip(), "status": status, "claims": [], "note": ref.strip()})
-    counts = {s: sum(r["status"] == s for r in out) for s in MAP_STATUSES}
-    covered = len(out) - counts["omitted"]
+    c = map_counts(out)
     head = ("#", "item", "status", "check or note")
     text_rows = [(str(i), r["item"], r["status"], "; ".join(r["claims"]) or r["note"])
                  for i, r in enumerate(out, 1)]
-    text = "\n".join(" | ".join(row) for row in [head, *text_rows])
-    body = "".join(
-        f'<tr class="suma-map-{r["status"]}"><td>{i}</td><td>{html.escape(r["item"])}</td>'
-        f'<td>{r["status"]}</td><td>'
-        + ("; ".join(html.escape(c) for c in r["claims"]) or html.escape(r["note"]))
-        + "</td></tr>"
-        for i, r in enumerate(out, 1)
-    )
-    caption = (
-        f"<p><b>{len(out)} items</b>: {counts['checked']} checked, {counts['retold']} retold, "
-        f"{counts['departs']} depart, {counts['omitted']} omitted "
-        f"(coverage {covered / len(out):.0%}).</p>"
-    )
-    table = (
-        '<table class="suma-map"><thead><tr>'
-        + "".join(f"<th>{h}</th>" for h in head)
-        + f"</tr></thead><tbody>{body}</tbody></table>"
-    )
-    if not _display({"text/html": caption + table, "text/plain": text}, {"suma_article_map": out}):
+    text = (f"{c['items']} items: {c['checked']} checked, {c['retold']} retold, {c['departs']} depart, "
+            f"{c['omitted']} omitted (coverage {c['coverage']:.0%})\n"
+            + "\n".join(" | ".join(row) for row in [head, *text_rows]))
+    if not _display({"text/html": render_article_map(out, _RECORDS), "text/plain": text},
+                    {"suma_article_map": out}):
         print(text)
-    return out
+    return _MapRows(out)

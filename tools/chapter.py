@@ -1,6 +1,7 @@
 """Work on one chapter: sync its pair, run it in a profile, and show its claims and article map.
 
-``make chapter SLUG=squareplus`` runs this. The steps: regenerate ``notebooks/<slug>.ipynb`` from
+``make chapter SLUG=squareplus`` runs this (``python -m tools.chapter squareplus`` from the repository
+root, or ``python tools/chapter.py squareplus`` with the root on ``PYTHONPATH``). The steps: regenerate ``notebooks/<slug>.ipynb`` from
 ``notebooks/<slug>.md`` (normalised, output-free); execute it with papermill in profile ``ci`` (the book's
 own runner, so the result is reused by ``make book``); print each claim and the article map's coverage.
 Exit status 1 when the chapter fails.
@@ -11,11 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tools import report, sync_notebooks  # noqa: E402
-from tools.run_notebooks import EXECUTED, PROFILES, run  # noqa: E402
+from tools import report, sync_notebooks
+from tools.run_notebooks import EXECUTED, PROFILES, run
 
 
 def summarize(slug: str) -> str:
@@ -28,10 +27,10 @@ def summarize(slug: str) -> str:
                      f"({rec['tolerance']})")
     amap = report.article_map_of(nb)
     if amap:
-        counts = {s: sum(r["status"] == s for r in amap) for s in ("checked", "retold", "departs", "omitted")}
-        covered = len(amap) - counts["omitted"]
-        lines.append(f"article map: {len(amap)} items, " + ", ".join(f"{v} {k}" for k, v in counts.items())
-                     + f"; coverage {covered / len(amap):.0%}")
+        c = report.chapter_status(nb)["map"]
+        lines.append(f"article map: {c['items']} items, "
+                     + ", ".join(f"{c[k]} {k}" for k in report.STATUSES)
+                     + f"; coverage {c['coverage']:.0%}")
     else:
         lines.append("article map: none (the chapter must end with claims.article_map(...))")
     lines.append(f"{len(report.claims_of(nb))} claims, {report.runtime_of(nb):.1f} s of cell time")

@@ -1,27 +1,53 @@
-"""Build the verification ledger and the execution report from executed notebooks.
+"""Generate the book's pages that are read off the executed notebooks: ledger, errata, report, benchmarks.
 
-Both pages are generated from ``_build/executed/*.ipynb``: each claim check in a notebook leaves its record
-in the metadata of its output (key ``suma_claim``), and ``suma_lib.setup_notebook`` leaves the run's
-environment (key ``suma_env``); papermill leaves each cell's duration.
+Every page is built from ``_build/executed/*.ipynb`` when the book is built, never typed by hand: each claim
+check leaves its record in the metadata of its output (key ``suma_claim``), ``claims.article_map`` leaves the
+chapter's map (``suma_article_map``), ``suma_lib.setup_notebook`` leaves the run's environment
+(``suma_env``), ``tools/run_notebooks.py`` leaves the run's date, commit and time (``metadata.suma``) and
+papermill each cell's duration. Errata are read from the chapters' ``{admonition} Erratum`` boxes.
+
+The ledger and errata are raw HTML inside MyST pages: Markdown would turn the ``*`` of an expression into
+emphasis, and HTML lets the math go to MathJax untouched.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import html
 import json
+import platform
+import re
+import subprocess
 from pathlib import Path
 
+from suma_lib import claims as _claims
 
+STATUSES = _claims.MAP_STATUSES
+
+
+# ------------------------------------------------------------------------------------ reading notebooks
 def _outputs(nb: dict):
     for cell in nb.get("cells", []):
         if cell.get("cell_type") != "code":
             continue
-        for out in cell.get("outputs", []):
-            yield out
+        yield from cell.get("outputs", [])
+
+
+def _src(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else str(src)
 
 
 def claims_of(nb: dict) -> list[dict]:
-    """Every claim record in an executed notebook, in order."""
-    return [out["metadata"]["suma_claim"] for out in _outputs(nb) if "suma_claim" in out.get("metadata", {})]
+    """Every claim record in an executed notebook, in order (each with its ``anchor``)."""
+    recs = [dict(out["metadata"]["suma_claim"]) for out in _outputs(nb)
+            if "suma_claim" in out.get("metadata", {})]
+    taken: list[str] = []
+    for rec in recs:  # records from before anchors existed get the same anchors claims.py would give
+        if not rec.get("anchor"):
+            rec["anchor"] = _claims.anchor_of(rec["claim"], taken)
+        taken.append(rec["anchor"])
+    return recs
 
 
 def article_map_of(nb: dict) -> list[dict]:
@@ -54,10 +80,23 @@ def title_of(nb: dict, slug: str) -> str:
     """The notebook's first Markdown heading."""
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "markdown":
-            for line in "".join(cell.get("source", "")).splitlines():
+            for line in _src(cell).splitlines():
                 if line.startswith("# "):
                     return line[2:].strip()
     return slug
+
+
+def article_of(nb: dict) -> dict:
+    """The article a chapter retells: original title 《…》 and its kexue.fm link, from the title cell."""
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "markdown":
+            continue
+        text = _src(cell)
+        url = re.search(r"https?://kexue\.fm/archives/\d+", text)
+        if url:
+            title = re.search(r"《([^》]+)》", text)
+            return {"url": url.group(0), "title": title.group(1) if title else ""}
+    return {"url": "", "title": ""}
 
 
 def load(executed_dir: Path, slugs: list[str]) -> dict[str, dict]:
@@ -71,59 +110,252 @@ def load(executed_dir: Path, slugs: list[str]) -> dict[str, dict]:
     return out
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ").replace("`", "'")
+# ------------------------------------------------------------------------------------ errata
+_FENCE = re.compile(
+    r"^(?P<fence>`{3,}|:{3,})\{admonition\}[ \t]*(?P<title>Erratum\b[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def errata_of(nb: dict, slug: str) -> list[dict]:
+    """The chapter's errata: every ``{admonition} Erratum...`` box of its Markdown cells, in order.
+
+    Each has ``title`` (the text after "Erratum", e.g. ": the bound is one-sided"), ``body`` (the box's
+    Markdown without its options), ``name`` (its ``:name:``, or ``erratum-<slug>-<n>`` when it has none,
+    which is what staging gives it) and ``cell`` (the index of its cell).
+    """
+    found = []
+    for ci, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "markdown":
+            continue
+        for m in _FENCE.finditer(_src(cell)):
+            lines = m.group("body").splitlines()
+            opts = {}
+            while lines and re.match(r"^:\w[\w-]*:", lines[0]):
+                key, _, value = lines.pop(0)[1:].partition(":")
+                opts[key] = value.strip()
+            title = m.group("title")[len("Erratum"):].strip().lstrip(":").strip()
+            title = re.sub(r"^\((.*)\)$", r"\1", title)
+            found.append({
+                "title": title,
+                "body": "\n".join(lines).strip(),
+                "name": opts.get("name") or f"erratum-{slug}-{len(found) + 1}",
+                "cell": ci,
+            })
+    return found
+
+
+def errata_markdown(nbs: dict[str, dict]) -> str:
+    """The Errata page: every Erratum of the book, by chapter, each linking to its box in the chapter."""
+    parts = []
+    total = 0
+    for slug, nb in nbs.items():
+        errata = errata_of(nb, slug)
+        if not errata:
+            continue
+        art = article_of(nb)
+        chapter = title_of(nb, slug)
+        source = f"《{art['title']}》, <{art['url']}>" if art["url"] else ""
+        for e in errata:
+            total += 1
+            head = f"{chapter}: {e['title']}" if e["title"] else chapter
+            parts.append(
+                f"## {head}\n\n"
+                f"Chapter {{doc}}`../notebooks/{slug}`"
+                + (f"; article {source}" if source else "")
+                + f". <a href=\"../notebooks/{slug}.html#{e['name']}\">Go to the erratum and its check</a>.\n\n"
+                + "\n".join("> " + ln if ln.strip() else ">" for ln in e["body"].splitlines())
+                + "\n"
+            )
+    head = (f"**{total} errata** in {sum(bool(errata_of(nb, s)) for s, nb in nbs.items())} of "
+            f"{len(nbs)} chapters.\n\n")
+    return head + ("\n".join(parts) if parts else "No chapter reports an erratum.\n")
+
+
+# ------------------------------------------------------------------------------------ ledger
+def _html_cell(text: str) -> str:
+    return html.escape(str(text)).replace("\n", " ")
+
+
+def _value_html(rec: dict) -> str:
+    if rec.get("measured_tex") or rec.get("expected_tex"):
+        return _claims._math_span(f"{rec.get('measured_tex', '')} = {rec.get('expected_tex', '')}")
+    return (f"{_html_cell(rec['measured'])} <span class=\"suma-vs\">vs</span> "
+            f"{_html_cell(rec['expected'])}")
+
+
+def chapter_status(nb: dict) -> dict:
+    """Counts of one chapter: claims, passed, and its article map by status (with coverage)."""
+    recs = claims_of(nb)
+    amap = article_map_of(nb)
+    out = {"claims": len(recs), "passed": sum(r["status"] == "pass" for r in recs),
+           "map": _claims.map_counts(amap) if amap else None}
+    return out
+
+
+def _status_line(st: dict) -> str:
+    line = f"{st['passed']} of {st['claims']} claims passed"
+    m = st["map"]
+    if m:
+        line += (f" · article map: {m['items']} items, {m['checked']} checked, {m['retold']} retold, "
+                 f"{m['departs']} depart, {m['omitted']} omitted ({m['coverage']:.0%} covered)")
+    else:
+        line += " · no article map"
+    return line
 
 
 def ledger_markdown(nbs: dict[str, dict]) -> str:
-    """The ledger: one row per claim checked anywhere in the book."""
-    rows = []
-    counts = {"symbolic": 0, "numeric": 0, "experiment": 0}
-    n_pass = 0
+    """The ledger: per chapter a folded table of its claims (each linking to its line in the chapter)."""
+    counts = {m: 0 for m in _claims.METHODS}
+    n_pass = n_total = 0
+    blocks = []
     for slug, nb in nbs.items():
-        for rec in claims_of(nb):
-            counts[rec["method"]] = counts.get(rec["method"], 0) + 1
-            n_pass += rec["status"] == "pass"
-            status = "✅ pass" if rec["status"] == "pass" else "❌ fail"
+        recs = claims_of(nb)
+        st = chapter_status(nb)
+        n_total += st["claims"]
+        n_pass += st["passed"]
+        for r in recs:
+            counts[r["method"]] = counts.get(r["method"], 0) + 1
+        rows = []
+        for r in recs:
+            ok = r["status"] == "pass"
             rows.append(
-                f"| [{slug}](../notebooks/{slug}.ipynb) | {_cell(rec['claim'])} | {rec['method']} | "
-                f"{_cell(rec['measured'])} | {_cell(rec['expected'])} | {_cell(rec['tolerance'])} | {status} |"
+                f'<tr class="suma-{"pass" if ok else "fail"}">'
+                f'<td class="suma-mark">{"✓" if ok else "✗ fail"}</td>'
+                f'<td><a href="../notebooks/{slug}.html#{r["anchor"]}">{_claims._rich(r["claim"])}</a></td>'
+                f'<td>{_html_cell(r["method"])}</td><td class="suma-values">{_value_html(r)}</td>'
+                f'<td>{_html_cell(r["tolerance"])}</td></tr>'
             )
-    total = len(rows)
-    head = (
-        f"**{total} claims** in {len(nbs)} chapters: {counts.get('symbolic', 0)} symbolic, "
-        f"{counts.get('numeric', 0)} numeric, {counts.get('experiment', 0)} experiment; "
-        f"**{n_pass} passed**, {total - n_pass} failed.\n\n"
-        "| chapter | claim | method | measured | expected | tolerance | status |\n"
-        "|---|---|---|---|---|---|---|\n"
-    )
-    return head + "\n".join(rows) + "\n"
-
-
-def report_markdown(nbs: dict[str, dict]) -> str:
-    """The execution report: one row per notebook (run time, profile, device, versions)."""
-    lines = [
-        "| chapter | cells (s) | wall (s) | profile | device | claims | torch | numpy | scipy | sympy | suma_lib |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    total = 0.0
-    for slug, nb in nbs.items():
-        env = env_of(nb)
-        secs = runtime_of(nb)
-        total += secs
-        lines.append(
-            f"| [{slug}](../notebooks/{slug}.ipynb) | {secs:.1f} | "
-            f"{nb.get('metadata', {}).get('suma', {}).get('seconds', float('nan')):.1f} | {env.get('profile', '?')} | "
-            f"{_cell(env.get('device', '?'))} | {len(claims_of(nb))} | {env.get('torch', '?')} | "
-            f"{env.get('numpy', '?')} | {env.get('scipy', '?')} | {env.get('sympy', '?')} | "
-            f"{env.get('suma_lib', '?')} |"
+        ok = st["passed"] == st["claims"]
+        blocks.append(
+            f'<details class="suma-ledger-chapter suma-{"pass" if ok else "fail"}" id="ledger-{slug}">'
+            f'<summary><span class="suma-ledger-title">{_claims._rich(title_of(nb, slug))}</span>'
+            f'<span class="suma-ledger-status">{_status_line(st)}</span></summary>'
+            f'<p><a href="../notebooks/{slug}.html">Open the chapter</a></p>'
+            '<table class="suma-ledger"><colgroup><col class="c-mark"/><col class="c-claim"/>'
+            '<col class="c-method"/><col class="c-values"/><col class="c-tol"/></colgroup>'
+            '<thead><tr><th></th><th>claim</th><th>method</th><th>measured vs expected</th>'
+            f'<th>tolerance</th></tr></thead><tbody>{"".join(rows)}</tbody></table></details>'
         )
-    envs = [env_of(nb) for nb in nbs.values()]
-    pythons = sorted({e.get("python", "?") for e in envs})
-    devices = sorted({str(e.get("device_name", "?")) for e in envs})
     head = (
-        f"{len(nbs)} notebooks, {total:.0f} s of cell time in all (papermill's per-cell durations; wall time "
-        "adds the kernel's start, and notebooks run in parallel over the cores). "
-        f"Python {', '.join(pythons)}; processor/GPU: {', '.join(_cell(d) for d in devices)}.\n\n"
+        f'<p class="suma-ledger-total"><strong>{n_total} claims</strong> in {len(nbs)} chapters: '
+        f'{counts.get("symbolic", 0)} symbolic, {counts.get("numeric", 0)} numeric, '
+        f'{counts.get("experiment", 0)} experiment; <strong>{n_pass} passed</strong>, '
+        f"{n_total - n_pass} failed.</p>"
     )
-    return head + "\n".join(lines) + "\n"
+    return head + "\n\n" + "\n\n".join(blocks) + "\n"
+
+
+# ------------------------------------------------------------------------------------ execution report
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out + (" (with local changes)" if dirty else "")
+
+
+def _cpu_count() -> str:
+    import os
+
+    return str(os.cpu_count() or "?")
+
+
+VERSIONS = ("python", "torch", "numpy", "scipy", "sympy", "matplotlib", "suma_lib")
+
+
+def report_markdown(nbs: dict[str, dict], root: Path | None = None) -> str:
+    """The execution report: when, where and how each chapter ran; library versions once."""
+    root = root or Path(__file__).resolve().parent.parent
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    envs = {slug: env_of(nb) for slug, nb in nbs.items()}
+    metas = {slug: nb.get("metadata", {}).get("suma", {}) for slug, nb in nbs.items()}
+    profiles = sorted({e.get("profile", "?") for e in envs.values()})
+    devices = sorted({f"{e.get('device', '?')} ({e.get('device_name', '?')})" for e in envs.values()})
+    commits = sorted({m.get("commit", "") for m in metas.values()} - {""})
+    lines = [
+        f"- **Built**: {now}, from commit `{_git_commit(root)}`",
+        (f"- **Executed on**: {', '.join(_html_cell(d) for d in devices)}; build machine "
+         f"{_html_cell(platform.machine())} with {_cpu_count()} cores"),
+        f"- **Profile**: {', '.join(profiles)}",
+    ]
+    if commits:
+        lines.append(f"- **Chapters executed from commit(s)**: {', '.join(f'`{c}`' for c in commits)}")
+    versions = []
+    for key in VERSIONS:
+        vals = sorted({str(e.get(key, "?")) for e in envs.values()})
+        versions.append(f"{key} {' / '.join(vals)}")
+    lines.append("- **Versions**: " + ", ".join(versions))
+    total = sum(runtime_of(nb) for nb in nbs.values())
+    lines.append(f"- **Time**: {total:.0f} s of cell time in all (papermill's per-cell durations; wall time "
+                 "adds the kernel's start)")
+    rows = ["| chapter | status | claims | cell time (s) | wall (s) | ran at |", "|---|---|---|---|---|---|"]
+    for slug, nb in nbs.items():
+        meta = metas[slug]
+        ok = meta.get("status", "ok") == "ok" and all(r["status"] == "pass" for r in claims_of(nb))
+        wall = meta.get("seconds")
+        rows.append(
+            f"| {{doc}}`{_md(title_of(nb, slug))} <../notebooks/{slug}>` | {'✅ pass' if ok else '❌ fail'} | "
+            f"{len(claims_of(nb))} | {runtime_of(nb):.1f} | "
+            f"{f'{wall:.1f}' if isinstance(wall, (int, float)) else '?'} | {meta.get('date', '?')} |"
+        )
+    return "\n".join(lines) + "\n\n" + "\n".join(rows) + "\n"
+
+
+def _md(text: str) -> str:
+    """Text safe inside a Markdown table cell and a role's title."""
+    return str(text).replace("|", "\\|").replace("\n", " ").replace("`", "'").replace("<", "&lt;")
+
+
+# ------------------------------------------------------------------------------------ benchmarks
+def benchmarks_markdown(results_dir: Path, image_prefix: str = "benchmarks") -> str:
+    """The committed benchmark results, one section each, with their plots and their goals' verdicts.
+
+    Each ``benchmarks/results/<name>.md`` becomes a section (its headings demoted below the page title);
+    ``<name>*.svg`` next to it are shown under it (staging copies them to ``book/<image_prefix>/``). A
+    results table with a column named like "met" is counted: how many goals are met and not met.
+    """
+    parts = []
+    for path in sorted(results_dir.glob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        levels = [len(m.group(1)) for ln in lines if (m := re.match(r"^(#+) ", ln))]
+        shift = 2 - min(levels) if levels else 0
+        out = ["#" * max(1, len(m.group(1)) + shift) + ln[len(m.group(1)):]
+               if (m := re.match(r"^(#+) ", ln)) else ln for ln in lines]
+        if not levels:
+            out.insert(0, f"## {path.stem}")
+        met, not_met = _verdicts(lines)
+        if met or not_met:
+            out.insert(1, f"\n**Goals: {met} met, {not_met} not met** (as the results file says).\n")
+        for svg in sorted(results_dir.glob(f"{path.stem}*.svg")):
+            out.append(f"\n```{{figure}} {image_prefix}/{svg.name}\n:alt: {svg.stem.replace('-', ' ')}\n\n"
+                       f"{svg.stem.replace('-', ' ')}\n```\n")
+        parts.append("\n".join(out))
+    return "\n\n".join(parts) if parts else "No benchmark results have been committed yet."
+
+
+def _verdicts(lines: list[str]) -> tuple[int, int]:
+    """Count the met / not met verdicts in the tables of a results file."""
+    met = not_met = 0
+    col = None
+    for ln in lines:
+        if not ln.startswith("|"):
+            col = None
+            continue
+        cells = [c.strip().lower() for c in ln.strip().strip("|").split("|")]
+        if col is None:
+            col = next((i for i, c in enumerate(cells) if "met" in c.split() or c in ("met", "goal met",
+                                                                                      "verdict")), -1)
+            continue
+        if col < 0 or col >= len(cells) or set(cells[col]) <= {"-", ":", " "}:
+            continue
+        v = cells[col]
+        if v.startswith(("not", "no", "✗", "❌")):
+            not_met += 1
+        elif v.startswith(("met", "yes", "✓", "✅")):
+            met += 1
+    return met, not_met

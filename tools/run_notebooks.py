@@ -1,6 +1,6 @@
 """Execute the book's notebooks with papermill, in parallel, into ``_build/executed/``.
 
-Usage::
+Usage (from the repository root; ``python -m tools.run_notebooks`` works the same)::
 
     python tools/run_notebooks.py                 # every notebook in _toc.yml, profile ci
     python tools/run_notebooks.py --profile full  # the article-scale run (for a GPU machine)
@@ -13,20 +13,34 @@ An executed notebook is reused when neither its source, nor ``suma_lib``, nor th
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tools.toc import ROOT, toc_notebooks  # noqa: E402
+from suma_lib.notebook import PROFILES
+from tools.toc import ROOT, toc_notebooks
 
 EXECUTED = ROOT / "_build" / "executed"
-PROFILES = ("ci", "full")
+__all__ = ["EXECUTED", "PROFILES", "is_fresh", "run", "source_hash"]
+
+
+def _commit() -> str:
+    """The commit the notebooks run from (short hash, "+" when the work tree has changes)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+" if dirty else "")
 
 
 def source_hash(slug: str, profile: str) -> str:
@@ -53,8 +67,11 @@ def is_fresh(slug: str, profile: str) -> bool:
     return meta.get("hash") == source_hash(slug, profile) and meta.get("status") == "ok"
 
 
-def execute_one(slug: str, profile: str, timeout: int) -> dict:
-    """Execute one notebook with papermill; return a result dict (never raises)."""
+def execute_one(slug: str, profile: str, timeout: int, out_dir: Path | None = None) -> dict:
+    """Execute one notebook with papermill into ``out_dir`` (default ``_build/executed``).
+
+    Returns a result dict (never raises).
+    """
     import nbformat
     import papermill as pm
 
@@ -62,7 +79,8 @@ def execute_one(slug: str, profile: str, timeout: int) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     src = ROOT / "notebooks" / f"{slug}.ipynb"
-    out = EXECUTED / f"{slug}.ipynb"
+    out = (out_dir or EXECUTED) / f"{slug}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".running.ipynb")
     digest = source_hash(slug, profile)
     start = time.perf_counter()
@@ -81,7 +99,7 @@ def execute_one(slug: str, profile: str, timeout: int) -> dict:
         result["ok"] = True
     except pm.PapermillExecutionError as err:
         result["error"] = f"cell {err.exec_count} (index {err.cell_index}): {err.ename}: {err.evalue}"
-    except Exception as err:  # kernel died, timeout, bad JSON...
+    except Exception as err:  # noqa: BLE001 - kernel died, timeout, bad JSON: reported, never raised
         result["error"] = f"{type(err).__name__}: {err}".strip()
         if not str(err):
             result["error"] += "\n" + traceback.format_exc(limit=3)
@@ -98,6 +116,8 @@ def execute_one(slug: str, profile: str, timeout: int) -> dict:
             "status": "ok" if result["ok"] else "failed",
             "seconds": round(result["seconds"], 2),
             "error": result["error"],
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": _commit(),
         }
         nbformat.write(nb, str(out))
         tmp.unlink()
