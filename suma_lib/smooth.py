@@ -26,12 +26,14 @@ stays finite for huge inputs such as :math:`|x| = 10^{30}` in float32: no interm
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._validation import check_choice, check_compatible, check_float, check_tensor
@@ -80,6 +82,16 @@ def _check_scale(scale: float, name: str = "scale") -> float:
     return check_float(scale, name, low=0.0, low_open=True)
 
 
+def _check_step_scale(scale: float, x: torch.Tensor) -> None:
+    """The smoothed sign and floor differentiate to the kernel itself, of height ~1/scale: refuse a width
+    that underflows in x's dtype (their gradient would be inf or NaN) with a clear error."""
+    if scale < torch.finfo(x.dtype).tiny:
+        raise ValueError(
+            f"scale = {scale:g} underflows in {x.dtype}: the smoothed step's derivative (a kernel of "
+            "that width) is not representable; use a larger scale or float64 input"
+        )
+
+
 _SMOOTH_PARAMS = """Parameters
     ----------
     x : torch.Tensor
@@ -97,25 +109,156 @@ def _fill_params(func: Callable) -> Callable:
     return func
 
 
+# ------------------------------------------------------------------------------ the fast elementwise path
+# Eager PyTorch runs each elementwise operation as a kernel of its own, reading and writing the whole tensor,
+# while SoftPlus and GELU are one kernel each. Two remedies, both exact:
+# * eager: few kernels, no torch.where (slow on the CPU), constants cached as 0-dim tensors, and for
+#   squareplus a cheap sqrt(x^2 + b) where one reduction shows that x^2 cannot overflow (hypot otherwise);
+# * fused: for large tensors, the same formulas compiled into one kernel by torch.compile, cached, with the
+#   eager path as fallback where no compiler is available (set SUMA_COMPILE=0 to switch it off).
+_COMPILE_MIN = 1 << 16  # elements from which the fused kernel pays for its per-call overhead
+_COMPILED: dict[str, Callable | None] = {}
+_CONSTS: dict[tuple, torch.Tensor] = {}
+# Per dtype: (largest |x| whose square plus b cannot overflow, smallest and largest b for sqrt(x^2 + b)).
+_SQRT_SAFE = {torch.float32: (1e18, 1e-30, 1e20), torch.float64: (1e150, 1e-280, 1e250)}
+
+
+def _const(value: float, like: torch.Tensor) -> torch.Tensor:
+    """A cached 0-dim tensor holding ``value`` in ``like``'s dtype and device (no per-call allocation)."""
+    key = (value, like.dtype, like.device)
+    t = _CONSTS.get(key)
+    if t is None:
+        if len(_CONSTS) > 256:
+            _CONSTS.clear()
+        t = _CONSTS[key] = torch.tensor(value, dtype=like.dtype, device=like.device)
+    return t
+
+
+def _fused(name: str, x: torch.Tensor) -> Callable | None:
+    """The torch.compile'd kernel ``name`` for ``x``, or None (small input, no compiler, or switched off)."""
+    if x.numel() < _COMPILE_MIN or x.device.type not in ("cpu", "cuda"):
+        return None
+    if name not in _COMPILED:
+        if os.environ.get("SUMA_COMPILE", "1") == "0" or not hasattr(torch, "compile"):
+            _COMPILED[name] = None
+        else:
+            _COMPILED[name] = torch.compile(_KERNELS[name], dynamic=True)
+    return _COMPILED[name]
+
+
+def _run_fused(name: str, x: torch.Tensor, *args):
+    """Call the fused kernel; on any compiler failure switch it off for good and return None."""
+    fn = _fused(name, x)
+    if fn is None:
+        return None
+    try:
+        return fn(x, *args)
+    except Exception:  # noqa: BLE001 - no C++ compiler, unsupported backend...: the eager path is exact
+        _COMPILED[name] = None
+        return None
+
+
+def _squareplus_kernel(x, b, s, cap: float, grad: bool):
+    """SquarePlus (and its derivative out/h) as one fused expression; exact for every finite x."""
+    a = x.abs()
+    ac = torch.clamp(a, max=cap)
+    h = torch.maximum(torch.sqrt(ac * ac + b), a)  # = sqrt(x^2 + b), and |x| where x^2 would overflow
+    out = torch.relu(x) + (0.5 * s) * (s / (h + a))
+    return (out, out / h) if grad else (out, None)
+
+
+def _smooth_relu_kernel(x, inv_s, s, grad: bool):
+    """Gaussian-smoothed ReLU (and its derivative Phi(x/s)) as one fused expression."""
+    u = torch.clamp(x * inv_s, -_FLAT, _FLAT)
+    a = u.abs()
+    upper = 0.5 * torch.erfc(a * _INV_SQRT_2)  # Phi(-|u|)
+    out = torch.relu(x) + s * (_INV_SQRT_2PI * torch.exp(-0.5 * a * a) - a * upper)
+    return (out, torch.where(u > 0, 1.0 - upper, upper)) if grad else (out, None)
+
+
+_KERNELS = {"squareplus": _squareplus_kernel, "smooth_relu": _smooth_relu_kernel}
+
+
+def _squareplus_values(x: torch.Tensor, b: float, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """SquarePlus of ``x`` (float32/float64) and, when ``grad``, its derivative; no autograd."""
+    s = math.sqrt(b)
+    cap, b_lo, b_hi = _SQRT_SAFE[x.dtype]
+    fused = b_lo <= b <= b_hi and _run_fused(
+        "squareplus", x, _const(b, x), _const(s, x), cap, grad
+    )
+    if fused:
+        return fused
+    s_t = _const(s, x)
+    a = torch.abs(x)
+    regular = b_lo <= b <= b_hi  # b and b/2 are normal numbers of the dtype
+    cheap = regular and x.device.type == "cpu" and x.numel() > 0 and float(a.max()) <= cap
+    h = torch.addcmul(_const(b, x), a, a).sqrt_() if cheap else torch.hypot(a, s_t)  # NaN: hypot
+    d = a.add_(h)  # h + |x|: no cancellation
+    out = torch.clamp(x, min=0.0)
+    if regular:  # relu(x) + (s/2) s / (h + |x|), in one kernel
+        out.addcdiv_(s_t, d, value=0.5 * s)
+    else:  # the same without forming s^2, which would under- or overflow
+        out.add_(torch.div(s_t, d), alpha=0.5 * s)
+    return out, (torch.div(out, h) if grad else None)
+
+
+class _SquarePlus(torch.autograd.Function):
+    """SquarePlus with the derivative out / h (no cancellation) saved from the forward pass.
+
+    Under ``create_graph`` the backward pass is written with differentiable operations instead, so that
+    second derivatives work.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, b: float) -> torch.Tensor:
+        out, slope = _squareplus_values(x, b, grad=True)
+        ctx.b = b
+        ctx.save_for_backward(x, slope)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, slope = ctx.saved_tensors
+        if torch.is_grad_enabled():  # double backward: d/dx (out / h), with out and h differentiable
+            h = torch.hypot(x, x.new_full((), math.sqrt(ctx.b)))
+            return grad * (_SquarePlus.apply(x, ctx.b) / h), None
+        return grad * slope, None
+
+
+def _squareplus_dtype(x: torch.Tensor, b: float) -> torch.dtype:
+    """The dtype SquarePlus is computed in: float32 for half precisions (float16 cannot even hold
+    sqrt(b) = 1e5 for b = 1e10), float64 where sqrt(b) over- or underflows float32, else x's dtype."""
+    dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    if dtype == torch.float32 and not 1e-37 < math.sqrt(b) < 1e37:
+        dtype = torch.float64
+    return dtype
+
+
 # ------------------------------------------------------------------------------------------ SquarePlus
 def squareplus(x: torch.Tensor, b: float = 4.0) -> torch.Tensor:
     r"""SquarePlus, :math:`\operatorname{SquarePlus}_b(x) = \tfrac12\bigl(x + \sqrt{x^2 + b}\bigr)`.
 
-    Computed without overflow or cancellation: with :math:`h = \operatorname{hypot}(x, \sqrt b)`,
+    Computed without overflow or cancellation: with :math:`h = \sqrt{x^2 + b}` and :math:`s = \sqrt b`,
 
-    .. math:: \operatorname{SquarePlus}_b(x) =
-       \begin{cases} \tfrac12 x + \tfrac12 h, & x \ge 0,\\[2pt]
-       \dfrac{b/4}{\tfrac12 h - \tfrac12 x}, & x < 0, \end{cases}
+    .. math:: \operatorname{SquarePlus}_b(x) = \max(x, 0) + \frac{s}{2}\,\frac{s}{h + |x|},
+       \qquad \operatorname{SquarePlus}_b'(x) = \frac{\operatorname{SquarePlus}_b(x)}{h},
 
-    the second line being the first multiplied and divided by :math:`h - x`. No :math:`x^2` is formed
-    (``hypot`` scales internally) and no two nearly equal numbers are subtracted, so the result is accurate
-    to a few ulp for every finite input whose result is a normal number: :math:`b/(4|x|)` at
-    :math:`x = -10^{30}` in float32, where the textbook formula returns ``inf`` (:math:`x^2` overflows),
-    and :math:`b/(4\cdot 10^4)` at :math:`x = -10^4`, where it returns 0 (cancellation). Both branches are
-    finite for every input (the second one is fed :math:`\min(x, 0)`), so autograd through them gives the
-    exact derivative :math:`\tfrac12(1 + x/\sqrt{x^2+b})` everywhere, :math:`\tfrac12` at 0, and its
-    second derivative too. One ``hypot`` and a few elementwise operations: in eager PyTorch that is
-    several kernels against SoftPlus's one (see ``benchmarks/smooth.py``).
+    since :math:`\tfrac12(h - |x|) = \tfrac12 b/(h + |x|)` (multiply and divide by :math:`h + |x|`). No two
+    nearly equal numbers are subtracted, and :math:`h` is ``hypot(x, s)`` (no :math:`x^2` is formed) unless
+    one reduction shows that :math:`x^2 + b` cannot overflow, where the cheaper ``sqrt`` is exact too. So
+    the result is accurate to a few ulp for every finite input whose result is a normal number:
+    :math:`b/(4|x|)` at :math:`x = -10^{30}` in float32, where the textbook formula returns ``inf``
+    (:math:`x^2` overflows), and :math:`b/(4\cdot 10^4)` at :math:`x = -10^4`, where it returns 0
+    (cancellation). The derivative :math:`\tfrac12(1 + x/h)` is evaluated as the ratio above (no
+    cancellation either, :math:`\tfrac12` at 0, never NaN for finite :math:`x`); under ``create_graph``
+    the backward pass is differentiable, so second derivatives work. Half precisions are computed in
+    float32 (float16 cannot hold :math:`s = 10^5` for :math:`b = 10^{10}`, while the result
+    :math:`5\cdot 10^4` fits), and float32 in float64 where :math:`s` itself over- or underflows float32.
+
+    Speed: tensors of at least 65,536 elements on the CPU or CUDA go through one kernel fused by
+    ``torch.compile`` (compiled once per process, a few seconds; switched off by the environment variable
+    ``SUMA_COMPILE=0`` and skipped where no compiler works); smaller ones through five eager kernels. See
+    ``benchmarks/smooth.py`` for the ratios to SoftPlus.
 
     Chapter: notebooks/squareplus.ipynb
 
@@ -141,11 +284,13 @@ def squareplus(x: torch.Tensor, b: float = 4.0) -> torch.Tensor:
     """
     check_tensor(x, "x", floating=True)
     b = check_float(b, "b", low=0.0, low_open=True)
-    h = torch.hypot(x, x.new_full((), math.sqrt(b)))
-    # x >= 0: (x + h)/2, halves first so that x + h cannot overflow.
-    # x < 0: (b/4) / ((h - x)/2), fed min(x, 0) so that it stays finite (with finite gradients) for x >= 0.
-    left = (0.25 * b) / (0.5 * h - 0.5 * torch.clamp(x, max=0.0))
-    return torch.where(x >= 0, 0.5 * x + 0.5 * h, left)
+    dtype = _squareplus_dtype(x, b)
+    xc = x if dtype == x.dtype else x.to(dtype)
+    if xc.requires_grad and torch.is_grad_enabled():
+        out = _SquarePlus.apply(xc, b)
+    else:
+        out = _squareplus_values(xc, b, grad=False)[0]
+    return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
 class SquarePlus(nn.Module):
@@ -189,9 +334,14 @@ def smooth_relu(x: torch.Tensor, scale: float = 1.0, kernel: str = "gaussian") -
     accuracy in the tails, and twice differentiable); the largest error, :math:`\sigma/\sqrt{2\pi}` or
     :math:`\ln 2 / t`, is at :math:`x = 0`.
 
-    Where :math:`|x|/s \ge 10^4` the result is ReLU itself (the two agree to the last bit there), so huge
-    inputs neither overflow nor produce NaN, and their gradient is exactly 0 or 1. SoftPlus is evaluated as
-    ``logaddexp(t x, 0) / t``, accurate for both signs. For the Gaussian kernel and :math:`x \ll -\sigma` the
+    It is computed as :math:`\max(x, 0) + s\,g(|x|/s)` with the even remainder
+    :math:`g(a) = \varphi(a) - a\,\Phi(-a)` (Gaussian, :math:`\Phi(-a)` from ``erfc``) or
+    :math:`g(a) = \log(1 + e^{-a})` (logistic), both positive and vanishing in the tails, so that where
+    :math:`|x|/s \ge 10^4` the result is ReLU itself to the last bit: huge inputs neither overflow nor
+    produce NaN, and their gradient is exactly 0 or 1. A width that underflows in the input's dtype (say
+    :math:`s = 10^{-50}` in float32) gives the limit, ReLU, with the step (and :math:`\tfrac12` at 0) as
+    gradient. Large tensors (at least 65,536 elements, Gaussian kernel) go through one kernel fused by
+    ``torch.compile`` (see :func:`squareplus`). For the Gaussian kernel and :math:`x \ll -\sigma` the
     two terms nearly cancel, and rounding :math:`x/\sigma` alone moves :math:`\Phi(x/\sigma)` by a relative
     :math:`(x/\sigma)^2` ulp: the absolute error is of order :math:`(x/\sigma)^2` ulp of
     :math:`|x|\Phi(x/\sigma)`, tiny, but not a small relative error.
@@ -215,37 +365,63 @@ def smooth_relu(x: torch.Tensor, scale: float = 1.0, kernel: str = "gaussian") -
     check_tensor(x, "x", floating=True)
     scale = _check_scale(scale)
     check_choice(kernel, "kernel", KERNELS)
-    return _SmoothReLU.apply(x, scale, kernel)
+    if x.requires_grad and torch.is_grad_enabled():
+        return _SmoothReLU.apply(x, scale, kernel)
+    return _smooth_relu_values(x, scale, kernel, grad=False)[0]
+
+
+def _over_scale(x: torch.Tensor, scale: float, *, absolute: bool = False) -> torch.Tensor:
+    """``x / scale`` (or ``|x| / scale``), clamped to ``[-_FLAT, _FLAT]``; where ``scale`` underflows in
+    x's dtype, 0/0 is read as 0 (``x = 0`` sits in the middle of a kernel of width zero)."""
+    u = torch.abs(x).div_(scale) if absolute else torch.div(x, scale)  # a fresh tensor: in place is safe
+    if scale < torch.finfo(x.dtype).tiny:
+        u.nan_to_num_(nan=0.0, posinf=_FLAT, neginf=-_FLAT)
+    return u.clamp_(-_FLAT, _FLAT)
+
+
+def _smooth_relu_values(
+    x: torch.Tensor, scale: float, kernel: str, grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """relu * delta_s as relu(x) + s g(|x|/s), g the even, positive remainder; no autograd.
+
+    Gaussian: g(a) = phi(a) - a Phi(-a); logistic: g(a) = log(1 + e^{-a}). With ``grad`` (Gaussian, fused
+    path only) also the derivative Phi(x/s); otherwise None and the backward pass recomputes it.
+    """
+    if kernel == "gaussian":
+        fused = _run_fused("smooth_relu", x, _const(1.0 / scale, x), _const(scale, x), grad) if scale >= 1e-30 else None
+        if fused:
+            return fused
+    a = _over_scale(x, scale, absolute=True)
+    if kernel == "gaussian":
+        g = torch.addcmul(_const(-0.5 * math.log(2 * math.pi), a), a, a, value=-0.5).exp_()
+        g.addcmul_(torch.mul(a, _INV_SQRT_2).erfc_(), a, value=-0.5)  # phi(a) - a erfc(a/sqrt2)/2
+    else:
+        g = F.softplus(a.neg_())  # log(1 + e^{-a}), exact in the tail
+    return torch.clamp(x, min=0.0).add_(g, alpha=scale), None
 
 
 class _SmoothReLU(torch.autograd.Function):
     """relu * delta_s with the derivative given by its closed form, the smoothed step F(x/s).
 
     Autograd through the Gaussian value formula would subtract two nearly equal terms (u phi(u) from
-    Phi(u) + u phi(u)) and lose the lower tail of the gradient; the closed form keeps it. ``backward`` is
-    written with differentiable operations, so second derivatives (the kernel itself) work too.
+    Phi(u) + u phi(u)) and lose the lower tail of the gradient; the closed form keeps it. The backward
+    pass reuses the step when the fused kernel computed it, and otherwise (and under ``create_graph``)
+    evaluates it with differentiable operations, so second derivatives (the kernel itself) work too.
     """
 
     @staticmethod
-    def forward(x: torch.Tensor, scale: float, kernel: str) -> torch.Tensor:
-        u = x / scale
-        inside = u.abs() < _FLAT
-        u = torch.where(inside, u, 0.0)
-        if kernel == "gaussian":
-            smooth = scale * (u * _ndtr(u) + _INV_SQRT_2PI * torch.exp(-0.5 * u * u))
-        else:
-            smooth = scale * torch.logaddexp(u, torch.zeros_like(u))
-        return torch.where(inside, smooth, torch.relu(x))
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        x, ctx.scale, ctx.kernel = inputs
-        ctx.save_for_backward(x)
+    def forward(ctx, x: torch.Tensor, scale: float, kernel: str) -> torch.Tensor:
+        out, step = _smooth_relu_values(x, scale, kernel, grad=True)
+        ctx.scale, ctx.kernel = scale, kernel
+        ctx.save_for_backward(x, step)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        return grad * _cdf(x / ctx.scale, ctx.kernel), None, None
+        x, step = ctx.saved_tensors
+        if step is None or torch.is_grad_enabled():
+            step = _cdf(_over_scale(x, ctx.scale), ctx.kernel)
+        return grad * step, None, None
 
 
 @_fill_params
@@ -339,6 +515,7 @@ def smooth_sign(x: torch.Tensor, scale: float = 1.0, kernel: str = "gaussian") -
     check_tensor(x, "x", floating=True)
     scale = _check_scale(scale)
     check_choice(kernel, "kernel", KERNELS)
+    _check_step_scale(scale, x)
     if kernel == "gaussian":
         return torch.erf(x / (math.sqrt(2.0) * scale))
     return torch.tanh(x / (2.0 * scale))
@@ -381,6 +558,7 @@ def smooth_floor(x: torch.Tensor, scale: float = 0.1, kernel: str = "gaussian") 
     check_tensor(x, "x", floating=True)
     scale = check_float(scale, "scale", low=0.0, high=1000.0, low_open=True)
     check_choice(kernel, "kernel", KERNELS)
+    _check_step_scale(scale, x)
     n0 = torch.floor(x)
     frac = torch.where(torch.isfinite(x), x - n0, 0.0).unsqueeze(-1)  # exact, in [0, 1)
     terms = math.ceil(_TAIL[kernel] * scale) + 1
