@@ -1,0 +1,102 @@
+"""Mutation check: break one key formula of ``suma_lib`` at a time and show that its chapter notices.
+
+A chapter's claims must fail when the formula they check is wrong. Each mutation in ``MUTATIONS`` names a
+library file, an exact snippet of it, the broken replacement (a wrong constant, a dropped term, an
+off-by-one) and the chapter(s) that must then fail. For each mutation this tool copies ``suma_lib`` into a
+temporary folder, applies the change there (the work tree is never touched), and runs the chapter with
+papermill in profile ``ci`` with that copy first on ``PYTHONPATH``. A mutation that leaves its chapter
+passing is a hole in the book's checks.
+
+Usage::
+
+    python tools/mutate.py             # every mutation; exit 1 if one survives
+    python tools/mutate.py --list      # the mutations, without running anything
+    python tools/mutate.py squareplus  # only the mutations aimed at these chapters
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One deliberate bug: in ``path`` (relative to ``suma_lib/``) replace ``old`` by ``new``."""
+
+    path: str
+    old: str
+    new: str
+    chapters: tuple[str, ...]
+    what: str
+
+
+def apply(mutation: Mutation, lib_copy: Path) -> None:
+    """Apply ``mutation`` to the copy of ``suma_lib`` in ``lib_copy`` (raises if the snippet is gone)."""
+    target = lib_copy / "suma_lib" / mutation.path
+    text = target.read_text(encoding="utf-8")
+    count = text.count(mutation.old)
+    if count != 1:
+        raise ValueError(f"{mutation.what}: snippet found {count} times in suma_lib/{mutation.path}, "
+                         "expected exactly once (update tools/mutations.py)")
+    target.write_text(text.replace(mutation.old, mutation.new), encoding="utf-8")
+
+
+def run_chapter(slug: str, pythonpath: Path, out_dir: Path, timeout: int = 300) -> bool:
+    """Run one chapter with papermill against the library in ``pythonpath``; return whether it passed."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(pythonpath), str(ROOT)]),
+               MPLBACKEND="Agg", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / f"{slug}.ipynb"),
+           str(out_dir / f"{slug}.ipynb"), "-p", "profile", "ci", "-k", "python3",
+           "--cwd", str(ROOT / "notebooks")]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return proc.returncode == 0
+
+
+def check(mutation: Mutation) -> dict:
+    """Apply one mutation in a scratch copy and run its chapters; report which of them caught it."""
+    with tempfile.TemporaryDirectory(prefix="suma-mutant-") as tmp:
+        tmp_path = Path(tmp)
+        shutil.copytree(ROOT / "suma_lib", tmp_path / "suma_lib",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        apply(mutation, tmp_path)
+        caught = {slug: not run_chapter(slug, tmp_path, tmp_path) for slug in mutation.chapters}
+    return {"mutation": mutation, "caught": caught}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("chapters", nargs="*", help="only mutations aimed at these chapters")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    args = parser.parse_args(argv)
+    muts = [m for m in MUTATIONS if not args.chapters or set(m.chapters) & set(args.chapters)]
+    if args.list:
+        for m in muts:
+            print(f"{m.path}: {m.what} -> {', '.join(m.chapters)}")
+        return 0
+    survivors = []
+    for m in muts:
+        res = check(m)
+        for slug, caught in res["caught"].items():
+            print(f"  {'caught  ' if caught else 'SURVIVED'}  {m.what:<60} {slug}", flush=True)
+            if not caught:
+                survivors.append((m, slug))
+    print(f"{len(muts)} mutations, {len(survivors)} survived")
+    return 1 if survivors else 0
+
+
+# Each row: the file under suma_lib/, the exact snippet, its broken form, the chapters that must fail, and
+# what the bug is. Snippets must occur exactly once in their file.
+MUTATIONS: tuple[Mutation, ...] = ()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
