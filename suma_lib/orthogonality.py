@@ -30,13 +30,14 @@ from torch import nn
 
 from ._validation import check_float, check_int, check_tensor
 from .seeding import make_generator
+from .training import train
 
 __all__ = [
-    "pairwise_angles",
-    "sign_correlation",
-    "self_orthogonality_loss",
     "SelfOrthogonality",
     "fit_teacher_student",
+    "pairwise_angles",
+    "self_orthogonality_loss",
+    "sign_correlation",
 ]
 
 
@@ -251,7 +252,8 @@ def fit_teacher_student(
     steps, batch : int
         Adam steps and batch size.
     seed : int
-        Seeds the teacher, the data and the student's initialisation.
+        Seeds the teacher, the data and the student's initialisation (through a local
+        :class:`torch.Generator`: torch's global random state is left untouched).
     device : torch.device or str
         Where to train.
     lr : float
@@ -275,19 +277,21 @@ def fit_teacher_student(
     device = torch.device(device)
     g = make_generator(seed, device)
     teacher = F.normalize(torch.randn(r, d, generator=g, device=device), dim=-1)
-    torch.manual_seed(seed)  # the student's default initialisation
-    net = nn.Sequential(nn.Linear(d, k), nn.ReLU(), nn.Linear(k, 1)).to(device)
+    net = nn.Sequential(nn.Linear(d, k, device="meta"), nn.ReLU(), nn.Linear(k, 1, device="meta"))
+    net = net.to_empty(device=device)
+    with torch.no_grad():  # torch's default Linear initialisation, drawn from g (not the global state)
+        for layer in (net[0], net[2]):
+            bound = layer.in_features**-0.5
+            layer.weight.uniform_(-bound, bound, generator=g)
+            layer.bias.uniform_(-bound, bound, generator=g)
     init = pairwise_angles(net[0].weight.detach())
     reg = SelfOrthogonality(*lambdas) if lambdas is not None else None
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    for _ in range(steps):
-        xb = torch.randn(batch, d, generator=g, device=device)
-        loss = (net(xb) - torch.relu(xb @ teacher.T).sum(-1, keepdim=True)).pow(2).mean()
-        if reg is not None:
-            loss = loss + reg(xb, net[0].weight)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+
+    def objective(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
+        loss = (model(xb) - torch.relu(xb @ teacher.T).sum(-1, keepdim=True)).pow(2).mean()
+        return loss if reg is None else loss + reg(xb, model[0].weight)
+
+    train(net, lambda: torch.randn(batch, d, generator=g, device=device), steps, loss=objective, lr=lr)
     xt = torch.randn(8192, d, generator=g, device=device)
     yt = torch.relu(xt @ teacher.T).sum(-1, keepdim=True)
     with torch.no_grad():
