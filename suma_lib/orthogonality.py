@@ -31,13 +31,14 @@ from torch import nn
 from ._numerics import max_abs, unit
 from ._validation import check_device, check_float, check_int, check_tensor
 from .seeding import make_generator
+from .training import train
 
 __all__ = [
-    "pairwise_angles",
-    "sign_correlation",
-    "self_orthogonality_loss",
     "SelfOrthogonality",
     "fit_teacher_student",
+    "pairwise_angles",
+    "self_orthogonality_loss",
+    "sign_correlation",
 ]
 
 
@@ -257,7 +258,8 @@ def fit_teacher_student(
     steps, batch : int
         Adam steps and batch size.
     seed : int
-        Seeds the teacher, the data and the student's initialisation.
+        Seeds the teacher, the data and the student's initialisation (through a local
+        :class:`torch.Generator`: torch's global random state is left untouched).
     device : torch.device or str
         Where to train.
     lr : float
@@ -289,15 +291,12 @@ def fit_teacher_student(
         net = nn.Sequential(nn.Linear(d, k), nn.ReLU(), nn.Linear(k, 1)).to(device)
     init = pairwise_angles(net[0].weight.detach())
     reg = SelfOrthogonality(*lambdas) if lambdas is not None else None
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    for _ in range(steps):
-        xb = torch.randn(batch, d, generator=g, device=device)
-        loss = (net(xb) - torch.relu(xb @ teacher.T).sum(-1, keepdim=True)).pow(2).mean()
-        if reg is not None:
-            loss = loss + reg(xb, net[0].weight)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+
+    def objective(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
+        loss = (model(xb) - torch.relu(xb @ teacher.T).sum(-1, keepdim=True)).pow(2).mean()
+        return loss if reg is None else loss + reg(xb, model[0].weight)
+
+    train(net, lambda: torch.randn(batch, d, generator=g, device=device), steps, loss=objective, lr=lr)
     xt = torch.randn(8192, d, generator=g, device=device)
     yt = torch.relu(xt @ teacher.T).sum(-1, keepdim=True)
     with torch.no_grad():

@@ -181,16 +181,16 @@ def test_markov_mlm_task_hides_and_targets_consistently() -> None:
 def test_errors_name_the_argument() -> None:
     with pytest.raises(ValueError, match="variant"):
         RealFormerBlock(D, H, 16, "middle")
-    with pytest.raises(ValueError, match="n_heads"):
+    with pytest.raises(ValueError, match="num_heads"):
         ResidualAttention(D, 3)
-    with pytest.raises(ValueError, match="n_layers"):
+    with pytest.raises(ValueError, match="num_layers"):
         RealFormerEncoder(0, D, H, 16)
     q = _x(4, 3)
     with pytest.raises(ValueError, match="prev"):
         residual_attention(q, q, q, prev=_x(5, 5))
     with pytest.raises(TypeError, match="prev"):
         residual_attention(q, q, q, prev=_x(4, 4).float())
-    with pytest.raises(ValueError, match="d_model"):
+    with pytest.raises(ValueError, match="x must have last dimension"):
         ResidualAttention(D, H)(torch.randn(3, D + 1))
     with pytest.raises(TypeError, match="return_scores"):
         RealFormerEncoder(1, D, H, 16)(torch.randn(3, D), return_scores=1)

@@ -206,7 +206,7 @@ def test_errors_name_the_argument() -> None:
         SynthesizerAttention(D, H, L, ("dot", "dot"))
     with pytest.raises(ValueError, match="max_len"):
         SynthesizerAttention(D, H, None, "dense")
-    with pytest.raises(ValueError, match="n_heads"):
+    with pytest.raises(ValueError, match="num_heads"):
         SynthesizerAttention(D, 3, L, "dot")
     with pytest.raises(ValueError, match="factors"):
         FactorizedDenseLogits(D, H, 12, factors=(5, 2))
@@ -219,7 +219,7 @@ def test_errors_name_the_argument() -> None:
     layer = _layer("dense")
     with pytest.raises(ValueError, match="max_len"):
         layer(_x(L + 1, D))
-    with pytest.raises(ValueError, match="d_model"):
+    with pytest.raises(ValueError, match="x must have last dimension"):
         layer(_x(4, D + 1))
     with pytest.raises(TypeError, match="x must have a floating-point"):
         layer(torch.ones(4, D, dtype=torch.long))

@@ -15,17 +15,21 @@ Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from .._validation import check_int, check_tensor
-from .exact import attention_weights, softmax_attention
+from .._validation import check_float, check_int, check_tensor
+from . import _core
+from ._core import both, check_bool, combine_masks, default_scale, masked_softmax, scaled_logits
+from .exact import softmax_attention
 from .sparse import local_attention, local_mask
 
 __all__ = [
-    "split_heads",
-    "merge_heads",
     "MultiHeadAttention",
+    "merge_heads",
+    "split_heads",
 ]
 
 
@@ -48,7 +52,7 @@ def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
         raise ValueError(
             f"num_heads={num_heads} must divide the last dimension of x, {x.shape[-1]}"
         )
-    return x.unflatten(-1, (num_heads, x.shape[-1] // num_heads)).transpose(-3, -2)
+    return _core.split_heads(x, num_heads)
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
@@ -63,77 +67,238 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     torch.Tensor, shape ``(..., n, h * d)``
     """
     check_tensor(x, "x", min_dim=3)
-    return x.transpose(-3, -2).flatten(-2)
+    return _core.merge_heads(x)
 
 
 class MultiHeadAttention(nn.Module):
-    r"""Multi-head attention with separate projections, built on :func:`~suma_lib.attention.exact.softmax_attention`.
+    r"""Multi-head attention with separate projections and overridable scores (the base of every variant).
 
     .. math:: \operatorname{MultiHead}(Q, K, V) = \operatorname{Concat}_j
-              \operatorname{softmax}\!\left(\frac{Q W_j^Q (K W_j^K)^\top}{\sqrt{d_k}} + M\right) V W_j^V\; W^O
+              \operatorname{softmax}\!\left(S_j + B_j + M\right) V W_j^V\; W^O, \qquad
+              S_j = \frac{Q W_j^Q (K W_j^K)^\top}{\sqrt{d_k}} \text{ by default,}
+
+    with an optional additive score term :math:`B_j` and the mask :math:`M` (:math:`-\infty` where
+    attention is not allowed). Each step is a method a subclass may override, the way labml's
+    ``MultiHeadAttention.get_scores`` is overridden by its variants:
+
+    * :meth:`project` maps the inputs to per-head ``q, k, v`` (``(..., h, n, d_k)``);
+    * :meth:`transform_qk` transforms ``q`` and ``k`` (e.g. a rotary position encoding); by default it
+      applies the ``qk_transform`` argument, if any;
+    * :meth:`get_scores` returns the scores :math:`S` ``(..., h, n, m)`` (RealFormer, Synthesizer);
+    * :meth:`get_bias` returns the additive term :math:`B` (ALiBi, T5 buckets); by default the
+      ``score_bias`` argument applied to ``(q, k)``, if any;
+    * :meth:`get_mask` returns a structural boolean mask (the ``window`` band; T-TA's diagonal-free mask).
+
+    While :meth:`get_scores` is the default and no weights are asked for, the attention runs through
+    :func:`~suma_lib.attention.exact.softmax_attention` (torch's fused kernels) or, for a window alone,
+    :func:`~suma_lib.attention.sparse.local_attention`; otherwise the scores are formed explicitly. Either
+    way huge inputs give finite outputs (the logits are computed overflow-safe) and a fully masked query
+    gets a zero attention output.
 
     Parameters
     ----------
     embed_dim : int
         Model width :math:`d_{\text{model}}` (of the queries and of the output).
     num_heads : int
-        Number of heads :math:`h`; it must divide ``embed_dim`` (each head has width
-        :math:`d_k = d_{\text{model}}/h`).
+        Number of heads :math:`h`; it must divide ``embed_dim`` (:math:`d_k = d_{\text{model}}/h`).
+    dropout : float
+        Dropout on the attention weights in training mode (as :class:`torch.nn.MultiheadAttention`).
     bias : bool
-        Add biases to the four projections.
+        Add biases to the projections.
     kdim, vdim : int, optional
         Widths of the key and value inputs (``embed_dim`` by default).
+    batch_first : bool
+        ``True`` (the default here, unlike torch): inputs are ``(..., n, embed_dim)``, the sequence
+        second to last. ``False``: the sequence axis comes first, ``(n, ..., embed_dim)`` (torch's
+        default ``(L, N, E)`` layout); the output follows the same layout. Masks are ``(..., n, m)``
+        either way.
     window : int, optional
         Restricted self-attention: query :math:`i` sees keys :math:`|i - j| \le` ``window`` only (query
-        and key sequences must then have the same length). Without ``mask`` or ``return_weights`` it is
-        computed on the band (:func:`~suma_lib.attention.sparse.local_attention`), otherwise with the mask
-        :func:`~suma_lib.attention.sparse.local_mask`.
+        and key sequences must then have the same length), computed on the band alone
+        (:func:`~suma_lib.attention.sparse.local_attention`) when nothing else is asked for.
+    qk_transform : callable, optional
+        ``qk_transform(q, k) -> (q, k)`` on the per-head tensors ``(..., h, n, d_k)``; an
+        :class:`torch.nn.Module` is registered as a submodule.
+    score_bias : callable, optional
+        ``score_bias(q, k) -> B``, broadcastable to ``(..., h, n, m)`` (from the per-head ``q, k``; it
+        may use only their shapes, device and dtype); a :class:`torch.nn.Module` is registered.
+    projections : bool
+        Build the four projections ``q_proj, k_proj, v_proj, out_proj`` (subclasses with another
+        layout pass ``False`` and override :meth:`project`).
     device, dtype
         Passed to the parameters' constructors.
 
     Notes
     -----
-    No dropout is applied to the attention weights; a :class:`torch.nn.MultiheadAttention` with the same
-    weights (see :meth:`load_torch_weights`) gives the same output in ``eval`` mode. Masks here are boolean
-    with ``True`` where attention is **allowed**, the opposite of :class:`torch.nn.MultiheadAttention`'s
-    boolean ``attn_mask``.
+    Masks are boolean with ``True`` where attention is **allowed**, the opposite of
+    :class:`torch.nn.MultiheadAttention`'s boolean ``attn_mask``. A mask with fewer dimensions than the
+    per-head scores is the same for every head; one with as many is per head. With the same weights
+    (:meth:`load_torch_weights`) the output equals :class:`torch.nn.MultiheadAttention`'s in ``eval``
+    mode.
 
     Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
     """
+
+    _input_names = ("query", "key", "value")  # the forward's argument names, for error messages
 
     def __init__(
         self,
         embed_dim: int,
         num_heads: int,
+        dropout: float = 0.0,
         bias: bool = True,
         kdim: int | None = None,
         vdim: int | None = None,
+        batch_first: bool = True,
+        *,
         window: int | None = None,
+        qk_transform: Callable | None = None,
+        score_bias: Callable | None = None,
+        projections: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        embed_dim = check_int(embed_dim, "embed_dim", low=1)
-        num_heads = check_int(num_heads, "num_heads", low=1)
-        if embed_dim % num_heads:
-            raise ValueError(f"num_heads={num_heads} must divide embed_dim={embed_dim}")
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
-        self.embed_dim, self.num_heads = embed_dim, num_heads
-        self.head_dim = embed_dim // num_heads
-        self.kdim = embed_dim if kdim is None else check_int(kdim, "kdim", low=1)
-        self.vdim = embed_dim if vdim is None else check_int(vdim, "vdim", low=1)
+        self.embed_dim, self.num_heads = _core.check_heads(embed_dim, num_heads)
+        self.head_dim = self.embed_dim // self.num_heads
+        self.dropout = check_float(dropout, "dropout", low=0.0, high=1.0, high_open=True)
+        check_bool(bias, "bias")
+        self.batch_first = check_bool(batch_first, "batch_first")
+        self.kdim = self.embed_dim if kdim is None else check_int(kdim, "kdim", low=1)
+        self.vdim = self.embed_dim if vdim is None else check_int(vdim, "vdim", low=1)
         self.window = None if window is None else check_int(window, "window", low=0)
-        kw = {"device": device, "dtype": dtype}
-        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **kw)
-        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias, **kw)
-        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias, **kw)
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **kw)
+        for name, fn in (("qk_transform", qk_transform), ("score_bias", score_bias)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
+        self.qk_transform, self.score_bias = qk_transform, score_bias
+        if check_bool(projections, "projections"):
+            kw = {"bias": bias, "device": device, "dtype": dtype}
+            self.q_proj = nn.Linear(self.embed_dim, self.embed_dim, **kw)
+            self.k_proj = nn.Linear(self.kdim, self.embed_dim, **kw)
+            self.v_proj = nn.Linear(self.vdim, self.embed_dim, **kw)
+            self.out_proj = nn.Linear(self.embed_dim, self.embed_dim, **kw)
 
     def extra_repr(self) -> str:
         """Sizes shown by ``repr``."""
         extra = f", window={self.window}" if self.window is not None else ""
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}{extra}"
+
+    # ------------------------------------------------------------------------------------- the hooks
+    def project(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """Per-head ``q, k, v`` of shape ``(..., h, n, d_k)`` from the inputs ``(..., n, width)``."""
+        h = self.num_heads
+        return (
+            _core.split_heads(self.q_proj(query), h),
+            _core.split_heads(self.k_proj(key), h),
+            _core.split_heads(self.v_proj(value), h),
+        )
+
+    def transform_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transform the per-head queries and keys (the identity unless ``qk_transform`` was given)."""
+        return (q, k) if self.qk_transform is None else self.qk_transform(q, k)
+
+    def get_scores(
+        self, q: torch.Tensor, k: torch.Tensor, query: torch.Tensor, key: torch.Tensor
+    ) -> torch.Tensor:
+        r"""The scores :math:`S = q k^\top/\sqrt{d_k}`, ``(..., h, n, m)``, finite for any finite input.
+
+        ``query`` and ``key`` are the layer's inputs (``(..., n, embed_dim)``), for scores that are
+        computed from the tokens rather than from ``q`` and ``k`` (Synthesizer).
+        """
+        return scaled_logits(q, k, default_scale(None, self.head_dim))
+
+    def get_bias(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
+        """An additive score term broadcastable to ``(..., h, n, m)``, or ``None`` (no term)."""
+        return None if self.score_bias is None else self.score_bias(q, k)
+
+    def get_mask(self, n: int, m: int, device: torch.device) -> torch.Tensor | None:
+        """A structural boolean mask ``(n, m)`` (``True`` = may attend): the window's band, or ``None``."""
+        if self.window is None:
+            return None
+        if n != m:
+            raise ValueError(
+                f"window (restricted self-attention) needs query and key of the same length, got {n} and {m}"
+            )
+        return local_mask(n, self.window, device=device)
+
+    def output(self, o: torch.Tensor) -> torch.Tensor:
+        """The output projection of the per-head attention outputs ``(..., h, n, d_v)``."""
+        return self.out_proj(_core.merge_heads(o))
+
+    # ------------------------------------------------------------------------------------- machinery
+    def _inputs(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None,
+        value: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Validate the inputs (width, length, device, dtype) and put the sequence axis second to last."""
+        names = self._input_names
+        check_tensor(query, names[0], min_dim=2, floating=True)
+        key = query if key is None else check_tensor(key, names[1], min_dim=2, floating=True)
+        value = key if value is None else check_tensor(value, names[2], min_dim=2, floating=True)
+        ref = next(self.parameters(), None)
+        for name, x, width in zip(names, (query, key, value), (self.embed_dim, self.kdim, self.vdim)):
+            if x.shape[-1] != width:
+                raise ValueError(f"{name} must have last dimension {width}, got shape {tuple(x.shape)}")
+            if ref is not None and (x.device != ref.device or x.dtype != ref.dtype):
+                raise TypeError(
+                    f"{name} must have the parameters' dtype and device {ref.dtype}/{ref.device}, "
+                    f"got {x.dtype}/{x.device}"
+                )
+        if key.shape[-2] != value.shape[-2]:
+            raise ValueError(f"key and value must have the same length, got {key.shape[-2]} and {value.shape[-2]}")
+        if not self.batch_first:
+            query, key, value = (x.movedim(0, -2) if x.dim() > 2 else x for x in (query, key, value))
+        return query, key, value
+
+    def _mask(self, mask, causal: bool, n: int, m: int, score_dim: int, device: torch.device):
+        """The user's mask (same for every head unless it has a head axis), the causal and structural masks."""
+        if mask is not None and isinstance(mask, torch.Tensor) and mask.dim() < score_dim:
+            mask = mask.unsqueeze(-3)
+        return both(combine_masks(mask, causal, n, m, device=device), self.get_mask(n, m, device))
+
+    def attend(
+        self,
+        q: torch.Tensor | None,
+        k: torch.Tensor | None,
+        v: torch.Tensor,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+        prev: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Attention of the per-head ``q, k, v``: the output ``(..., h, n, d_v)``, the weights and the scores.
+
+        ``prev`` (scores added before the softmax, RealFormer) and ``need_weights`` force the explicit
+        path; the weights and scores are ``None`` on the fused path.
+        """
+        n, m = query.shape[-2], key.shape[-2]
+        full = self._mask(mask, causal, n, m, v.dim(), v.device)
+        bias = self.get_bias(q, k)
+        dropout = self.dropout if self.training else 0.0
+        fused = type(self).get_scores is MultiHeadAttention.get_scores
+        if fused and prev is None and not need_weights and not dropout:
+            if bias is None and mask is None and type(self).get_mask is MultiHeadAttention.get_mask:
+                if self.window is not None:  # the band alone, in O(n w d)
+                    return local_attention(q, k, v, self.window, causal=causal), None, None
+                return softmax_attention(q, k, v, causal=causal), None, None
+            if bias is not None:
+                bias = bias.to(q.dtype)
+                full = bias if full is None else bias.masked_fill(~full, float("-inf"))
+            return softmax_attention(q, k, v, mask=full), None, None
+        scores = self.get_scores(q, k, query, key)
+        for term in (bias, prev):
+            if term is not None:
+                scores = scores + term
+        scores = _core.clamp_finite(scores)  # carried scores (RealFormer) stay finite
+        weights = masked_softmax(scores, full)
+        attn = nn.functional.dropout(weights, dropout) if dropout else weights
+        return torch.matmul(attn, v), weights, scores
 
     def forward(
         self,
@@ -155,8 +320,9 @@ class MultiHeadAttention(nn.Module):
             ``key`` by default.
         mask : torch.Tensor, optional
             Boolean, ``True`` where query :math:`i` may attend to key :math:`j`, broadcastable to
-            ``(..., n, m)`` over the batch dimensions of ``query`` (the same for every head). A padding
-            mask over the keys is ``keep[..., None, :]``.
+            ``(..., n, m)`` over the batch dimensions of ``query`` (the same for every head), or to
+            ``(..., h, n, m)`` when it has a head axis. A padding mask over the keys is
+            ``keep[..., None, :]``.
         causal : bool
             Query :math:`i` attends to keys :math:`j \\le i` only.
         return_weights : bool
@@ -169,51 +335,16 @@ class MultiHeadAttention(nn.Module):
             A query whose keys are all masked gets the output projection's bias (a zero attention
             output), never NaN.
         """
-        check_tensor(query, "query", min_dim=2, floating=True)
-        key = query if key is None else check_tensor(key, "key", min_dim=2, floating=True)
-        value = key if value is None else check_tensor(value, "value", min_dim=2, floating=True)
-        for name, x, width in (
-            ("query", query, self.embed_dim),
-            ("key", key, self.kdim),
-            ("value", value, self.vdim),
-        ):
-            if x.shape[-1] != width:
-                raise ValueError(
-                    f"{name} must have last dimension {width}, got shape {tuple(x.shape)}"
-                )
-        if key.shape[-2] != value.shape[-2]:
-            raise ValueError(
-                f"key and value must have the same length, got {key.shape[-2]} and {value.shape[-2]}"
-            )
-        if not isinstance(return_weights, bool):
-            raise TypeError(f"return_weights must be a bool, got {type(return_weights).__name__}")
-        q = split_heads(self.q_proj(query), self.num_heads)
-        k = split_heads(self.k_proj(key), self.num_heads)
-        v = split_heads(self.v_proj(value), self.num_heads)
-        n, m = q.shape[-2], k.shape[-2]
-        if mask is not None:
-            check_tensor(mask, "mask", min_dim=2)
-            if mask.dtype != torch.bool:
-                raise TypeError(
-                    f"mask must be a boolean tensor (True = may attend), got {mask.dtype}"
-                )
-            mask = mask.unsqueeze(-3)  # the same mask for every head
-        if self.window is not None:
-            if n != m:
-                raise ValueError(
-                    f"window (restricted self-attention) needs query and key of the same length, "
-                    f"got {n} and {m}"
-                )
-            if mask is None and not return_weights:
-                return self.out_proj(
-                    merge_heads(local_attention(q, k, v, self.window, causal=causal))
-                )
-            band = local_mask(n, self.window, device=q.device)
-            mask = band if mask is None else mask & band
-        if return_weights:
-            weights = attention_weights(q, k, mask=mask, causal=causal)
-            return self.out_proj(merge_heads(weights @ v)), weights
-        return self.out_proj(merge_heads(softmax_attention(q, k, v, mask=mask, causal=causal)))
+        check_bool(return_weights, "return_weights")
+        query, key, value = self._inputs(query, key, value)
+        q, k, v = self.project(query, key, value)
+        if q is not None:
+            q, k = self.transform_qk(q, k)
+        o, weights, _ = self.attend(q, k, v, query, key, mask, causal, need_weights=return_weights)
+        out = self.output(o)
+        if not self.batch_first and out.dim() > 2:
+            out = out.movedim(-2, 0)
+        return (out, weights) if return_weights else out
 
     @torch.no_grad()
     def load_torch_weights(self, mha: nn.MultiheadAttention) -> MultiHeadAttention:
@@ -291,6 +422,8 @@ class MultiHeadAttention(nn.Module):
         new = cls(
             mha.embed_dim,
             mha.num_heads,
+            dropout=mha.dropout,
+            batch_first=mha.batch_first,
             bias=mha.in_proj_bias is not None,
             kdim=mha.kdim,
             vdim=mha.vdim,

@@ -21,6 +21,7 @@ import torch
 
 from .._validation import check_choice, check_float, check_generator, check_int, check_tensor
 from ..entropy import entropy
+from ._core import check_qkv, prescale
 from .exact import combine_masks, softmax_attention
 
 __all__ = [
@@ -109,8 +110,7 @@ def entropy_invariant_attention(
     -----
     Chapter: ``notebooks/entropy-invariant-softmax.ipynb``.
     """
-    check_tensor(q, "q", min_dim=2, floating=True)
-    check_tensor(k, "k", min_dim=2, floating=True)
+    check_qkv(q, k, v)
     train_len = check_int(train_len, "train_len", low=2)
     if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool):
         raise TypeError("mask must be a boolean torch.Tensor (True = may attend)")
@@ -120,7 +120,8 @@ def entropy_invariant_attention(
         return softmax_attention(q, k, v, scale=entropy_invariant_scale(max(m, 1), d, train_len))
     counts = full.sum(dim=-1, keepdim=True).clamp_min(1).to(q.dtype)  # (..., n, 1); dead rows -> 1
     row_scale = torch.log(counts) / (math.log(train_len) * math.sqrt(d))
-    return softmax_attention(q * row_scale, k, v, mask=full, scale=1.0)
+    q, k = prescale(q, k, row_scale)  # one scale per query, folded in without overflow
+    return softmax_attention(q, k, v, mask=full, scale=1.0)
 
 
 # ------------------------------------------------------------------------------ entropy of a softmax

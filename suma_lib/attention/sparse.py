@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import check_int, check_tensor
-from .exact import _check_qkv, _default_scale, softmax_attention
+from ._core import check_bool, check_qkv, default_scale, masked_softmax, prescale
+from .exact import softmax_attention
 
 __all__ = [
     "atrous_mask",
@@ -40,39 +41,17 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _check_bool(x: object, name: str) -> bool:
-    if not isinstance(x, bool):
-        raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
-    return x
-
-
 def _grid(
     n: int, k: int, causal: bool, device: torch.device | str | None, *, k_low: int
 ) -> tuple[int, bool, torch.Tensor, torch.Tensor]:
     """Validate a mask's arguments; return ``k``, ``causal`` and the indices ``i`` ``(n, 1)``, ``j`` ``(1, n)``."""
     n = check_int(n, "n", low=0)
     k = check_int(k, "k", low=k_low)
-    causal = _check_bool(causal, "causal")
+    causal = check_bool(causal, "causal")
     if device is not None and not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be None, a str or a torch.device, got {type(device).__name__}")
     idx = torch.arange(n, device=device)
     return k, causal, idx[:, None], idx[None, :]
-
-
-def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    r"""Softmax over the last axis that never returns NaN for masked rows or infinite logits.
-
-    ``mask`` (boolean, broadcastable, ``True`` = keep) removes the other entries; a row with no allowed
-    entry gets all-zero weights. Infinite logits (an overflowed dot product) are first clamped to the
-    largest finite value of the dtype, which gives the softmax's limit: equal weight on the entries at
-    :math:`+\infty` and none elsewhere. NaN logits stay NaN.
-    """
-    big = torch.finfo(logits.dtype).max
-    logits = logits.clamp(-big, big)
-    if mask is None:
-        return torch.softmax(logits, dim=-1)
-    w = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
-    return w.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
 
 
 # ------------------------------------------------------------------------------------------- masks
@@ -247,7 +226,7 @@ def reachability(masks: Sequence[torch.Tensor], residual: bool = False) -> torch
     """
     if isinstance(masks, torch.Tensor) or not isinstance(masks, Sequence) or len(masks) == 0:
         raise TypeError("masks must be a non-empty sequence (list or tuple) of boolean tensors")
-    residual = _check_bool(residual, "residual")
+    residual = check_bool(residual, "residual")
     n = None
     for idx, m in enumerate(masks):
         check_tensor(m, f"masks[{idx}]", min_dim=2)
@@ -307,17 +286,18 @@ def local_attention(
     -----
     Chapter: ``notebooks/sparse-attention.ipynb``.
     """
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     if k.shape[-2] != q.shape[-2]:
         raise ValueError(
             f"q and k must have the same length for local attention, got {q.shape[-2]} and {k.shape[-2]}"
         )
     window = check_int(window, "window", low=0)
-    causal = _check_bool(causal, "causal")
-    s = _default_scale(scale, q.shape[-1])
+    causal = check_bool(causal, "causal")
+    s = default_scale(scale, q.shape[-1])
     n = q.shape[-2]
     if 2 * window + 1 >= n:  # the band is (nearly) everything: the exact masked form is as cheap
         return softmax_attention(q, k, v, mask=local_mask(n, window, causal, device=q.device), scale=s)
+    q, k = prescale(q, k, s)  # the same overflow-safe logits as softmax_attention's, scale included
     b = max(window, 1)  # block length
     m = -(-n // b)  # number of blocks
     extra = m * b - n
@@ -328,7 +308,7 @@ def local_attention(
     kw = torch.cat([kb[..., t : t + m, :, :] for t in range(left + 1)], dim=-2)  # (..., m, (left+1) b, d)
     vw = torch.cat([vb[..., t : t + m, :, :] for t in range(left + 1)], dim=-2)
     qb = F.pad(q, (0, 0, 0, extra)).unflatten(-2, (m, b))  # (..., m, b, d)
-    logits = torch.matmul(qb, kw.transpose(-2, -1)) * s  # (..., m, b, (left+1) b)
+    logits = torch.matmul(qb, kw.transpose(-2, -1))  # (..., m, b, (left+1) b)
     # Query position t*b + r, key position (t-1)*b + c: offset i - j = r - c + b.
     r = torch.arange(b, device=q.device)[:, None]
     c = torch.arange((left + 1) * b, device=q.device)[None, :]
@@ -336,5 +316,5 @@ def local_attention(
     band = (off >= 0) & (off <= window) if causal else off.abs() <= window
     key_pos = torch.arange(m, device=q.device)[:, None, None] * b - b + c  # (m, 1, (left+1) b)
     valid = band & (key_pos >= 0) & (key_pos < n)  # (m, b, (left+1) b)
-    out = torch.matmul(_masked_softmax(logits, valid), vw)  # (..., m, b, d_v)
+    out = torch.matmul(masked_softmax(logits, valid), vw)  # (..., m, b, d_v)
     return out.flatten(-3, -2)[..., :n, :]

@@ -15,13 +15,15 @@ non-zero constant, so the softmax normaliser plays no role. For a probability ro
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from .._validation import check_choice, check_float, check_int, check_tensor
-from .exact import _check_qkv
+from ._core import check_bool, check_qkv, masked_softmax, rescale, scaled_logits
 
-__all__ = ["attention_sparsity", "sparsity_stderr", "attention_scores", "SCORE_KINDS"]
+__all__ = ["SCORE_KINDS", "attention_scores", "attention_sparsity", "sparsity_stderr"]
 
 SCORE_KINDS = ("exp", "identity", "relu2", "elu1", "relu")
 """The kinds of scores :func:`attention_scores` computes."""
@@ -192,25 +194,22 @@ def attention_scores(
         With ``normalize=False`` an ``"exp"`` score can overflow to ``inf`` (logits above ~88 in
         float32, ~709 in float64); use ``normalize=True`` then.
     """
-    _check_qkv(q, k, None)
+    check_qkv(q, k, None)
     kind = check_choice(kind, "kind", SCORE_KINDS)
     c = check_float(scale, "scale")
-    if not isinstance(normalize, bool):
-        raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+    check_bool(normalize, "normalize")
+    if kind == "exp" and normalize:
+        return masked_softmax(scaled_logits(q, k, c))  # the softmax of overflow-safe logits
     if kind in ("elu1", "relu"):
         phi = (lambda t: F.elu(t) + 1.0) if kind == "elu1" else F.relu
-        x = c * (phi(q) @ phi(k).mT)
-    else:
-        s = c * (q @ k.mT)
-        if kind == "exp":
-            if normalize:
-                return torch.softmax(s, dim=-1)
-            x = s.exp()
-        elif kind == "identity":
-            x = s
-        else:
-            x = F.relu(s) ** 2
+        q, k = phi(q), phi(k)
     if not normalize:
-        return x
+        s = c * (q @ k.mT)
+        return {"exp": torch.exp, "relu2": lambda t: F.relu(t) ** 2}.get(kind, lambda t: t)(s)
+    # Normalised rows do not depend on a positive factor of the row: drop |c| and the powers of two that
+    # keep q k^T from overflowing, then square (relu2) only after dividing by the row's largest entry.
+    q1, k1, _ = rescale(q, k, 1.0) if q.numel() and k.numel() else (q, k, None)
+    s = (q1 @ k1.mT) * (math.copysign(1.0, c) if c else 0.0)
+    x = _rescaled_abs(F.relu(s), -1) ** 2 if kind == "relu2" else s
     l1 = x.abs().sum(-1, keepdim=True)
     return x / torch.where(l1 > 0, l1, torch.ones_like(l1))

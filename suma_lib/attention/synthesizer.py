@@ -18,7 +18,7 @@ Standard attention scores every pair, :math:`B = QK^\top/\sqrt{d_h}`. A synthesi
 
 cut to the first :math:`n` rows and columns, and a mixture uses :math:`\sum_s \alpha_s B^{(s)}`. The output
 is :math:`\operatorname{softmax}(B)\, G(X)` with the value projection :math:`G`, followed by an output
-projection. Each score module maps ``x`` of shape ``(..., n, d_model)`` to logits ``(..., h, n, n)``
+projection. Each score module maps ``x`` of shape ``(..., n, embed_dim)`` to logits ``(..., h, n, n)``
 (or ``(h, n, n)`` for the input-independent random ones).
 """
 
@@ -31,10 +31,22 @@ import torch
 from torch import nn
 
 from .._validation import check_float, check_generator, check_int, check_tensor
-from .exact import combine_masks
-from .multihead import merge_heads as _merge_heads
-from .multihead import split_heads as _split_heads
-from .sparse import _check_bool, _masked_softmax
+from ..tasks import partner_task, permutation_task
+from ..training import train
+from ._core import (
+    check_bool,
+    check_heads,
+    check_tokens,
+    clamp_finite,
+    default_scale,
+    former_names,
+    masked_softmax,
+    merge_heads,
+    randn,
+    scaled_logits,
+    split_heads,
+)
+from .multihead import MultiHeadAttention
 
 __all__ = [
     "SYNTHESIZER_KINDS",
@@ -55,34 +67,15 @@ SYNTHESIZER_KINDS = ("dense", "random", "factorized_dense", "factorized_random",
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _check_x(x: torch.Tensor, d_model: int, max_len: int | None = None) -> int:
-    """Validate a sequence ``x`` of shape ``(..., n, d_model)``; return ``n``."""
+def _check_x(x: torch.Tensor, embed_dim: int, max_len: int | None = None) -> int:
+    """Validate a sequence ``x`` of shape ``(..., n, embed_dim)``; return ``n``."""
     check_tensor(x, "x", min_dim=2, floating=True)
-    if x.shape[-1] != d_model:
-        raise ValueError(f"x must have last dimension d_model={d_model}, got shape {tuple(x.shape)}")
+    if x.shape[-1] != embed_dim:
+        raise ValueError(f"x must have last dimension embed_dim={embed_dim}, got shape {tuple(x.shape)}")
     n = x.shape[-2]
     if max_len is not None and n > max_len:
         raise ValueError(f"x has length {n}, longer than max_len={max_len}")
     return n
-
-
-def _check_heads(d_model: int, n_heads: int) -> tuple[int, int]:
-    d_model = check_int(d_model, "d_model", low=1)
-    n_heads = check_int(n_heads, "n_heads", low=1)
-    if d_model % n_heads:
-        raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-    return d_model, n_heads
-
-
-def _randn(shape: tuple[int, ...], std: float, generator, device, dtype) -> torch.Tensor:
-    """Normal draws through an optional generator (on the generator's device), moved to ``device``."""
-    gen_device = generator.device if generator is not None else device
-    if gen_device is not None and torch.device(gen_device).type == "meta":
-        gen_device = None
-    draw = torch.randn(
-        shape, generator=generator, device=gen_device, dtype=dtype or torch.get_default_dtype()
-    )
-    return (draw * std).to(device=device)
 
 
 # ------------------------------------------------------------------------------------ score modules
@@ -95,14 +88,14 @@ class DenseLogits(nn.Module):
 
     Parameters
     ----------
-    d_model : int
+    embed_dim : int
         Width of the tokens.
-    n_heads : int
+    num_heads : int
         Number of heads :math:`h`.
     max_len : int
         Longest sequence :math:`\ell`; a sequence of length :math:`n` uses the first :math:`n` logits.
     hidden : int, optional
-        Width of the hidden layer, ``d_model`` by default.
+        Width of the hidden layer, ``embed_dim`` by default.
     device, dtype : optional
         Factory arguments of the parameters.
 
@@ -111,37 +104,38 @@ class DenseLogits(nn.Module):
     Chapter: ``notebooks/synthesizer.ipynb``.
     """
 
+    @former_names(d_model="embed_dim", n_heads="num_heads")
     def __init__(
-        self, d_model: int, n_heads: int, max_len: int, hidden: int | None = None, *, device=None, dtype=None
+        self, embed_dim: int, num_heads: int, max_len: int, hidden: int | None = None, *, device=None, dtype=None
     ):
         super().__init__()
-        self.d_model = check_int(d_model, "d_model", low=1)
-        self.n_heads = check_int(n_heads, "n_heads", low=1)
+        self.embed_dim = check_int(embed_dim, "embed_dim", low=1)
+        self.num_heads = check_int(num_heads, "num_heads", low=1)
         self.max_len = check_int(max_len, "max_len", low=1)
-        hidden = self.d_model if hidden is None else check_int(hidden, "hidden", low=1)
-        self.w1 = nn.Linear(self.d_model, hidden, device=device, dtype=dtype)
-        self.w2 = nn.Linear(hidden, self.n_heads * self.max_len, device=device, dtype=dtype)
+        hidden = self.embed_dim if hidden is None else check_int(hidden, "hidden", low=1)
+        self.w1 = nn.Linear(self.embed_dim, hidden, device=device, dtype=dtype)
+        self.w2 = nn.Linear(hidden, self.num_heads * self.max_len, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of shape ``(..., h, n, n)`` for ``x`` of shape ``(..., n, d_model)``."""
-        n = _check_x(x, self.d_model, self.max_len)
+        """Logits of shape ``(..., h, n, n)`` for ``x`` of shape ``(..., n, embed_dim)``."""
+        n = _check_x(x, self.embed_dim, self.max_len)
         b = self.w2(torch.relu(self.w1(x)))  # (..., n, h * max_len)
-        return _split_heads(b, self.n_heads)[..., :n]
+        return split_heads(b, self.num_heads)[..., :n]
 
 
 class _TableLogits(nn.Module):
     """Input-independent logits: tables of shape ``(h, max_len, ...)`` drawn at initialisation."""
 
-    def __init__(self, n_heads: int, max_len: int, trainable: bool, generator: torch.Generator | None):
+    def __init__(self, num_heads: int, max_len: int, trainable: bool, generator: torch.Generator | None):
         super().__init__()
-        self.n_heads = check_int(n_heads, "n_heads", low=1)
+        self.num_heads = check_int(num_heads, "num_heads", low=1)
         self.max_len = check_int(max_len, "max_len", low=1)
-        self.trainable = _check_bool(trainable, "trainable")
+        self.trainable = check_bool(trainable, "trainable")
         check_generator(generator)
 
     def _table(self, name: str, shape: tuple[int, ...], std: float, generator, device, dtype) -> None:
         """Draw a normal table; keep it as a parameter (trainable) or a buffer (fixed)."""
-        t = _randn(shape, std, generator, device, dtype)
+        t = randn(shape, std, generator, device, dtype)
         if self.trainable:
             self.register_parameter(name, nn.Parameter(t))
         else:
@@ -162,7 +156,7 @@ class RandomLogits(_TableLogits):
 
     Parameters
     ----------
-    n_heads : int
+    num_heads : int
         Number of heads :math:`h`.
     max_len : int
         Longest sequence :math:`\ell`.
@@ -180,9 +174,10 @@ class RandomLogits(_TableLogits):
     Chapter: ``notebooks/synthesizer.ipynb``.
     """
 
+    @former_names(n_heads="num_heads")
     def __init__(
         self,
-        n_heads: int,
+        num_heads: int,
         max_len: int,
         trainable: bool = True,
         init_std: float = 1.0,
@@ -191,9 +186,9 @@ class RandomLogits(_TableLogits):
         device=None,
         dtype=None,
     ):
-        super().__init__(n_heads, max_len, trainable, generator)
+        super().__init__(num_heads, max_len, trainable, generator)
         std = check_float(init_std, "init_std", low=0.0)
-        self._table("r", (self.n_heads, self.max_len, self.max_len), std, generator, device, dtype)
+        self._table("r", (self.num_heads, self.max_len, self.max_len), std, generator, device, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(h, n, n)``; ``x`` (``(..., n, d)``) only sets ``n``."""
@@ -206,7 +201,7 @@ class FactorizedRandomLogits(_TableLogits):
 
     Parameters
     ----------
-    n_heads : int
+    num_heads : int
         Number of heads.
     max_len : int
         Longest sequence :math:`\ell`.
@@ -227,9 +222,10 @@ class FactorizedRandomLogits(_TableLogits):
     Chapter: ``notebooks/synthesizer.ipynb``.
     """
 
+    @former_names(n_heads="num_heads")
     def __init__(
         self,
-        n_heads: int,
+        num_heads: int,
         max_len: int,
         rank: int,
         trainable: bool = True,
@@ -239,10 +235,10 @@ class FactorizedRandomLogits(_TableLogits):
         device=None,
         dtype=None,
     ):
-        super().__init__(n_heads, max_len, trainable, generator)
+        super().__init__(num_heads, max_len, trainable, generator)
         self.rank = check_int(rank, "rank", low=1)
         std = check_float(init_std, "init_std", low=0.0)
-        shape = (self.n_heads, self.max_len, self.rank)
+        shape = (self.num_heads, self.max_len, self.rank)
         for name in ("r1", "r2"):
             self._table(name, shape, (std**2 / self.rank) ** 0.25, generator, device, dtype)
 
@@ -265,9 +261,9 @@ class FactorizedDenseLogits(nn.Module):
 
     Parameters
     ----------
-    d_model : int
+    embed_dim : int
         Width of the tokens.
-    n_heads : int
+    num_heads : int
         Number of heads.
     max_len : int
         Longest sequence :math:`\ell`.
@@ -275,7 +271,7 @@ class FactorizedDenseLogits(nn.Module):
         :math:`(a, b)` with :math:`ab = \ell`; by default :math:`a` is the largest divisor of
         :math:`\ell` not above :math:`\sqrt{\ell}`.
     hidden : int, optional
-        Width of the hidden layer, ``d_model`` by default.
+        Width of the hidden layer, ``embed_dim`` by default.
     device, dtype : optional
         Factory arguments.
 
@@ -284,10 +280,11 @@ class FactorizedDenseLogits(nn.Module):
     Chapter: ``notebooks/synthesizer.ipynb``.
     """
 
+    @former_names(d_model="embed_dim", n_heads="num_heads")
     def __init__(
         self,
-        d_model: int,
-        n_heads: int,
+        embed_dim: int,
+        num_heads: int,
         max_len: int,
         factors: tuple[int, int] | None = None,
         hidden: int | None = None,
@@ -296,8 +293,8 @@ class FactorizedDenseLogits(nn.Module):
         dtype=None,
     ):
         super().__init__()
-        self.d_model = check_int(d_model, "d_model", low=1)
-        self.n_heads = check_int(n_heads, "n_heads", low=1)
+        self.embed_dim = check_int(embed_dim, "embed_dim", low=1)
+        self.num_heads = check_int(num_heads, "num_heads", low=1)
         self.max_len = check_int(max_len, "max_len", low=1)
         if factors is None:
             a = max(f for f in range(1, math.isqrt(self.max_len) + 1) if self.max_len % f == 0)
@@ -308,17 +305,17 @@ class FactorizedDenseLogits(nn.Module):
         if a * b != self.max_len:
             raise ValueError(f"factors must multiply to max_len={self.max_len}, got {a} * {b} = {a * b}")
         self.factors = (a, b)
-        hidden = self.d_model if hidden is None else check_int(hidden, "hidden", low=1)
-        self.w1 = nn.Linear(self.d_model, hidden, device=device, dtype=dtype)
-        self.wa = nn.Linear(hidden, self.n_heads * a, device=device, dtype=dtype)
-        self.wb = nn.Linear(hidden, self.n_heads * b, device=device, dtype=dtype)
+        hidden = self.embed_dim if hidden is None else check_int(hidden, "hidden", low=1)
+        self.w1 = nn.Linear(self.embed_dim, hidden, device=device, dtype=dtype)
+        self.wa = nn.Linear(hidden, self.num_heads * a, device=device, dtype=dtype)
+        self.wb = nn.Linear(hidden, self.num_heads * b, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of shape ``(..., h, n, n)`` for ``x`` of shape ``(..., n, d_model)``."""
-        n = _check_x(x, self.d_model, self.max_len)
+        """Logits of shape ``(..., h, n, n)`` for ``x`` of shape ``(..., n, embed_dim)``."""
+        n = _check_x(x, self.embed_dim, self.max_len)
         hid = torch.relu(self.w1(x))
-        a = _split_heads(self.wa(hid), self.n_heads)  # (..., h, n, a)
-        b = _split_heads(self.wb(hid), self.n_heads)  # (..., h, n, b)
+        a = split_heads(self.wa(hid), self.num_heads)  # (..., h, n, a)
+        b = split_heads(self.wb(hid), self.num_heads)  # (..., h, n, b)
         rows = b.unsqueeze(-1) * a.unsqueeze(-2)  # (..., h, n, b, a): entry (p, q) = b_p a_q
         return rows.flatten(-2)[..., :n]
 
@@ -328,9 +325,9 @@ class DotProductLogits(nn.Module):
 
     Parameters
     ----------
-    d_model : int
+    embed_dim : int
         Width of the tokens.
-    n_heads : int
+    num_heads : int
         Number of heads; :math:`d_h = d_{\text{model}} / h`.
     bias : bool
         Use biases in the projections.
@@ -342,23 +339,29 @@ class DotProductLogits(nn.Module):
     Chapter: ``notebooks/synthesizer.ipynb``.
     """
 
-    def __init__(self, d_model: int, n_heads: int, bias: bool = True, *, device=None, dtype=None):
+    @former_names(d_model="embed_dim", n_heads="num_heads")
+    def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, *, device=None, dtype=None):
         super().__init__()
-        self.d_model, self.n_heads = _check_heads(d_model, n_heads)
-        self.wq = nn.Linear(self.d_model, self.d_model, bias=bias, device=device, dtype=dtype)
-        self.wk = nn.Linear(self.d_model, self.d_model, bias=bias, device=device, dtype=dtype)
+        self.embed_dim, self.num_heads = check_heads(embed_dim, num_heads)
+        self.wq = nn.Linear(self.embed_dim, self.embed_dim, bias=bias, device=device, dtype=dtype)
+        self.wk = nn.Linear(self.embed_dim, self.embed_dim, bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of shape ``(..., h, n, n)`` for ``x`` of shape ``(..., n, d_model)``."""
-        _check_x(x, self.d_model)
-        q = _split_heads(self.wq(x), self.n_heads)
-        k = _split_heads(self.wk(x), self.n_heads)
-        return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        """Logits of shape ``(..., h, n, n)`` for ``x`` of shape ``(..., n, embed_dim)``."""
+        _check_x(x, self.embed_dim)
+        q = split_heads(self.wq(x), self.num_heads)
+        k = split_heads(self.wk(x), self.num_heads)
+        return scaled_logits(q, k, default_scale(None, q.shape[-1]))
 
 
 # -------------------------------------------------------------------------------------- the layer
-class SynthesizerAttention(nn.Module):
+class SynthesizerAttention(MultiHeadAttention):
     r"""Multi-head attention whose weights come from synthesized logits (or a mixture of several kinds).
+
+    A :class:`~suma_lib.attention.multihead.MultiHeadAttention` whose :meth:`get_scores` returns the
+    mixture :meth:`logits` of the tokens instead of :math:`QK^\top/\sqrt{d_h}`; its own layout has a
+    value projection ``value`` and an output projection ``out`` (no query or key projection outside the
+    ``"dot"`` source).
 
     .. math::
 
@@ -369,10 +372,10 @@ class SynthesizerAttention(nn.Module):
 
     Parameters
     ----------
-    d_model : int
+    embed_dim : int
         Width of the tokens.
-    n_heads : int
-        Number of heads (must divide ``d_model``).
+    num_heads : int
+        Number of heads (must divide ``embed_dim``).
     max_len : int, optional
         Longest sequence; needed by every kind but ``"dot"``.
     kinds : str or Sequence[str]
@@ -393,6 +396,8 @@ class SynthesizerAttention(nn.Module):
         :math:`\operatorname{softmax}(\theta)`, :math:`\theta = 0` at initialisation.
     bias : bool
         Biases in the value, output and dot-product projections.
+    dropout : float
+        Dropout on the attention weights in training mode.
     generator : torch.Generator, optional
         Source of the random kinds' initial draw.
     device, dtype : optional
@@ -403,10 +408,13 @@ class SynthesizerAttention(nn.Module):
     Chapter: ``notebooks/synthesizer.ipynb``.
     """
 
+    _input_names = ("x", "x", "x")
+
+    @former_names(d_model="embed_dim", n_heads="num_heads")
     def __init__(
         self,
-        d_model: int,
-        n_heads: int,
+        embed_dim: int,
+        num_heads: int,
         max_len: int | None = None,
         kinds: str | Sequence[str] = "dense",
         *,
@@ -417,12 +425,12 @@ class SynthesizerAttention(nn.Module):
         init_std: float = 1.0,
         mix_weights: Sequence[float] | None = None,
         bias: bool = True,
+        dropout: float = 0.0,
         generator: torch.Generator | None = None,
         device=None,
         dtype=None,
     ):
-        super().__init__()
-        self.d_model, self.n_heads = _check_heads(d_model, n_heads)
+        super().__init__(embed_dim, num_heads, dropout, bias, projections=False, device=device, dtype=dtype)
         kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
         if not kinds:
             raise ValueError("kinds must name at least one kind")
@@ -436,12 +444,12 @@ class SynthesizerAttention(nn.Module):
         self.max_len = None if max_len is None else check_int(max_len, "max_len", low=1)
         self.kinds = kinds
         fk = {"device": device, "dtype": dtype}
-        h = self.n_heads
+        h = self.num_heads
         make = {
-            "dense": lambda: DenseLogits(self.d_model, h, self.max_len, hidden, **fk),
+            "dense": lambda: DenseLogits(self.embed_dim, h, self.max_len, hidden, **fk),
             "random": lambda: RandomLogits(h, self.max_len, trainable, init_std, generator, **fk),
             "factorized_dense": lambda: FactorizedDenseLogits(
-                self.d_model, h, self.max_len, factors, hidden, **fk
+                self.embed_dim, h, self.max_len, factors, hidden, **fk
             ),
             "factorized_random": lambda: FactorizedRandomLogits(
                 h,
@@ -452,7 +460,7 @@ class SynthesizerAttention(nn.Module):
                 generator,
                 **fk,
             ),
-            "dot": lambda: DotProductLogits(self.d_model, h, bias, **fk),
+            "dot": lambda: DotProductLogits(self.embed_dim, h, bias, **fk),
         }
         self.sources = nn.ModuleDict({kind: make[kind]() for kind in kinds})
         if mix_weights is None:
@@ -468,8 +476,8 @@ class SynthesizerAttention(nn.Module):
             ws = [check_float(w, "mix_weights") for w in mix_weights]
             self.mix_logits = None
             self.register_buffer("fixed_mix", torch.tensor(ws, **fk))
-        self.value = nn.Linear(self.d_model, self.d_model, bias=bias, **fk)
-        self.out = nn.Linear(self.d_model, self.d_model, bias=bias, **fk)
+        self.value = nn.Linear(self.embed_dim, self.embed_dim, bias=bias, **fk)
+        self.out = nn.Linear(self.embed_dim, self.embed_dim, bias=bias, **fk)
 
     def mixture(self) -> torch.Tensor:
         r"""The weights :math:`\alpha` of the kinds (a one-element tensor for a single kind)."""
@@ -480,14 +488,26 @@ class SynthesizerAttention(nn.Module):
         return torch.softmax(self.mix_logits, dim=0)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        r"""Mixed logits :math:`\sum_s \alpha_s B^{(s)}(X)` of shape ``(..., h, n, n)``."""
-        _check_x(x, self.d_model, self.max_len)
+        r"""Mixed logits :math:`\sum_s \alpha_s B^{(s)}(X)` of shape ``(..., h, n, n)`` (finite)."""
+        _check_x(x, self.embed_dim, self.max_len)
         alpha = self.mixture()
         total = None
         for a, source in zip(alpha, self.sources.values()):
-            term = a * source(x)
+            term = a * clamp_finite(source(x))
             total = term if total is None else total + term
         return total.expand(*x.shape[:-2], *total.shape[-3:])
+
+    def project(self, query, key, value):
+        """Only values: the scores come from the tokens (:meth:`logits`), not from queries and keys."""
+        return None, None, split_heads(self.value(value), self.num_heads)
+
+    def get_scores(self, q, k, query, key):
+        """The synthesized scores, :meth:`logits` of the tokens ``query``."""
+        return self.logits(query)
+
+    def output(self, o: torch.Tensor) -> torch.Tensor:
+        """The output projection ``out`` of the per-head outputs."""
+        return self.out(merge_heads(o))
 
     def weights(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
@@ -496,118 +516,30 @@ class SynthesizerAttention(nn.Module):
 
         Parameters
         ----------
-        x : torch.Tensor, shape ``(..., n, d_model)``
+        x : torch.Tensor, shape ``(..., n, embed_dim)``
         mask : torch.Tensor, optional
-            Boolean, ``True`` where a query may attend, broadcastable to ``(..., h, n, n)``. A fully masked
-            row gets zero weights.
+            Boolean, ``True`` where a query may attend: ``(..., n, n)`` the same for every head, or
+            ``(..., h, n, n)`` per head. A fully masked row gets zero weights.
         causal : bool
             Let query ``i`` attend to keys ``j <= i`` only.
         """
+        x, _, _ = self._inputs(x, None, None)
         logits = self.logits(x)
         n = x.shape[-2]
-        full = combine_masks(mask, causal, n, n, device=x.device)
-        return _masked_softmax(logits, full)
+        return masked_softmax(logits, self._mask(mask, causal, n, n, logits.dim(), x.device))
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
-    ) -> torch.Tensor:
-        """Apply the layer to ``x`` of shape ``(..., n, d_model)``; see :meth:`weights` for the masks."""
-        w = self.weights(x, mask, causal)
-        v = _split_heads(self.value(x), self.n_heads)
-        return self.out(_merge_heads(w @ v))
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+        return_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Apply the layer to ``x`` of shape ``(..., n, embed_dim)``; see :meth:`weights` for the masks."""
+        return super().forward(x, mask=mask, causal=causal, return_weights=return_weights)
 
 
-# ------------------------------------------------------------------------ synthetic tasks and training
-def permutation_task(
-    batch: int, n: int, vocab: int, perm: torch.Tensor, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""A task that needs only *positional* attention: :math:`y_i = x_{\pi(i)}`, :math:`\pi` a fixed permutation.
-
-    Parameters
-    ----------
-    batch, n, vocab : int
-        Number of sequences, their length and the number of token values.
-    perm : torch.Tensor
-        A permutation of ``range(n)`` (integer tensor); the tokens are drawn on its device.
-    generator : torch.Generator, optional
-        Source of the tokens (uniform over ``range(vocab)``).
-
-    Returns
-    -------
-    tuple of torch.Tensor
-        Tokens ``x`` and targets ``y``, both ``(batch, n)`` int64.
-
-    Notes
-    -----
-    Chapter: ``notebooks/synthesizer.ipynb``.
-    """
-    batch = check_int(batch, "batch", low=1)
-    n = check_int(n, "n", low=1)
-    vocab = check_int(vocab, "vocab", low=1)
-    check_tensor(perm, "perm", min_dim=1)
-    check_generator(generator)
-    if perm.dtype.is_floating_point or perm.shape != (n,):
-        raise ValueError(
-            f"perm must be an integer tensor of shape ({n},), got {perm.dtype} {tuple(perm.shape)}"
-        )
-    if perm.device.type != "meta" and not torch.equal(
-        perm.sort().values, torch.arange(n, device=perm.device)
-    ):
-        raise ValueError("perm must be a permutation of range(n)")
-    x = torch.randint(0, vocab, (batch, n), generator=generator, device=perm.device)
-    return x, x[:, perm]
-
-
-def partner_task(
-    batch: int,
-    n_pairs: int,
-    n_payloads: int,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""A task that needs *content* attention: find the other token with the same symbol, report its payload.
-
-    Each sequence holds :math:`2m` tokens: the symbols :math:`0, \dots, m-1` twice each, in random order,
-    each with an independent uniform payload in :math:`0, \dots, P-1`; token id = symbol :math:`\cdot P` +
-    payload. The target at position :math:`i` is the payload of its partner (the other position with the
-    same symbol), so where to look depends on the tokens, not on the positions.
-
-    Parameters
-    ----------
-    batch : int
-        Number of sequences.
-    n_pairs : int
-        :math:`m`; the length is :math:`2m` and the vocabulary :math:`mP`.
-    n_payloads : int
-        :math:`P`, the number of classes.
-    generator : torch.Generator, optional
-        Source of randomness (its device is used unless ``device`` is given).
-    device : torch.device or str, optional
-        Where to build the tensors.
-
-    Returns
-    -------
-    tuple of torch.Tensor
-        Tokens ``x`` and targets ``y``, both ``(batch, 2m)`` int64.
-
-    Notes
-    -----
-    Chapter: ``notebooks/synthesizer.ipynb``.
-    """
-    batch = check_int(batch, "batch", low=1)
-    m = check_int(n_pairs, "n_pairs", low=1)
-    p = check_int(n_payloads, "n_payloads", low=1)
-    check_generator(generator)
-    if device is None and generator is not None:
-        device = generator.device
-    n = 2 * m
-    sym = torch.argsort(torch.rand(batch, n, generator=generator, device=device), dim=1) % m
-    pay = torch.randint(0, p, (batch, n), generator=generator, device=device)
-    same = (sym[:, :, None] == sym[:, None, :]) & ~torch.eye(n, dtype=torch.bool, device=sym.device)
-    partner = same.to(torch.int64).argmax(dim=-1)
-    return sym * p + pay, torch.gather(pay, 1, partner)
-
-
+# --------------------------------------------------------------------------------- a small model
 class SequenceTagger(nn.Module):
     r"""Token + learned position embeddings, a body, and a linear read-out per position.
 
@@ -622,10 +554,10 @@ class SequenceTagger(nn.Module):
         Number of output classes per position.
     max_len : int
         Longest sequence.
-    d_model : int
+    embed_dim : int
         Embedding width.
     body : torch.nn.Module
-        Maps ``(..., n, d_model)`` to ``(..., n, d_model)`` (an attention layer, an encoder).
+        Maps ``(..., n, embed_dim)`` to ``(..., n, embed_dim)`` (an attention layer, an encoder).
     residual : bool
         Add the embeddings to the body's output (for a bare attention layer; an encoder has its own).
     device, dtype : optional
@@ -636,12 +568,13 @@ class SequenceTagger(nn.Module):
     Chapters: ``notebooks/synthesizer.ipynb``, ``notebooks/realformer.ipynb``.
     """
 
+    @former_names(d_model="embed_dim")
     def __init__(
         self,
         vocab: int,
         n_classes: int,
         max_len: int,
-        d_model: int,
+        embed_dim: int,
         body: nn.Module,
         residual: bool = True,
         *,
@@ -649,23 +582,21 @@ class SequenceTagger(nn.Module):
         dtype=None,
     ):
         super().__init__()
-        vocab = check_int(vocab, "vocab", low=1)
+        self.vocab = vocab = check_int(vocab, "vocab", low=1)
         n_classes = check_int(n_classes, "n_classes", low=1)
         self.max_len = check_int(max_len, "max_len", low=1)
-        d_model = check_int(d_model, "d_model", low=1)
+        embed_dim = check_int(embed_dim, "embed_dim", low=1)
         if not isinstance(body, nn.Module):
             raise TypeError(f"body must be a torch.nn.Module, got {type(body).__name__}")
-        self.residual = _check_bool(residual, "residual")
-        self.embed = nn.Embedding(vocab, d_model, device=device, dtype=dtype)
-        self.pos = nn.Embedding(self.max_len, d_model, device=device, dtype=dtype)
+        self.residual = check_bool(residual, "residual")
+        self.embed = nn.Embedding(vocab, embed_dim, device=device, dtype=dtype)
+        self.pos = nn.Embedding(self.max_len, embed_dim, device=device, dtype=dtype)
         self.body = body
-        self.head = nn.Linear(d_model, n_classes, device=device, dtype=dtype)
+        self.head = nn.Linear(embed_dim, n_classes, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(..., n, n_classes)`` for token ids ``x`` of shape ``(..., n)``."""
-        check_tensor(x, "x", min_dim=1)
-        if x.dtype.is_floating_point or x.dtype == torch.bool:
-            raise TypeError(f"x must hold integer token ids, got {x.dtype}")
+        check_tokens(x, "x", self.vocab)
         n = x.shape[-1]
         if n > self.max_len:
             raise ValueError(f"x has length {n}, longer than max_len={self.max_len}")
@@ -702,34 +633,30 @@ def train_tagger(
     eval_data : tuple of torch.Tensor, optional
         Held-out ``(x, y)`` scored after training.
 
+    A thin wrapper of :func:`suma_lib.training.train` (Adam, :func:`~suma_lib.training.default_loss`).
+
     Returns
     -------
     dict
-        ``"losses"`` (a float tensor of the training losses), and with ``eval_data`` also ``"eval_loss"``
+        ``"losses"`` (a float CPU tensor of the training losses), and with ``eval_data`` also ``"eval_loss"``
         (mean cross-entropy in nats) and ``"eval_accuracy"`` (fraction of targets predicted by the arg-max).
 
     Notes
     -----
     Chapters: ``notebooks/synthesizer.ipynb``, ``notebooks/realformer.ipynb``.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not callable(sample):
         raise TypeError("sample must be callable: sample(batch) -> (x, y)")
-    steps = check_int(steps, "steps", low=0)
     batch = check_int(batch, "batch", low=1)
     lr = check_float(lr, "lr", low=0.0, low_open=True)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)  # one kernel per op for all tensors
-    losses = []
+    history = train(
+        model,
+        lambda: sample(batch),
+        steps,
+        lambda params: torch.optim.Adam(params, lr=lr, foreach=True),  # one kernel per op for all tensors
+    )
     model.train()
-    for _ in range(steps):
-        x, y = sample(batch)
-        loss = nn.functional.cross_entropy(model(x).flatten(0, -2), y.flatten(), ignore_index=-100)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
-    out = {"losses": torch.stack(losses) if losses else torch.empty(0)}
+    out = {"losses": history["loss"]}
     if eval_data is not None:
         x, y = eval_data
         model.eval()

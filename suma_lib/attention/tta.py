@@ -28,18 +28,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_choice, check_float, check_generator, check_int, check_tensor
+from .._validation import check_choice, check_float, check_int, check_tensor
+from ..tasks import markov_leave_one_out, markov_sample
+from ..training import train
+from ._core import check_tokens
 from .multihead import MultiHeadAttention
 
 __all__ = [
-    "diagonal_free_mask",
-    "TTALayer",
+    "DiagonalFreeAttention",
     "TTAEncoder",
-    "pseudo_log_likelihood",
-    "masked_pseudo_log_likelihood",
-    "train_tta",
-    "sample_markov_chain",
+    "TTALayer",
+    "diagonal_free_mask",
     "markov_conditionals",
+    "masked_pseudo_log_likelihood",
+    "pseudo_log_likelihood",
+    "sample_markov_chain",
+    "train_tta",
 ]
 
 STACKINGS = ("tta", "naive")
@@ -65,11 +69,24 @@ def diagonal_free_mask(n: int, *, device: torch.device | str | None = None) -> t
     return ~torch.eye(n, dtype=torch.bool, device=device)
 
 
-def _check_tokens(tokens: torch.Tensor, name: str = "tokens") -> torch.Tensor:
-    check_tensor(tokens, name, min_dim=1)
-    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor, got {tokens.dtype}")
-    return tokens
+class DiagonalFreeAttention(MultiHeadAttention):
+    r"""Multi-head attention in which query :math:`i` never reads key :math:`i` (the mask :math:`[i \ne j]`).
+
+    A :class:`~suma_lib.attention.multihead.MultiHeadAttention` whose structural mask (:meth:`get_mask`)
+    is :func:`diagonal_free_mask`; any ``mask`` passed to the forward is combined with it. The query and
+    key sequences must have the same length (position :math:`j` of the keys is position :math:`j` of the
+    queries). Same constructor as the base class.
+
+    Notes
+    -----
+    Chapter: ``notebooks/faster-mlm.ipynb``.
+    """
+
+    def get_mask(self, n: int, m: int, device: torch.device) -> torch.Tensor:
+        """:func:`diagonal_free_mask` of the length ``n`` (``m`` must equal it)."""
+        if n != m:
+            raise ValueError(f"memory must have the query's length {n}, got {m}")
+        return diagonal_free_mask(n, device=device)
 
 
 class TTALayer(nn.Module):
@@ -113,7 +130,7 @@ class TTALayer(nn.Module):
         ff_dim = 4 * embed_dim if ff_dim is None else check_int(ff_dim, "ff_dim", low=1)
         dropout = check_float(dropout, "dropout", low=0.0, high=1.0, high_open=True)
         kw = {"device": device, "dtype": dtype}
-        self.attn = MultiHeadAttention(embed_dim, num_heads, **kw)
+        self.attn = DiagonalFreeAttention(embed_dim, num_heads, **kw)
         self.norm1 = nn.LayerNorm(embed_dim, **kw)
         self.ff = nn.Sequential(
             nn.Linear(embed_dim, ff_dim, **kw), nn.GELU(), nn.Linear(ff_dim, embed_dim, **kw)
@@ -142,16 +159,9 @@ class TTALayer(nn.Module):
         """
         check_tensor(query, "query", min_dim=2, floating=True)
         check_tensor(memory, "memory", min_dim=2, floating=True)
-        n = query.shape[-2]
-        if memory.shape[-2] != n:
-            raise ValueError(f"memory must have the query's length {n}, got {memory.shape[-2]}")
-        full = diagonal_free_mask(n, device=query.device)
-        if mask is not None:
-            check_tensor(mask, "mask", min_dim=2)
-            if mask.dtype != torch.bool:
-                raise TypeError(f"mask must be a boolean tensor, got {mask.dtype}")
-            full = full & mask
-        h = self.norm1(query + self.drop(self.attn(query, memory, memory, mask=full)))
+        if memory.shape[-2] != query.shape[-2]:
+            raise ValueError(f"memory must have the query's length {query.shape[-2]}, got {memory.shape[-2]}")
+        h = self.norm1(query + self.drop(self.attn(query, memory, memory, mask=mask)))
         return self.norm2(h + self.drop(self.ff(h)))
 
 
@@ -239,13 +249,7 @@ class TTAEncoder(nn.Module):
         -------
         torch.Tensor, shape ``(..., n, vocab_size)``
         """
-        _check_tokens(tokens)
-        if tokens.device.type != "meta" and tokens.numel():
-            lo, hi = int(tokens.min()), int(tokens.max())
-            if lo < 0 or hi >= self.vocab_size:
-                raise ValueError(
-                    f"tokens must lie in [0, {self.vocab_size}), got values in [{lo}, {hi}]"
-                )
+        check_tokens(tokens, "tokens", self.vocab_size)
         return self.forward_embeddings(self.token_embedding(tokens), padding_mask)
 
     def forward_embeddings(
@@ -311,7 +315,7 @@ def pseudo_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.T
     Chapter: ``notebooks/faster-mlm.ipynb``.
     """
     check_tensor(logits, "logits", min_dim=2, floating=True)
-    _check_tokens(tokens)
+    check_tokens(tokens, "tokens", logits.shape[-1])
     if logits.shape[:-1] != tokens.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} must be tokens' shape {tuple(tokens.shape)} plus (V,)"
@@ -347,7 +351,7 @@ def masked_pseudo_log_likelihood(
     """
     if not callable(model):
         raise TypeError(f"model must be callable, got {type(model).__name__}")
-    _check_tokens(tokens)
+    check_tokens(tokens, "tokens")
     mask_token = check_int(mask_token, "mask_token", low=0)
     total = None
     for i in range(tokens.shape[-1]):
@@ -401,46 +405,23 @@ def train_tta(
     -----
     Chapter: ``notebooks/faster-mlm.ipynb``.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_tensor(_check_tokens(train_tokens, "train_tokens"), "train_tokens", min_dim=2)
-    steps = check_int(steps, "steps", low=0)
-    batch_size = check_int(batch_size, "batch_size", low=1)
+    check_tokens(train_tokens, "train_tokens", min_dim=2)
     lr = check_float(lr, "lr", low=0.0, low_open=True)
-    check_generator(generator)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        rows = torch.randint(
-            train_tokens.shape[0], (batch_size,), device=train_tokens.device, generator=generator
-        )
-        batch = train_tokens[rows]
-        logits = model(batch)
-        loss = F.cross_entropy(logits.flatten(0, -2), batch.flatten())
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+
+    def autoencode(net: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(net(batch).flatten(0, -2), batch.flatten())
+
+    history = train(
+        model,
+        train_tokens,
+        steps,
+        lambda params: torch.optim.Adam(params, lr=lr),
+        loss=autoencode,
+        batch_size=batch_size,
+        generator=generator,
+    )
     model.eval()
-    return losses
-
-
-def _check_chain(transition: torch.Tensor, initial: torch.Tensor) -> int:
-    check_tensor(transition, "transition", min_dim=2, floating=True, finite=True)
-    check_tensor(initial, "initial", min_dim=1, floating=True, finite=True)
-    v = transition.shape[-1]
-    if transition.dim() != 2 or transition.shape[0] != v:
-        raise ValueError(
-            f"transition must be a square (V, V) matrix, got shape {tuple(transition.shape)}"
-        )
-    if initial.shape != (v,):
-        raise ValueError(f"initial must have shape ({v},), got {tuple(initial.shape)}")
-    if transition.device.type != "meta":
-        for name, p in (("transition", transition), ("initial", initial)):
-            if bool((p < 0).any()) or not torch.allclose(p.sum(-1), p.new_ones(()), atol=1e-6):
-                raise ValueError(f"{name} must be non-negative with rows summing to 1")
-    return v
+    return history["loss"].tolist()
 
 
 def sample_markov_chain(
@@ -452,6 +433,9 @@ def sample_markov_chain(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Draw sequences from a Markov chain: :math:`x_1 \sim \pi_0`, :math:`x_{t+1} \sim P_{x_t,\cdot}`.
+
+    The former argument order ``(transition, initial)`` of :func:`suma_lib.tasks.markov_sample`, which
+    this wraps.
 
     Parameters
     ----------
@@ -472,18 +456,7 @@ def sample_markov_chain(
     -----
     The synthetic task of ``notebooks/faster-mlm.ipynb``.
     """
-    _check_chain(transition, initial)
-    num_sequences = check_int(num_sequences, "num_sequences", low=1)
-    length = check_int(length, "length", low=1)
-    check_generator(generator)
-    x = torch.multinomial(
-        initial.expand(num_sequences, -1), 1, replacement=True, generator=generator
-    )
-    cols = [x]
-    for _ in range(length - 1):
-        x = torch.multinomial(transition[x.squeeze(-1)], 1, replacement=True, generator=generator)
-        cols.append(x)
-    return torch.cat(cols, dim=-1)
+    return markov_sample(initial, transition, num_sequences, length, generator)
 
 
 def markov_conditionals(
@@ -491,17 +464,14 @@ def markov_conditionals(
 ) -> torch.Tensor:
     r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at once.
 
-    Only the two neighbours matter:
+    The former argument order ``(tokens, transition, initial)`` of
+    :func:`suma_lib.tasks.markov_leave_one_out`, which this wraps (see it for the formula):
 
-    .. math:: p(x_i = a \mid x_{\setminus i}) \propto \pi_{i-1 \to a}\; P_{a, x_{i+1}},
-              \qquad \pi_{i-1\to a} = \begin{cases} \pi_0(a) & i = 1 \\ P_{x_{i-1}, a} & i > 1\end{cases}
-
-    (the second factor is 1 at the last position). This is the Bayes-optimal predictor a T-TA model
-    trained on the chain can at best approach.
+    .. math:: p(x_i = a \mid x_{\setminus i}) \propto \pi_{i-1 \to a}\; P_{a, x_{i+1}}
 
     Parameters
     ----------
-    tokens : torch.Tensor, shape ``(..., n)``, integer
+    tokens : torch.Tensor, shape ``(..., n)``, integer, ids in ``[0, V)``
     transition : torch.Tensor, shape ``(V, V)``
     initial : torch.Tensor, shape ``(V,)``
 
@@ -513,22 +483,11 @@ def markov_conditionals(
     Raises
     ------
     ValueError
-        If some position has no possible value (the sequence has probability zero under the chain).
+        If an id is out of range, or some position has no possible value (the sequence has probability
+        zero under the chain).
 
     Notes
     -----
     Chapter: ``notebooks/faster-mlm.ipynb``.
     """
-    v = _check_chain(transition, initial)
-    _check_tokens(tokens)
-    left = transition[tokens[..., :-1]]  # (..., n-1, V): P[x_{i-1}, a]
-    left = torch.cat((initial.expand(*tokens.shape[:-1], 1, v), left), dim=-2)
-    right = transition.mT[tokens[..., 1:]]  # (..., n-1, V): P[a, x_{i+1}]
-    right = torch.cat((right, right.new_ones(*tokens.shape[:-1], 1, v)), dim=-2)
-    joint = left * right
-    norm = joint.sum(-1, keepdim=True)
-    if joint.device.type != "meta" and bool((norm <= 0).any()):
-        raise ValueError(
-            "tokens contain a position with no possible value under the chain (probability zero)"
-        )
-    return joint / norm
+    return markov_leave_one_out(tokens, initial, transition)

@@ -1,0 +1,255 @@
+r"""What every attention module shares: argument checks, masks, head layout and overflow-safe logits.
+
+Private: the attention modules import from here and never from each other's private names.
+
+Overflow-safe logits. The logits :math:`s\,q_i\cdot k_j` overflow in float32 once :math:`|q|, |k|` reach
+about :math:`10^{19}`, and ``inf - inf`` inside the dot product gives NaN. With :math:`a_i` a power of
+two at least :math:`\max_t |q_{it}|/2` (per query row) and :math:`b` one at least :math:`\max |k|/2` (per
+attention matrix), :math:`\hat q = q/a` and :math:`\hat k = k/b` have entries in :math:`[-2, 2]`, so
+:math:`|\hat q_i \cdot \hat k_j| \le 4d`, and
+
+.. math:: s\, q_i \cdot k_j = c_i\, \hat q_i \cdot \hat k_j, \qquad c_i = s\, a_i\, b,
+
+where :math:`c_i` (computed in float64, so that neither :math:`a_i b` overflows nor :math:`0 \cdot \infty`
+appears) is capped at :math:`c_{\max}` = the largest float over :math:`4d`. Dividing by a power of two is
+exact, so below the cap the logits are bit for bit those of ``(q @ k.T) * s``; at the cap the softmax
+is already a hard maximum, and capped logits give that limit instead of NaN.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from typing import Any
+
+import torch
+
+from .._validation import check_int, check_tensor
+
+__all__: list[str] = []  # private module
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+# ------------------------------------------------------------------------------------------- checks
+def check_bool(x: Any, name: str) -> bool:
+    """``x`` itself if it is a bool, else a :class:`TypeError` naming ``name``."""
+    if not isinstance(x, bool):
+        raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
+    return x
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None) -> None:
+    """Floating ``q (..., n, d)``, ``k (..., m, d)``, optional ``v (..., m, d_v)`` on one device and dtype."""
+    check_tensor(q, "q", min_dim=2, floating=True)
+    check_tensor(k, "k", min_dim=2, floating=True)
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must share the last dimension, got {q.shape[-1]} and {k.shape[-1]}")
+    if q.shape[-1] == 0:
+        raise ValueError("q and k must have a last dimension d >= 1, got d = 0")
+    if q.dtype != k.dtype or q.device != k.device:
+        raise TypeError(f"q and k must share dtype and device, got {q.dtype}/{q.device} and {k.dtype}/{k.device}")
+    if v is not None:
+        check_tensor(v, "v", min_dim=2, floating=True)
+        if v.shape[-2] != k.shape[-2]:
+            raise ValueError(f"k and v must have the same length, got {k.shape[-2]} and {v.shape[-2]}")
+        if v.dtype != q.dtype or v.device != q.device:
+            raise TypeError(f"v must share q's dtype and device, got {v.dtype}/{v.device}")
+
+
+def check_device(x: torch.Tensor, ref: torch.Tensor, name: str, ref_name: str) -> None:
+    """A :class:`TypeError` when ``x`` and ``ref`` live on different devices (e.g. meta and CPU)."""
+    if x.device != ref.device:
+        raise TypeError(f"{name} must be on the device of {ref_name} ({ref.device}), got {x.device}")
+
+
+def default_scale(scale: Any, d: int) -> float:
+    """``scale`` as a finite float, :math:`1/\\sqrt{d}` when it is ``None``."""
+    if scale is None:
+        if d < 1:
+            raise ValueError("the default scale 1/sqrt(d) needs d >= 1, got d = 0")
+        return 1.0 / math.sqrt(d)
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return float(scale)
+
+
+def check_tokens(x: Any, name: str, high: int | None = None, *, min_dim: int = 1) -> torch.Tensor:
+    """Integer token ids in ``[0, high)``; negative or too large ids raise a :class:`ValueError` naming ``name``."""
+    check_tensor(x, name, min_dim=min_dim)
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of token ids, got {x.dtype}")
+    if x.device.type != "meta" and x.numel():
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or (high is not None and hi >= high):
+            upper = "" if high is None else f", {high}"
+            raise ValueError(f"{name} must hold ids in [0{upper}), got values in [{lo}, {hi}]")
+    return x
+
+
+def former_names(**former: str):
+    """Let a constructor accept its arguments' former names too, e.g. ``d_model`` for ``embed_dim``.
+
+    ``@former_names(d_model="embed_dim")`` maps the keyword ``d_model=`` to ``embed_dim=`` (no warning);
+    passing both names is a :class:`TypeError`.
+    """
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            for old, new in former.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"pass {new} or its former name {old}, not both")
+                    kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def check_heads(embed_dim: Any, num_heads: Any) -> tuple[int, int]:
+    """``embed_dim`` and ``num_heads`` as ints, the second dividing the first."""
+    embed_dim = check_int(embed_dim, "embed_dim", low=1)
+    num_heads = check_int(num_heads, "num_heads", low=1)
+    if embed_dim % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide embed_dim={embed_dim}")
+    return embed_dim, num_heads
+
+
+# -------------------------------------------------------------------------------------------- heads
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``(..., n, h * d) -> (..., h, n, d)`` (no checks: callers validate)."""
+    return x.unflatten(-1, (num_heads, x.shape[-1] // num_heads)).transpose(-3, -2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``(..., h, n, d) -> (..., n, h * d)``, the inverse of :func:`split_heads`."""
+    return x.transpose(-3, -2).flatten(-2)
+
+
+# -------------------------------------------------------------------------------------------- masks
+def check_mask(mask: Any, n: int, m: int, device: torch.device, *, boolean: bool = True) -> torch.Tensor:
+    """A mask broadcastable to ``(..., n, m)`` on ``device``: boolean, or (``boolean=False``) floating."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+    check_tensor(mask, "mask", min_dim=2)
+    if mask.dtype != torch.bool and (boolean or not mask.is_floating_point()):
+        kinds = "boolean" if boolean else "boolean or floating point (additive)"
+        raise TypeError(f"mask must be {kinds}, got {mask.dtype}")
+    if mask.device != device:
+        raise TypeError(f"mask must be on q's device {device}, got {mask.device}")
+    if mask.shape[-2] not in (1, n) or mask.shape[-1] not in (1, m):
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to (..., {n}, {m})")
+    return mask
+
+
+def causal_mask(n: int, m: int, device: torch.device) -> torch.Tensor:
+    """``True`` where key ``j <= i`` (top-left aligned, as torch's SDPA)."""
+    return torch.ones(n, m, dtype=torch.bool, device=device).tril()
+
+
+def combine_masks(
+    mask: torch.Tensor | None, causal: bool, n: int, m: int, *, device: torch.device
+) -> torch.Tensor | None:
+    """One boolean mask (``True`` = may attend) from an optional boolean mask and the causal pattern."""
+    check_bool(causal, "causal")
+    if mask is not None:
+        check_mask(mask, n, m, device)
+    if not causal:
+        return mask
+    tril = causal_mask(n, m, device)
+    return tril if mask is None else mask & tril
+
+
+def both(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """The intersection of two optional boolean masks."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a & b
+
+
+# ------------------------------------------------------------------------------- overflow-safe logits
+def _pow2_near(x: torch.Tensor) -> torch.Tensor:
+    """A finite power of two ``p`` with ``x / p`` in ``[0, 2]`` (1 where ``x`` is 0)."""
+    safe = torch.where(x > 0, x, torch.ones_like(x))
+    emax = math.frexp(torch.finfo(x.dtype).max)[1] - 1  # 2**emax is the largest finite power of two
+    return torch.exp2(torch.ceil(torch.log2(safe)).clamp(max=emax))
+
+
+def rescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor):
+    """``q / a``, ``k / b`` and the capped factor ``c = scale * a * b`` (see the module docstring)."""
+    d = q.shape[-1]
+    a = _pow2_near(q.detach().abs().amax(dim=-1, keepdim=True))
+    b = _pow2_near(k.detach().abs().amax(dim=(-2, -1), keepdim=True))
+    if isinstance(scale, torch.Tensor):
+        c = scale.detach().to(torch.float64) * a.to(torch.float64)
+    else:
+        c = a.to(torch.float64) * scale  # (s a) b in float64: no overflow of a b, no 0 * inf
+    c = c * b.to(torch.float64)
+    acc = torch.float32 if q.dtype in _HALF else q.dtype
+    c_max = min(torch.finfo(q.dtype).max / 2, torch.finfo(acc).max / (4 * d))
+    return q / a, k / b, c.clamp(-c_max, c_max).to(q.dtype)
+
+
+def prescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``(q2, k2)`` with :math:`q_2 k_2^\top = s\,q k^\top` (capped) whose product cannot overflow.
+
+    ``scale`` is a float or a tensor broadcastable to ``(..., n, 1)`` (one scale per query). The powers of
+    two are detached, so gradients are those of the unscaled product.
+    """
+    if q.numel() == 0 or k.numel() == 0:  # nothing to overflow (and no maximum to take)
+        return q * scale, k
+    q1, k1, c = rescale(q, k, scale)
+    return q1 * c, k1
+
+
+def scaled_logits(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    r"""The logits :math:`s\, q k^\top`, shape ``(..., n, m)``, finite for every finite input.
+
+    Bit for bit ``(q @ k.mT) * scale`` wherever that does not overflow; capped where it would.
+    """
+    if q.numel() == 0 or k.numel() == 0:
+        return torch.matmul(q, k.transpose(-2, -1)) * scale
+    q1, k1, c = rescale(q, k, scale)
+    return torch.matmul(q1, k1.transpose(-2, -1)) * c
+
+
+def clamp_finite(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with :math:`\\pm\\infty` replaced by the largest finite value of its dtype (NaN stays NaN)."""
+    big = torch.finfo(x.dtype).max
+    return x.clamp(-big, big)
+
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Softmax over the last axis that never returns NaN for masked rows or infinite logits.
+
+    ``mask`` (boolean, ``True`` = keep) removes the other entries; a row with no allowed entry gets zero
+    weights. Infinite logits are clamped to the largest finite value first, which gives the softmax's
+    limit: equal weight on the entries at :math:`+\infty`, none elsewhere. NaN logits stay NaN.
+    """
+    logits = clamp_finite(logits)
+    if mask is None:
+        return torch.softmax(logits, dim=-1)
+    w = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+    return w.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+
+
+def zero_rows(out: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """``out`` with the rows marked in ``dead`` set to zero; in place when autograd does not need ``out``."""
+    if not out.requires_grad and torch.broadcast_shapes(out.shape, dead.shape) == out.shape:
+        return out.masked_fill_(dead, 0.0)  # saves allocating (and page-faulting) a second output
+    return out.masked_fill(dead, 0.0)
+
+
+def randn(shape: tuple[int, ...], std: float, generator, device, dtype) -> torch.Tensor:
+    """Normal draws through an optional generator (on the generator's device), moved to ``device``."""
+    gen_device = generator.device if generator is not None else device
+    if gen_device is not None and torch.device(gen_device).type == "meta":
+        gen_device = None
+    draw = torch.randn(shape, generator=generator, device=gen_device, dtype=dtype or torch.get_default_dtype())
+    return (draw * std).to(device=device)
