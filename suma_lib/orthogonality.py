@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._numerics import max_abs, unit
-from ._validation import check_device, check_float, check_int, check_tensor
+from ._validation import check_compatible, check_device, check_float, check_int, check_tensor
 from .seeding import make_generator
 from .training import train
 
@@ -88,10 +88,7 @@ def _check_inputs(x: torch.Tensor, weight: torch.Tensor, sharpness: float) -> fl
         raise ValueError(
             f"x and weight must share the input dimension (last axis), got {x.shape[-1]} and {weight.shape[-1]}"
         )
-    if x.dtype != weight.dtype or x.device != weight.device:
-        raise TypeError(
-            f"x and weight must share dtype and device, got {x.dtype}/{x.device} and {weight.dtype}/{weight.device}"
-        )
+    check_compatible(x, weight, "x", "weight", core_dims=2)
     if x.shape[-2] < 1:
         raise ValueError("x must hold at least one sample (axis -2)")
     return _check_sharpness(sharpness)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from ._numerics import max_abs, safe_ratio, scaled_norm
+from ._numerics import half_to_float32, max_abs, safe_ratio, scaled_norm
 from ._validation import (
     check_choice,
     check_compatible,
@@ -243,6 +243,12 @@ def _safe_norm(v: torch.Tensor) -> torch.Tensor:
     return m * r
 
 
+@half_to_float32
+def _spectral_norm(a: torch.Tensor) -> torch.Tensor:
+    """Largest singular value of each matrix (float16/bfloat16 computed in float32: no half kernel)."""
+    return torch.linalg.matrix_norm(a, ord=2)
+
+
 def _sq_norm_sum(tensors) -> torch.Tensor:
     return sum((t.flatten(1) ** 2).sum(-1) for t in tensors if t is not None)
 
@@ -440,11 +446,11 @@ def penalty_inequality(
     gth2 = _sq_norm_sum(pgrads)
     dsq = torch.stack([(d**2).sum(-1) for d in deltas], -1)
     jacs = _jacobians(params, acts, xb)                                        # d h^{(t)}/dx, t >= 2
-    jn = torch.stack([xb.new_ones(xb.shape[0])] + [torch.linalg.matrix_norm(j, ord=2) for j in jacs], -1)
-    wn = torch.stack([torch.linalg.matrix_norm(w, ord=2) for w, _ in params])
+    jn = torch.stack([xb.new_ones(xb.shape[0])] + [_spectral_norm(j) for j in jacs], -1)
+    wn = torch.stack([_spectral_norm(w) for w, _ in params])
     # dz^{(t+1)}/dx = W^{(t)} J^{(t)}; for t = 1 it is W^{(1)} itself.
     zjn = torch.stack([wn[0].expand(xb.shape[0])] + [
-        torch.linalg.matrix_norm(w @ j, ord=2) for (w, _), j in zip(params[1:], jacs[:-1])], -1)
+        _spectral_norm(w @ j) for (w, _), j in zip(params[1:], jacs[:-1])], -1)
     beta = xb.new_tensor([0.0 if b is None else 1.0 for _, b in params])
     hnorm = torch.stack([_safe_norm(h) for h in hs[:n_layers]], -1)
     # Divide every (1 + |h|^2) and every parameter gradient by the largest |h|^2 of the sample, so that

@@ -22,7 +22,7 @@ import inspect
 import math
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -189,3 +189,835 @@ def test_samplers_leave_the_global_rng_alone() -> None:
     g.sign_lsh(torch.ones(3, 4), 8, generator=gen)
     penalty.random_mlp([2, 3], generator=gen)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+# ============================================================================ 2. the API sweep
+def _public_callables() -> dict[str, Any]:
+    """Every function and class listed in an ``__all__`` of a public module, under its first public path."""
+    found: dict[str, Any] = {}
+    seen: set[int] = set()
+    mods = [suma_lib] + [
+        importlib.import_module(m.name)
+        for m in pkgutil.walk_packages(suma_lib.__path__, "suma_lib.")
+        if not any(part.startswith("_") for part in m.name.split("."))
+    ]
+    for mod in mods:
+        for name in getattr(mod, "__all__", []):
+            obj = getattr(mod, name)
+            if inspect.ismodule(obj) or not callable(obj) or id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            found[f"{mod.__name__}.{name}"] = obj
+    return found
+
+
+PUBLIC = _public_callables()
+
+
+def T(*shape: int, seed: int = 0, dtype: torch.dtype = F32) -> torch.Tensor:
+    """A small random float tensor."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def P(*shape: int, seed: int = 0) -> torch.Tensor:
+    """A small random probability tensor (last axis sums to one)."""
+    return torch.softmax(T(*shape, seed=seed), -1)
+
+
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+@dataclass
+class Ex:
+    """One valid call of a public callable, and which families of input apply to it.
+
+    ``call`` returns ``(args, kwargs)`` for a function, or ``(module, args, kwargs)`` for a class (the
+    module is built by ``call`` and then called with the arguments). Top-level floating tensors of the
+    arguments are the ones mutated, except those named in ``fixed`` (positions or keyword names) whose
+    values are constrained (probabilities, masks).
+    """
+
+    call: Callable[[], tuple]
+    fixed: tuple = ()
+    scale: bool = True  # extreme magnitudes 1e-30 / 1e30 of the float arguments must give finite output
+    overflow_ok: bool = False  # output may be +-inf at 1e30 (documented overflow) but never NaN
+    half: bool = True  # float16 / bfloat16 supported (finite output)
+    meta: bool = True  # the meta device gives meta output of the right shape
+    grad: bool = True  # requires_grad inputs give finite gradients
+    nan_error_or_nan: bool = True  # a NaN input raises or gives NaN, never a silent finite answer
+    needs_float: bool = True  # int / bool tensors for the float arguments must be rejected
+    deterministic: bool = True  # two calls give the same result (for the non-contiguous comparison)
+
+
+# Callables that are not called by the sweep, with the reason.
+NOT_SWEPT = {
+    "suma_lib.models.load_minilm": "loads a 90 MB encoder; its argument checks are tested in test_models.py",
+    "suma_lib.models.minilm_path": "no tensor arguments (a path lookup)",
+    "suma_lib.models.encoder_attention_inputs": "needs the real encoder (test_models.py)",
+    "suma_lib.setup_notebook": "global side effects (style, claims); tested in test_core.py",
+    "suma_lib.use_style": "no arguments",
+    "suma_lib.seed_everything": "reseeds the global generators on purpose (test_core.py)",
+    "suma_lib.claims.ClaimError": "an exception class",
+    "suma_lib.claims.ClaimRecord": "a record type",
+    "suma_lib.claims.records": "no arguments",
+    "suma_lib.claims.reset": "no arguments",
+    "suma_lib.claims.summary": "no arguments; displays the ledger",
+    "suma_lib.claims.symbolic": "claim helpers: tested by test_claims / test_core (owner: reader)",
+    "suma_lib.claims.close": "claim helpers: tested by test_claims / test_core (owner: reader)",
+    "suma_lib.claims.bound": "claim helpers: tested by test_claims / test_core (owner: reader)",
+    "suma_lib.claims.monte_carlo": "claim helpers: tested by test_claims / test_core (owner: reader)",
+    "suma_lib.claims.holds": "claim helpers: tested by test_claims / test_core (owner: reader)",
+    "suma_lib.claims.article_map": "claim helpers: tested by test_claims / test_core (owner: reader)",
+    "suma_lib.entropy.EntropyNormalization": "a result type",
+    "suma_lib.penalty.PenaltyInequality": "a result type",
+    "suma_lib.smooth.MinimaxResult": "a result type",
+    "suma_lib.profiling.measure_time": "times a callable (no tensor arguments)",
+    "suma_lib.profiling.measure_peak_memory": "measures a callable (no tensor arguments)",
+    "suma_lib.attention.train_tagger": "a training loop (seconds); tested in test_synthesizer.py",
+    "suma_lib.attention.train_tta": "a training loop (seconds); tested in test_tta.py",
+    "suma_lib.orthogonality.fit_teacher_student": "a training loop (seconds); see the regression above",
+    "suma_lib.smooth.squareplus_minimax": "no tensor arguments (a scalar optimisation)",
+    "suma_lib.smooth.convolve_quad": "NumPy quadrature of a Python callable",
+}
+
+_MLP = lambda: penalty.random_mlp([3, 4, 2], generator=_gen())  # noqa: E731
+
+EXAMPLES: dict[str, Ex] = {
+    # ---------------------------------------------------------------- geometry
+    "suma_lib.geometry.angle_pdf": Ex(lambda: ((T(5).abs(), 4), {})),
+    "suma_lib.geometry.sample_angles": Ex(lambda: ((4, 3), {"generator": _gen()})),
+    "suma_lib.geometry.angle_between": Ex(lambda: ((T(3, 4), T(3, 4, seed=1)), {})),
+    "suma_lib.geometry.fan_in_and_fan_out": Ex(lambda: ((T(4, 3),), {}), needs_float=False),
+    "suma_lib.geometry.init_std": Ex(lambda: (((4, 3),), {})),
+    "suma_lib.geometry.normal_init_": Ex(
+        lambda: ((T(4, 3),), {"generator": _gen()}), grad=False, nan_error_or_nan=False, deterministic=False
+    ),
+    "suma_lib.geometry.uniform_init_": Ex(
+        lambda: ((T(4, 3),), {"generator": _gen()}), grad=False, nan_error_or_nan=False, deterministic=False
+    ),
+    "suma_lib.geometry.orthogonality_error": Ex(lambda: ((T(5, 3),), {}), overflow_ok=True),
+    "suma_lib.geometry.activation_norms": Ex(lambda: ((T(2, 3), [T(4, 3, seed=1)]), {})),
+    "suma_lib.geometry.gaussian_expectation": None,  # SymPy, no tensors: scalar checks only
+    "suma_lib.geometry.gaussian_matrix": Ex(lambda: ((3, 2), {"generator": _gen()})),
+    "suma_lib.geometry.random_projection": Ex(lambda: ((T(3, 6), 4), {"generator": _gen()})),
+    "suma_lib.geometry.jl_min_dim": Ex(lambda: ((100, 0.5), {})),
+    "suma_lib.geometry.pairwise_sq_distances": Ex(lambda: ((T(4, 3),), {}), overflow_ok=True),
+    "suma_lib.geometry.jl_distortion": Ex(lambda: ((T(4, 3), T(4, 2, seed=1)), {})),
+    "suma_lib.geometry.sign_lsh": Ex(lambda: ((T(3, 4), 8), {"generator": _gen()}), grad=False),
+    "suma_lib.geometry.hamming_angle": Ex(
+        lambda: ((T(3, 8) > 0, T(3, 8, seed=1) > 0), {}), needs_float=False, scale=False, grad=False
+    ),
+    "suma_lib.geometry.randomized_svd": Ex(lambda: ((T(6, 5), 2), {"generator": _gen()})),
+    "suma_lib.geometry.embedding_entropy": Ex(lambda: ((8.0, 10.0), {"grid": 1001})),
+    # ---------------------------------------------------------------- entropy
+    "suma_lib.entropy.entropy": Ex(lambda: ((P(3, 5),), {}), fixed=(0,), scale=False),
+    "suma_lib.entropy.power_transform": Ex(lambda: ((P(3, 5), 2.0), {}), fixed=(0,)),
+    "suma_lib.entropy.entropy_bounds": Ex(lambda: ((P(3, 5),), {}), fixed=(0,), grad=False),
+    "suma_lib.entropy.entropy_normalize": Ex(lambda: ((P(3, 5), 1.0), {}), fixed=(0,)),
+    # ---------------------------------------------------------------- penalty
+    "suma_lib.penalty.mlp_layers": Ex(lambda: ((_MLP(),), {}), grad=False),
+    "suma_lib.penalty.input_gradient_norm": Ex(lambda: ((_MLP(), T(5, 3)), {}), grad=False),
+    "suma_lib.penalty.parameter_gradient_norm": Ex(lambda: ((_MLP(), T(5, 3)), {}), grad=False),
+    "suma_lib.penalty.gradient_penalty_bound": Ex(lambda: ((_MLP(), T(5, 3)), {}), grad=False),
+    "suma_lib.penalty.penalty_inequality": Ex(  # hidden_sq = |h|^2 overflows at |x| = 1e30 (documented)
+        lambda: ((_MLP(), T(5, 3)), {}), grad=False, overflow_ok=True
+    ),
+    "suma_lib.penalty.parameter_gradient_penalty": Ex(lambda: ((_MLP(), T(5, 3)), {})),
+    "suma_lib.penalty.random_mlp": Ex(lambda: (([3, 4, 2],), {"generator": _gen()})),
+    # ---------------------------------------------------------------- position, seeding, device, profiling
+    "suma_lib.position.sinusoidal_frequencies": Ex(lambda: ((8,), {})),
+    "suma_lib.position.sinusoidal_encoding": Ex(lambda: ((5, 8), {})),
+    "suma_lib.position.sinusoidal_shift_matrix": Ex(lambda: ((3.0, 8), {})),
+    "suma_lib.make_generator": Ex(lambda: ((3,), {})),
+    "suma_lib.get_device": Ex(lambda: (("cpu",), {})),
+    "suma_lib.profiling.crossover_length": Ex(lambda: (([64, 128, 256], [2.0, 1.2, 0.8]), {})),
+    # ---------------------------------------------------------------- orthogonality
+    "suma_lib.orthogonality.pairwise_angles": Ex(lambda: ((T(3, 4),), {})),
+    "suma_lib.orthogonality.sign_correlation": Ex(lambda: ((T(16, 4), T(3, 4, seed=1)), {})),
+    "suma_lib.orthogonality.self_orthogonality_loss": Ex(lambda: ((T(16, 4), T(3, 4, seed=1)), {})),
+    "suma_lib.orthogonality.SelfOrthogonality": Ex(lambda: (suma_lib.orthogonality.SelfOrthogonality(),
+                                                           (T(16, 4), T(3, 4, seed=1)), {})),
+    # ---------------------------------------------------------------- smooth
+    "suma_lib.smooth.squareplus": Ex(lambda: ((T(6),), {})),
+    "suma_lib.smooth.SquarePlus": Ex(lambda: (suma_lib.smooth.SquarePlus(), (T(6),), {})),
+    "suma_lib.smooth.smooth_relu": Ex(lambda: ((T(6),), {})),
+    "suma_lib.smooth.SmoothReLU": Ex(lambda: (suma_lib.smooth.SmoothReLU(), (T(6),), {})),
+    "suma_lib.smooth.smooth_abs": Ex(lambda: ((T(6),), {})),
+    "suma_lib.smooth.smooth_floor": Ex(lambda: ((T(6),), {})),
+    "suma_lib.smooth.smooth_max": Ex(lambda: ((T(6), T(6, seed=1)), {})),
+    "suma_lib.smooth.smooth_sign": Ex(lambda: ((T(6),), {})),
+    "suma_lib.smooth.kernel_pdf": Ex(lambda: ((np.linspace(-2, 2, 5),), {})),
+    "suma_lib.smooth.squareplus_softplus_gap": Ex(lambda: ((np.linspace(-2, 2, 5), 4.0), {})),
+}
+
+_att = suma_lib.attention
+_QKV = lambda: (T(2, 3, 4), T(2, 5, 4, seed=1), T(2, 5, 3, seed=2))  # noqa: E731
+_QKV_SQ = lambda: (T(2, 5, 4), T(2, 5, 4, seed=1), T(2, 5, 3, seed=2))  # noqa: E731
+
+
+def _chain() -> tuple[torch.Tensor, torch.Tensor]:
+    return _att.markov_chain(4, generator=_gen(), dtype=F32)
+
+
+def _ids(*shape: int, high: int = 5) -> torch.Tensor:
+    return torch.randint(0, high, shape, generator=_gen())
+
+
+EXAMPLES.update({
+    # ---------------------------------------------------------------- attention (owner: core / perf)
+    "suma_lib.attention.softmax_attention": Ex(lambda: (_QKV(), {})),
+    "suma_lib.attention.attention_weights": Ex(lambda: (_QKV()[:2], {})),
+    "suma_lib.attention.combine_masks": Ex(lambda: ((None, True, 3, 3), {"device": torch.device("cpu")})),
+    "suma_lib.attention.draw_orthogonal_features": Ex(lambda: ((8, 4, _gen()), {})),
+    "suma_lib.attention.favor_features": Ex(lambda: ((T(3, 4), T(8, 4, seed=1)), {})),
+    "suma_lib.attention.favor_attention": Ex(lambda: (_QKV(), {"n_features": 16, "generator": _gen()})),
+    "suma_lib.attention.favor_flops": Ex(lambda: ((64, 8, 16), {})),
+    "suma_lib.attention.softmax_attention_flops": Ex(lambda: ((64, 8), {})),
+    "suma_lib.attention.linear_attention": Ex(lambda: (_QKV(), {})),
+    "suma_lib.attention.elu_feature_map": Ex(lambda: ((T(3, 4),), {})),
+    "suma_lib.attention.taylor_feature_map": Ex(lambda: ((T(3, 4),), {})),
+    "suma_lib.attention.split_heads": Ex(lambda: ((T(2, 3, 8), 2), {}), needs_float=False),
+    "suma_lib.attention.merge_heads": Ex(lambda: ((T(2, 2, 3, 4),), {}), needs_float=False),
+    "suma_lib.attention.MultiHeadAttention": Ex(
+        lambda: (_att.MultiHeadAttention(8, 2), (T(2, 3, 8),), {})
+    ),
+    "suma_lib.attention.RealFormerBlock": Ex(lambda: (_att.RealFormerBlock(8, 2, 16), (T(2, 3, 8),), {})),
+    "suma_lib.attention.RealFormerEncoder": Ex(
+        lambda: (_att.RealFormerEncoder(2, 8, 2, 16), (T(2, 3, 8),), {})
+    ),
+    "suma_lib.attention.ResidualAttention": Ex(
+        lambda: (_att.ResidualAttention(8, 2), (T(2, 3, 8),), {})
+    ),
+    "suma_lib.attention.markov_chain": Ex(lambda: ((4,), {"generator": _gen()})),
+    "suma_lib.attention.markov_mlm_task": Ex(
+        lambda: ((2, 5, *_chain()), {"generator": _gen()}), fixed=(2, 3), scale=False, grad=False
+    ),
+    "suma_lib.attention.markov_posterior": Ex(
+        lambda: ((_ids(2, 5, high=5), *_chain()), {}), fixed=(1, 2), scale=False
+    ),
+    "suma_lib.attention.residual_attention": Ex(lambda: (_QKV(), {})),
+    "suma_lib.attention.box_entropy_gap": Ex(lambda: ((1.0,), {})),
+    "suma_lib.attention.box_entropy_local_minima": Ex(
+        lambda: ((5, 1.0), {"starts": 2, "rng": np.random.default_rng(0)})
+    ),
+    "suma_lib.attention.box_min_entropy": Ex(lambda: ((10, 1.0), {})),
+    "suma_lib.attention.entropy_invariant_attention": Ex(lambda: (_QKV(), {})),
+    "suma_lib.attention.entropy_invariant_scale": Ex(lambda: ((10, 4), {})),
+    "suma_lib.attention.max_gap_entropy_estimate": Ex(lambda: ((T(3, 5),), {})),
+    "suma_lib.attention.noise_change_first_order": Ex(lambda: ((T(3, 5), T(3, 5, 2, seed=1), 0.1), {})),
+    "suma_lib.attention.noisy_attention_change": Ex(
+        lambda: ((T(3, 5), T(3, 5, 2, seed=1), 0.1), {"generator": _gen()})
+    ),
+    "suma_lib.attention.score_cgf": Ex(lambda: ((np.array([0.5, 1.0]),), {})),
+    "suma_lib.attention.softmax_entropy": Ex(lambda: ((T(3, 5),), {})),
+    "suma_lib.attention.tilted_entropy": Ex(lambda: ((10.0, np.array([0.5])), {})),
+    "suma_lib.attention.atrous_mask": Ex(lambda: ((6, 2), {})),
+    "suma_lib.attention.fixed_mask": Ex(lambda: ((6, 2), {})),
+    "suma_lib.attention.local_attention": Ex(lambda: ((*_QKV_SQ(), 1), {})),
+    "suma_lib.attention.local_mask": Ex(lambda: ((6, 1), {})),
+    "suma_lib.attention.reachability": Ex(lambda: (([_att.local_mask(4, 1)],), {})),
+    "suma_lib.attention.strided_mask": Ex(lambda: ((6, 2), {})),
+    "suma_lib.attention.attention_sparsity": Ex(lambda: ((P(3, 5),), {}), fixed=(0,), scale=False),
+    "suma_lib.attention.sparsity_stderr": Ex(lambda: ((P(3, 5),), {}), fixed=(0,), scale=False),
+    "suma_lib.attention.attention_scores": Ex(lambda: (_QKV()[:2], {})),
+    "suma_lib.attention.DenseLogits": Ex(lambda: (_att.DenseLogits(8, 2, 4), (T(2, 4, 8),), {})),
+    "suma_lib.attention.DotProductLogits": Ex(
+        lambda: (_att.DotProductLogits(8, 2), (T(2, 4, 8),), {})
+    ),
+    "suma_lib.attention.FactorizedDenseLogits": Ex(
+        lambda: (_att.FactorizedDenseLogits(8, 2, 4), (T(2, 4, 8),), {})
+    ),
+    "suma_lib.attention.FactorizedRandomLogits": Ex(
+        lambda: (_att.FactorizedRandomLogits(2, 4, 2, generator=_gen()), (T(2, 4, 8),), {}),
+        needs_float=False, nan_error_or_nan=False,  # x gives only the length
+    ),
+    "suma_lib.attention.RandomLogits": Ex(
+        lambda: (_att.RandomLogits(2, 4, generator=_gen()), (T(2, 4, 8),), {}),
+        needs_float=False, nan_error_or_nan=False,  # x gives only the length
+    ),
+    "suma_lib.attention.SynthesizerAttention": Ex(
+        lambda: (_att.SynthesizerAttention(8, 2, 4), (T(2, 4, 8),), {})
+    ),
+    "suma_lib.attention.SequenceTagger": Ex(
+        lambda: (_att.SequenceTagger(5, 3, 4, 8, torch.nn.Identity()), (_ids(2, 4),), {}),
+        needs_float=False, scale=False, grad=False,
+    ),
+    "suma_lib.attention.partner_task": Ex(lambda: ((2, 2, 3), {"generator": _gen()})),
+    "suma_lib.attention.permutation_task": Ex(
+        lambda: ((2, 4, 5, torch.randperm(4, generator=_gen())), {"generator": _gen()}), needs_float=False
+    ),
+    "suma_lib.attention.diagonal_free_mask": Ex(lambda: ((4,), {})),
+    "suma_lib.attention.TTALayer": Ex(lambda: (_att.TTALayer(8, 2), (T(2, 4, 8), T(2, 4, 8, seed=1)), {})),
+    "suma_lib.attention.TTAEncoder": Ex(
+        lambda: (_att.TTAEncoder(5, 4, 8, 2, 1), (_ids(2, 4),), {}), needs_float=False, scale=False, grad=False
+    ),
+    "suma_lib.attention.pseudo_log_likelihood": Ex(lambda: ((T(2, 4, 5), _ids(2, 4)), {})),
+    "suma_lib.attention.masked_pseudo_log_likelihood": Ex(
+        lambda: ((lambda t: torch.nn.functional.one_hot(t, 6).float(), _ids(2, 4), 5), {}),
+        needs_float=False, scale=False, grad=False, meta=False,
+    ),
+    "suma_lib.attention.sample_markov_chain": Ex(
+        lambda: ((*reversed(_chain()), 2, 4), {"generator": _gen()}), fixed=(0, 1), scale=False, grad=False
+    ),
+    "suma_lib.attention.markov_conditionals": Ex(
+        lambda: ((_ids(2, 4, high=4), *reversed(_chain())), {}), fixed=(1, 2), scale=False
+    ),
+})
+
+
+# ---------------------------------------------------------------------------- known failures (not mine)
+# (public name, family) -> reason with the owner. Checked as xfail(strict=False): a fix makes them pass.
+KNOWN: dict[tuple[str, str], str] = {
+    ("suma_lib.attention.softmax_attention", "empty"):
+        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    ("suma_lib.attention.softmax_attention", "batch_mismatch"):
+        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
+    ("suma_lib.attention.attention_weights", "empty"):
+        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    ("suma_lib.attention.attention_weights", "batch_mismatch"):
+        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
+    ("suma_lib.attention.combine_masks", "bad_device"):
+        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    ("suma_lib.attention.draw_orthogonal_features", "bad_device"):
+        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    ("suma_lib.attention.favor_features", "batch_mismatch"):
+        "owner: perf: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
+    ("suma_lib.attention.favor_features", "huge"):
+        "owner: perf: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    ("suma_lib.attention.favor_attention", "nan"):
+        "owner: perf: a NaN input gives a finite output (NaN treated as no weight)",
+    ("suma_lib.attention.favor_attention", "empty"):
+        "owner: perf: an empty tensor leaks a RuntimeError/IndexError from torch",
+    ("suma_lib.attention.favor_attention", "batch_mismatch"):
+        "owner: perf: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
+    ("suma_lib.attention.linear_attention", "nan"):
+        "owner: perf: a NaN input gives a finite output (NaN treated as no weight)",
+    ("suma_lib.attention.linear_attention", "empty"):
+        "owner: perf: an empty tensor leaks a RuntimeError/IndexError from torch",
+    ("suma_lib.attention.linear_attention", "batch_mismatch"):
+        "owner: perf: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
+    ("suma_lib.attention.taylor_feature_map", "empty"):
+        "owner: perf: an empty tensor leaks a RuntimeError/IndexError from torch",
+    ("suma_lib.attention.MultiHeadAttention", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.RealFormerBlock", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.RealFormerBlock", "huge"):
+        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    ("suma_lib.attention.RealFormerEncoder", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.RealFormerEncoder", "huge"):
+        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    ("suma_lib.attention.ResidualAttention", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.ResidualAttention", "huge"):
+        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    ("suma_lib.attention.markov_chain", "bad_device"):
+        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    ("suma_lib.attention.markov_chain", "bad_dtype"):
+        "owner: core: an int dtype reaches torch (use _validation.check_dtype)",
+    ("suma_lib.attention.markov_posterior", "empty"):
+        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    ("suma_lib.attention.markov_posterior", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.residual_attention", "empty"):
+        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    ("suma_lib.attention.residual_attention", "batch_mismatch"):
+        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
+    ("suma_lib.attention.residual_attention", "huge"):
+        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    ("suma_lib.attention.entropy_invariant_attention", "empty"):
+        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    ("suma_lib.attention.entropy_invariant_attention", "batch_mismatch"):
+        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
+    ("suma_lib.attention.noise_change_first_order", "empty"):
+        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    ("suma_lib.attention.noise_change_first_order", "batch_mismatch"):
+        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
+    ("suma_lib.attention.noise_change_first_order", "huge"):
+        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    ("suma_lib.attention.noisy_attention_change", "empty"):
+        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    ("suma_lib.attention.noisy_attention_change", "batch_mismatch"):
+        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
+    ("suma_lib.attention.atrous_mask", "bad_device"):
+        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    ("suma_lib.attention.fixed_mask", "bad_device"):
+        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    ("suma_lib.attention.local_attention", "empty"):
+        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    ("suma_lib.attention.local_attention", "batch_mismatch"):
+        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
+    ("suma_lib.attention.local_attention", "huge"):
+        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    ("suma_lib.attention.local_mask", "bad_device"):
+        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    ("suma_lib.attention.strided_mask", "bad_device"):
+        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    ("suma_lib.attention.attention_scores", "empty"):
+        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    ("suma_lib.attention.attention_scores", "batch_mismatch"):
+        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
+    ("suma_lib.attention.attention_scores", "huge"):
+        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    ("suma_lib.attention.DenseLogits", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.DotProductLogits", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.DotProductLogits", "huge"):
+        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    ("suma_lib.attention.FactorizedDenseLogits", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.FactorizedDenseLogits", "huge"):
+        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    ("suma_lib.attention.FactorizedRandomLogits", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.RandomLogits", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.SynthesizerAttention", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.SequenceTagger", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.partner_task", "bad_device"):
+        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    ("suma_lib.attention.diagonal_free_mask", "bad_device"):
+        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    ("suma_lib.attention.TTALayer", "empty"):
+        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    ("suma_lib.attention.TTALayer", "batch_mismatch"):
+        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
+    ("suma_lib.attention.TTALayer", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.TTALayer", "huge"):
+        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    ("suma_lib.attention.TTAEncoder", "meta_mix"):
+        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
+    ("suma_lib.attention.pseudo_log_likelihood", "empty"):
+        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+}
+
+
+# ---------------------------------------------------------------------------- the engine
+CLEAN = (TypeError, ValueError)
+
+
+def _build(name: str) -> tuple[Callable, list, dict]:
+    """``(fn, args, kwargs)`` of the example; a class example calls the built module."""
+    with torch.random.fork_rng(devices=[]):  # modules initialise from the global generator
+        torch.manual_seed(0)
+        out = EXAMPLES[name].call()
+    if len(out) == 3:
+        module, args, kwargs = out
+        return module, list(args), dict(kwargs)
+    args, kwargs = out
+    return PUBLIC[name], list(args), dict(kwargs)
+
+
+def _slots(ex: Ex, args: list, kwargs: dict) -> list[tuple[Any, torch.Tensor]]:
+    """The top-level tensor arguments that may be mutated: ``(position or keyword, tensor)``."""
+    slots: list[tuple[Any, torch.Tensor]] = [(i, a) for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    slots += [(k, v) for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
+    return [(key, t) for key, t in slots if key not in ex.fixed]
+
+
+def _float_slots(ex: Ex, args: list, kwargs: dict) -> list[tuple[Any, torch.Tensor]]:
+    return [(key, t) for key, t in _slots(ex, args, kwargs) if t.is_floating_point()]
+
+
+def _put(args: list, kwargs: dict, key: Any, value: Any) -> None:
+    if isinstance(key, int):
+        args[key] = value
+    else:
+        kwargs[key] = value
+
+
+def _tensors(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, torch.nn.Module):
+        return list(out.parameters())
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _tensors(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in _tensors(v)]
+    return []
+
+
+def _map_tensors(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """Apply ``fn`` to a tensor, or to the tensors of a list/tuple argument."""
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    if isinstance(x, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in x):
+        return type(x)(fn(v) if isinstance(v, torch.Tensor) else v for v in x)
+    return x
+
+
+def _numbers(out: Any) -> list[float]:
+    if isinstance(out, (float, np.floating)):
+        return [float(out)]
+    if isinstance(out, np.ndarray) and out.dtype.kind == "f":
+        return [float(v) for v in out.ravel()]
+    if isinstance(out, (tuple, list)):
+        return [v for o in out for v in _numbers(o)]
+    return []
+
+
+def _module_like(fn: Any, args: list, kwargs: dict) -> list[torch.nn.Module]:
+    mods = [fn] if isinstance(fn, torch.nn.Module) else []
+    return mods + [a for a in (*args, *kwargs.values()) if isinstance(a, torch.nn.Module)]
+
+
+def _call(fn: Callable, args: list, kwargs: dict) -> Any:
+    return fn(*args, **kwargs)
+
+
+def _expect_clean(fn: Callable, args: list, kwargs: dict, *, must_raise: bool) -> Any:
+    """Call; an exception must be a TypeError/ValueError; with ``must_raise`` one must be raised."""
+    try:
+        out = _call(fn, args, kwargs)
+    except CLEAN:
+        return None
+    except Exception as err:  # noqa: BLE001 - the point of the test
+        raise AssertionError(f"leaked {type(err).__name__}: {err}") from err
+    if must_raise:
+        raise AssertionError("accepted bad input silently")
+    return out
+
+
+def _assert_finite(out: Any, *, overflow_ok: bool = False) -> None:
+    for t in _tensors(out):
+        if t.is_floating_point() and t.device.type != "meta":
+            bad = torch.isnan(t) if overflow_ok else ~torch.isfinite(t)
+            assert not bool(bad.any()), f"non-finite output {t.detach().flatten()[:6]}"
+    for v in _numbers(out):
+        assert not math.isnan(v) and (overflow_ok or math.isfinite(v)), f"non-finite output {v}"
+
+
+# Each family returns None when it does not apply to the example.
+def fam_wrong_type(name: str) -> bool | None:
+    ex = EXAMPLES[name]
+    fn, args, kwargs = _build(name)
+    slots = _slots(ex, args, kwargs)
+    if not slots:
+        return None
+    for key, t in slots:
+        fn, args, kwargs = _build(name)
+        _put(args, kwargs, key, t.tolist())
+        _expect_clean(fn, args, kwargs, must_raise=True)
+    return True
+
+
+def _dtype_family(name: str, dtype: torch.dtype) -> bool | None:
+    ex = EXAMPLES[name]
+    fn, args, kwargs = _build(name)
+    slots = _float_slots(ex, args, kwargs)
+    if not slots or not ex.needs_float:
+        return None
+    for key, t in slots:
+        fn, args, kwargs = _build(name)
+        bad = (t > 0) if dtype == torch.bool else t.round().to(dtype)
+        _put(args, kwargs, key, bad)
+        _expect_clean(fn, args, kwargs, must_raise=True)
+    return True
+
+
+def fam_int_tensor(name: str) -> bool | None:
+    return _dtype_family(name, torch.int64)
+
+
+def fam_bool_tensor(name: str) -> bool | None:
+    return _dtype_family(name, torch.bool)
+
+
+def fam_nan(name: str) -> bool | None:
+    ex = EXAMPLES[name]
+    fn, args, kwargs = _build(name)
+    slots = _float_slots(ex, args, kwargs)
+    if not slots or not ex.nan_error_or_nan:
+        return None
+    for key, t in slots:
+        for bad_value in (math.nan, math.inf):
+            fn, args, kwargs = _build(name)
+            bad = t.clone()
+            bad.view(-1)[0] = bad_value
+            _put(args, kwargs, key, bad)
+            out = _expect_clean(fn, args, kwargs, must_raise=False)
+            if out is not None and bad_value != bad_value:  # NaN accepted: it must show in the output
+                floats = [o for o in _tensors(out) if o.is_floating_point()]
+                assert not floats or any(bool(torch.isnan(o).any()) for o in floats), "NaN input gave no NaN"
+    return True
+
+
+def fam_empty(name: str) -> bool | None:
+    ex = EXAMPLES[name]
+    fn, args, kwargs = _build(name)
+    slots = _slots(ex, args, kwargs)
+    if not slots:
+        return None
+    for key, t in slots:
+        for dim in range(t.dim()):
+            fn, args, kwargs = _build(name)
+            _put(args, kwargs, key, t.narrow(dim, 0, 0))
+            _expect_clean(fn, args, kwargs, must_raise=False)
+    return True
+
+
+def fam_wrong_shape(name: str) -> bool | None:
+    """Last axis one longer, or an extra/missing leading axis: a clean error or a valid result."""
+    ex = EXAMPLES[name]
+    fn, args, kwargs = _build(name)
+    slots = _slots(ex, args, kwargs)
+    if not slots:
+        return None
+    for key, t in slots:
+        variants = [t[..., None], t.reshape(-1)]
+        if t.dim():
+            variants.append(torch.cat([t, t[..., :1]], dim=-1))
+        for bad in variants:
+            fn, args, kwargs = _build(name)
+            _put(args, kwargs, key, bad)
+            _expect_clean(fn, args, kwargs, must_raise=False)
+    return True
+
+
+def fam_batch_mismatch(name: str) -> bool | None:
+    """Leading dimensions 2 and 3 on two tensors: they do not broadcast, so a clean error is required."""
+    ex = EXAMPLES[name]
+    fn, args, kwargs = _build(name)
+    slots = _slots(ex, args, kwargs)
+    if len(slots) < 2 and not (slots and _module_like(fn, args, kwargs)):
+        return None
+    fn, args, kwargs = _build(name)
+    if len(slots) >= 2:
+        (k1, t1), (k2, t2) = slots[:2]
+        _put(args, kwargs, k1, torch.stack([t1, t1]))
+        _put(args, kwargs, k2, torch.stack([t2, t2, t2]))
+        _expect_clean(fn, args, kwargs, must_raise=False)
+    return True
+
+
+def fam_meta_mix(name: str) -> bool | None:
+    """One tensor on the meta device, the rest (tensors or a module's parameters) on the CPU."""
+    ex = EXAMPLES[name]
+    fn, args, kwargs = _build(name)
+    slots = _slots(ex, args, kwargs)
+    others = len(_tensors([a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]))
+    if not slots or (others < 2 and not _module_like(fn, args, kwargs)):
+        return None
+    key, t = slots[0]
+    _put(args, kwargs, key, t.to("meta"))
+    out = _expect_clean(fn, args, kwargs, must_raise=False)
+    if out is not None:  # accepted: then nothing may come back computed from uninitialised memory
+        assert all(o.device.type == "meta" for o in _tensors(out)), "mixed meta/CPU gave CPU output"
+    return True
+
+
+def fam_bad_device(name: str) -> bool | None:
+    fn, args, kwargs = _build(name)
+    try:
+        params = inspect.signature(PUBLIC[name]).parameters
+    except (TypeError, ValueError):
+        return None
+    if "device" not in params:
+        return None
+    if isinstance(fn, torch.nn.Module):  # a constructor argument: not reached through the call
+        return None
+    for bad, err in (("gpu0", ValueError), (1.5, TypeError), ("cuda:99", ValueError)):
+        fn, args, kwargs = _build(name)
+        bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+        bound.arguments["device"] = bad
+        try:
+            fn(*bound.args, **bound.kwargs)
+        except err:
+            continue
+        except Exception as exc:  # noqa: BLE001
+            raise AssertionError(f"device={bad!r}: leaked {type(exc).__name__}: {exc}") from exc
+        raise AssertionError(f"device={bad!r} accepted")
+    return True
+
+
+def fam_bad_dtype(name: str) -> bool | None:
+    fn, args, kwargs = _build(name)
+    try:
+        params = inspect.signature(PUBLIC[name]).parameters
+    except (TypeError, ValueError):
+        return None
+    if "dtype" not in params or isinstance(fn, torch.nn.Module):
+        return None
+    for bad in (torch.int64, "float32"):
+        fn, args, kwargs = _build(name)
+        kwargs["dtype"] = bad
+        try:
+            _call(fn, args, kwargs)
+        except TypeError:
+            continue
+        except Exception as exc:  # noqa: BLE001
+            raise AssertionError(f"dtype={bad!r}: leaked {type(exc).__name__}: {exc}") from exc
+        raise AssertionError(f"dtype={bad!r} accepted")
+    return True
+
+
+def _extreme(name: str, scale: float) -> bool | None:
+    ex = EXAMPLES[name]
+    fn, args, kwargs = _build(name)
+    slots = _float_slots(ex, args, kwargs)
+    if not slots or not ex.scale:
+        return None
+    for key, t in slots:
+        _put(args, kwargs, key, t * scale)
+    try:
+        out = _call(fn, args, kwargs)
+    except CLEAN as err:
+        raise AssertionError(f"rejected valid extreme input: {err}") from err
+    _assert_finite(out, overflow_ok=ex.overflow_ok and scale > 1)
+    return True
+
+
+def fam_tiny(name: str) -> bool | None:
+    return _extreme(name, 1e-30)
+
+
+def fam_huge(name: str) -> bool | None:
+    return _extreme(name, 1e30)
+
+
+def _cast_family(name: str, dtype: torch.dtype) -> bool | None:
+    ex = EXAMPLES[name]
+    if dtype in (torch.float16, torch.bfloat16) and not ex.half:
+        return None
+    fn, args, kwargs = _build(name)
+    slots = _float_slots(ex, args, kwargs)
+    mods = _module_like(fn, args, kwargs)
+    if not slots and not mods:
+        return None
+    for key, t in [*enumerate(args), *kwargs.items()]:
+        _put(args, kwargs, key, _map_tensors(t, lambda x: x.to(dtype) if x.is_floating_point() else x))
+    for m in mods:
+        m.to(dtype)
+    try:
+        out = _call(fn, args, kwargs)
+    except CLEAN as err:
+        raise AssertionError(f"rejected {dtype} input: {err}") from err
+    _assert_finite(out)
+    for o in _tensors(out):
+        if o.is_floating_point() and slots:
+            assert o.dtype == dtype, f"{dtype} input gave {o.dtype} output"
+    return True
+
+
+def fam_float16(name: str) -> bool | None:
+    return _cast_family(name, torch.float16)
+
+
+def fam_bfloat16(name: str) -> bool | None:
+    return _cast_family(name, torch.bfloat16)
+
+
+def fam_float64(name: str) -> bool | None:
+    return _cast_family(name, torch.float64)
+
+
+def fam_meta(name: str) -> bool | None:
+    ex = EXAMPLES[name]
+    if not ex.meta:
+        return None
+    fn, args, kwargs = _build(name)
+    tensors = _tensors([a for a in (*args, *kwargs.values()) if not isinstance(a, torch.nn.Module)])
+    mods = _module_like(fn, args, kwargs)
+    if not tensors and not mods:
+        return None
+    ref = _call(*_build(name))
+    for key, t in [*enumerate(args), *kwargs.items()]:
+        _put(args, kwargs, key, _map_tensors(t, lambda x: x.to("meta")))
+    for m in mods:
+        m.to("meta")
+    try:
+        out = _call(fn, args, kwargs)
+    except CLEAN as err:
+        raise AssertionError(f"rejected meta input: {err}") from err
+    got, want = _tensors(out), _tensors(ref)
+    assert [tuple(o.shape) for o in got] == [tuple(o.shape) for o in want], "meta output has the wrong shape"
+    assert all(o.device.type == "meta" for o in got), "meta input gave real output"
+    return True
+
+
+def fam_noncontiguous(name: str) -> bool | None:
+    ex = EXAMPLES[name]
+    fn, args, kwargs = _build(name)
+    slots = [(k, t) for k, t in _slots(ex, args, kwargs) if t.dim() >= 2]
+    if not slots or not ex.deterministic:
+        return None
+    ref = _call(*_build(name))
+    for key, t in slots:
+        _put(args, kwargs, key, t.mT.contiguous().mT)
+    out = _call(fn, args, kwargs)
+    for a, b in zip(_tensors(out), _tensors(ref), strict=True):
+        if a.is_floating_point():
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True), "non-contiguous input changed the result"
+    return True
+
+
+def fam_requires_grad(name: str) -> bool | None:
+    ex = EXAMPLES[name]
+    if not ex.grad:
+        return None
+    fn, args, kwargs = _build(name)
+    slots = _float_slots(ex, args, kwargs)
+    if not slots:
+        return None
+    leaves = []
+    for key, t in slots:
+        leaf = t.clone().requires_grad_(True)
+        leaves.append(leaf)
+        _put(args, kwargs, key, leaf)
+    out = _call(fn, args, kwargs)
+    outs = [o for o in _tensors(out) if o.requires_grad]
+    if not outs:
+        return True
+    grads = torch.autograd.grad(sum(o.sum() for o in outs), leaves, allow_unused=True)
+    for gr in grads:
+        assert gr is None or bool(torch.isfinite(gr).all()), "non-finite gradient"
+    return True
+
+
+FAMILIES = {
+    f.__name__[4:]: f
+    for f in (
+        fam_wrong_type, fam_int_tensor, fam_bool_tensor, fam_nan, fam_empty, fam_wrong_shape,
+        fam_batch_mismatch, fam_meta_mix, fam_bad_device, fam_bad_dtype, fam_tiny, fam_huge,
+        fam_float16, fam_bfloat16, fam_float64, fam_meta, fam_noncontiguous, fam_requires_grad,
+    )
+}
+
+
+def test_every_public_callable_has_an_example() -> None:
+    missing = sorted(k for k in PUBLIC if k not in EXAMPLES and k not in NOT_SWEPT)
+    stale = sorted(k for k in [*EXAMPLES, *NOT_SWEPT] if k not in PUBLIC)
+    assert not missing, f"add an example call to EXAMPLES (or a reason to NOT_SWEPT) for {missing}"
+    assert not stale, f"EXAMPLES / NOT_SWEPT name callables that are no longer public: {stale}"
+
+
+def test_every_example_runs() -> None:
+    failures = {}
+    for name, ex in EXAMPLES.items():
+        if ex is None:
+            continue
+        try:
+            _call(*_build(name))
+        except Exception as err:  # noqa: BLE001
+            failures[name] = f"{type(err).__name__}: {err}"
+    assert not failures, failures
+
+
+SWEEP = [(n, fam) for n, ex in EXAMPLES.items() if ex is not None for fam in FAMILIES]
+
+
+@pytest.mark.parametrize(("name", "family"), SWEEP, ids=[f"{n.removeprefix('suma_lib.')}-{f}" for n, f in SWEEP])
+def test_sweep(name: str, family: str) -> None:
+    try:
+        FAMILIES[family](name)
+    except AssertionError:
+        if (name, family) in KNOWN:
+            pytest.xfail(KNOWN[name, family])
+        raise

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .._numerics import max_abs, safe_divisor, unit
+from .._numerics import max_abs, safe_divisor, unit, work_dtype
 from .._validation import (
     check_bool,
     check_compatible,
@@ -219,10 +219,12 @@ def pairwise_sq_distances(x: torch.Tensor) -> torch.Tensor:
 
 
 def _pairwise_sq(x: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """Squared distances of the pairs i < j of ``x / scale`` (cdist has no half kernel: float32 there)."""
     n = x.shape[-2]
     i, j = torch.triu_indices(n, n, 1, device=x.device)
-    d = torch.cdist(x / scale, x / scale, compute_mode="donot_use_mm_for_euclid_dist")
-    return d[..., i, j].square()
+    y = (x / scale).to(work_dtype(x.dtype))
+    d = torch.cdist(y, y, compute_mode="donot_use_mm_for_euclid_dist")
+    return d[..., i, j].square().to(x.dtype)
 
 
 def jl_distortion(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -253,6 +255,8 @@ def jl_distortion(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     check_compatible(x, y, "x", "y", core_dims=2)
     if x.shape[:-1] != y.shape[:-1]:
         raise ValueError(f"x and y must hold the same points, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    dtype = x.dtype
+    x, y = x.to(work_dtype(dtype)), y.to(work_dtype(dtype))  # half precision: computed in float32
 
     def sq_dists(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # rescale by the largest entry so that the squares cannot overflow
@@ -267,7 +271,7 @@ def jl_distortion(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     factor = (sy.to(wide) / sx.to(wide)).square()
     ratio = torch.where(dy > 0, dy.to(wide) / safe_divisor(dx).to(wide) * factor, 0.0).to(x.dtype) - 1
     zero = torch.where(dy > 0, torch.full_like(dy, math.inf), torch.zeros_like(dy))
-    return torch.where(dx > 0, ratio, zero)
+    return torch.where(dx > 0, ratio, zero).to(dtype)
 
 
 def sign_lsh(
@@ -349,8 +353,7 @@ def hamming_angle(codes_a: torch.Tensor, codes_b: torch.Tensor) -> torch.Tensor:
     check_tensor(codes_b, "codes_b", min_dim=1)
     if codes_a.shape[-1] != codes_b.shape[-1]:
         raise ValueError(f"codes_a and codes_b must have the same length, got {codes_a.shape[-1]} and {codes_b.shape[-1]}")
-    if codes_a.device != codes_b.device:
-        raise TypeError(f"codes_a and codes_b must be on the same device, got {codes_a.device} and {codes_b.device}")
+    check_compatible(codes_a, codes_b, "codes_a", "codes_b", core_dims=1, same_dtype=False)
     if codes_a.shape[-1] == 0:
         raise ValueError("codes_a and codes_b must hold at least one bit")
     dtype = codes_a.dtype if codes_a.is_floating_point() else torch.get_default_dtype()
@@ -370,23 +373,30 @@ def randomized_svd(
     With :math:`\ell = k + p` (``p = n_oversamples``) and a Gaussian test matrix
     :math:`\Omega \in \mathbb{R}^{n \times \ell}`:
 
-    1. :math:`Y = A\Omega`, then ``n_iter`` power iterations :math:`Y \leftarrow A A^\top Y`, re-orthonormalised
-       by QR after every product (without it, rounding wipes out all but the top direction);
-    2. :math:`Q = \operatorname{qr}(Y)`, an orthonormal basis of (approximately) the top-:math:`\ell` range of
-       :math:`A`;
+    1. :math:`Y = A\Omega`, then ``n_iter`` power iterations :math:`Y \leftarrow A A^\top Y`, each
+       product re-orthonormalised by QR (without it, rounding wipes out all but the top direction; the
+       QR of an :math:`m \times \ell` sketch costs far less than a product with :math:`A`);
+    2. :math:`Q = \operatorname{qr}(Y)`, an orthonormal basis of (approximately) the top-:math:`\ell`
+       range of :math:`A`;
     3. :math:`B = Q^\top A` (:math:`\ell \times n`), :math:`B = \tilde U \Sigma V^\top` exactly;
        :math:`U = Q\tilde U`; keep the first ``k`` triplets.
 
-    By Eckart–Young, :math:`\|A - U_k\Sigma_k V_k^\top\|_2 \ge \sigma_{k+1}` and
-    :math:`\|\cdot\|_F \ge (\sum_{j>k}\sigma_j^2)^{1/2}` for any rank-``k`` approximation; the power iterations
-    bring the randomized error close to these optima when the spectrum decays slowly.
+    A wide matrix (:math:`m < n`) is factored through :math:`A^\top`, so that the small SVD is of an
+    :math:`\ell \times \min(m, n)` matrix, and the sketches are kept as :math:`\ell`-row matrices
+    (:math:`Y^\top`), the layout in which the products with :math:`A` are fastest. That is
+    :math:`2q + 2` products with :math:`A` in all, as in scikit-learn's ``randomized_svd``.
 
-    Chapter: notebooks/jl-lemma-applications.ipynb
+    By Eckart–Young, :math:`\|A - U_k\Sigma_k V_k^\top\|_2 \ge \sigma_{k+1}` and
+    :math:`\|\cdot\|_F \ge (\sum_{j>k}\sigma_j^2)^{1/2}` for any rank-``k`` approximation; the power
+    iterations bring the randomized error close to these optima when the spectrum decays slowly.
+
+    Chapter: notebooks/jl-lemma-applications.md
 
     Parameters
     ----------
     a : torch.Tensor
-        Matrices ``(..., m, n)``, floating point (real or complex), finite.
+        Matrices ``(..., m, n)``, floating point (real or complex), finite; float16/bfloat16 are
+        computed in float32 (QR and SVD have no half-precision kernels) and returned in ``a``'s dtype.
     k : int
         Target rank, :math:`1 \le k \le \min(m, n)`.
     n_oversamples : int
@@ -412,17 +422,38 @@ def randomized_svd(
     p = check_int(n_oversamples, "n_oversamples", low=0)
     q = check_int(n_iter, "n_iter", low=0)
     check_generator(generator)
+    dtype = a.dtype
+    x = a.to(work_dtype(dtype))
+    flip = m < n
+    if flip:  # factor A^H (tall): the small SVD is then l x min(m, n)
+        x = x.mH
     ell = min(k + p, m, n)
-    omega = torch.randn(*a.shape[:-2], n, ell, generator=generator, device=a.device, dtype=a.dtype)
-    y = torch.linalg.qr(a @ omega).Q
+    # Sketches are stored transposed, as l x (rows) matrices: yt = (x Omega)^H, zt = (x^H Y)^H.
+    omega_t = torch.randn(*x.shape[:-2], ell, x.shape[-1], generator=generator, device=x.device, dtype=x.dtype)
+    yt = omega_t @ x.mH
     for _ in range(q):
-        z = torch.linalg.qr(a.mH @ y).Q
-        y = torch.linalg.qr(a @ z).Q
-    b = y.mH @ a
-    u_b, s, vh = torch.linalg.svd(b, full_matrices=False)
-    return (y @ u_b)[..., :k], s[..., :k], vh[..., :k, :]
+        zt = _orth_rows(yt) @ x
+        yt = _orth_rows(zt) @ x.mH
+    qt = _orth_rows(yt)  # Q^H
+    u_b, s, vh = torch.linalg.svd(qt @ x, full_matrices=False)  # B = Q^H x = U_b S V^H
+    u = qt.mH @ u_b[..., :k]
+    s, vh = s[..., :k], vh[..., :k, :]
+    if flip:  # A = x^H = V S U^H
+        u, vh = vh.mH, u.mH
+    return u.to(dtype), s.to(_real_dtype(dtype)), vh.to(dtype)
 
 
+def _real_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The real dtype of the singular values for ``dtype`` (complex -> its real counterpart)."""
+    return torch.empty((), dtype=dtype).real.dtype if dtype.is_complex else dtype
+
+
+def _orth_rows(t: torch.Tensor) -> torch.Tensor:
+    """A matrix with orthonormal rows spanning the rows of ``t`` (``l x r``, ``l <= r``), by QR."""
+    return torch.linalg.qr(t.mH).Q.mH
+
+
+# ----------------------------------------------------------------------------------------- symbolic / scalar
 def embedding_entropy(dim: float, n_points: float, grid: int = 20_001) -> float:
     r"""Entropy estimate of a softmax over :math:`N^2` pairs of random :math:`n`-dimensional embeddings.
 
