@@ -255,3 +255,37 @@ def test_errors_name_the_argument():
         favor_attention(q, k, v, 4, key_mask=torch.ones(5))
     with pytest.raises(TypeError, match="x"):
         favor_features([1.0], rand(3, 1))
+
+
+# ----------------------------------------------------------------- NaN and huge inputs (issue 11, item 8)
+@pytest.mark.parametrize("causal", [False, True])
+def test_nan_in_keys_or_values_comes_out_as_nan(causal):
+    q, k, v = rand(6, 8, seed=1), rand(6, 8, seed=2), rand(6, 3, seed=3)
+    omega = draw_orthogonal_features(16, 8, gen(4), dtype=F64)
+    for which in ("k", "v"):
+        kk, vv = k.clone(), v.clone()
+        (kk if which == "k" else vv)[2, 0] = math.nan
+        out = favor_attention(q, kk, vv, omega=omega, causal=causal)
+        # every query that sees position 2 must be NaN, not a silent zero
+        hit = out[2:] if which == "k" else out[2:, 0]  # a NaN value poisons its column
+        assert torch.isnan(hit).all(), which
+        if causal and which == "k":  # queries before the NaN key never see it
+            torch.testing.assert_close(out[:2], favor_ref(q, k, v, omega, causal=True)[:2])
+
+
+def test_huge_queries_stay_finite_and_reach_their_limit():
+    # |q| = 1e38 in float32: omega . q overflows; the features must still be the limit, one-hot at
+    # argmax_l omega_l . q (all other features vanish), computed here independently in float64
+    d, m = 8, 32
+    omega = draw_orthogonal_features(m, d, gen(5))
+    q = rand(5, d, dtype=torch.float32, seed=6) * 1e38
+    k, v = rand(7, d, dtype=torch.float32, seed=7), rand(7, 3, dtype=torch.float32, seed=8)
+    out = favor_attention(q, k, v, omega=omega)
+    assert torch.isfinite(out).all()
+    top = (q.double() @ omega.double().T).argmax(-1)  # the surviving feature of each query
+    ks = k.double() * d**-0.25
+    logk = ks @ omega.double().T - 0.5 * (ks * ks).sum(-1, keepdim=True)
+    w = torch.softmax(logk[:, top].T, dim=-1)  # (queries, keys)
+    torch.testing.assert_close(out.double(), w @ v.double(), rtol=1e-5, atol=1e-6)
+    # huge keys: no NaN either (their features underflow: no weight, so zeros)
+    assert not torch.isnan(favor_attention(k, q, v[:5], omega=omega)).any()

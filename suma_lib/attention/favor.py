@@ -29,8 +29,8 @@ from .linear import DEFAULT_CHUNK, _check_common, _compute_dtype, _kernel_attent
 
 __all__ = [
     "draw_orthogonal_features",
-    "favor_features",
     "favor_attention",
+    "favor_features",
     "favor_flops",
     "softmax_attention_flops",
 ]
@@ -144,6 +144,12 @@ def _check_omega(omega: torch.Tensor, x: torch.Tensor) -> None:
         raise TypeError(f"omega must be on the inputs' device {x.device}, got {omega.device}")
 
 
+def _row_scale(x: torch.Tensor) -> torch.Tensor:
+    """Each row's largest magnitude (detached), 1 for zero rows: dividing by it keeps products finite."""
+    big = x.detach().abs().amax(dim=-1, keepdim=True)
+    return torch.where(big > 0, big, torch.ones_like(big))
+
+
 def _finite_or_zero(t: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(t), t, torch.zeros_like(t))
 
@@ -215,8 +221,12 @@ def favor_attention(
     Row :math:`i`'s numerator and denominator are then both multiplied by :math:`e^{-c_i}e^{-c}`, which
     cancels, so the output is unchanged while every feature lies in :math:`[0, 1]`. For the queries the
     term :math:`-\lVert\tilde q_i\rVert^2/2` (and :math:`1/\sqrt m`) is a per-row constant too and is
-    dropped for the same reason. Keys whose log-feature lies more than about 87 (float32) below the
-    global maximum underflow to zero weight; a query left with no weight returns zeros, never NaN.
+    dropped for the same reason. Each row of queries and keys is divided by its largest entry :math:`M`
+    before the projection and the log-features multiplied by :math:`M` after the shift, so that nothing
+    overflows into :math:`\infty - \infty` (the output stays finite at :math:`|q| = 10^{38}` in float32).
+    Keys whose log-feature lies more than about 87 (float32) below the global maximum underflow to zero
+    weight; a query left with no weight returns zeros. NaN in ``q``, ``k`` or ``v`` comes out as NaN (never
+    as "no weight").
 
     Chapter: ``notebooks/performer.ipynb``.
     """
@@ -239,15 +249,25 @@ def favor_attention(
         )
     root = math.sqrt(s)
     qs, ks, vc = q.to(dtype) * root, k.to(dtype) * root, v.to(dtype)
-    # Queries: log phi = omega . q - (per-row constants); shift by the row maximum (it cancels).
-    # (In place: these (n, m) buffers are fresh, and autograd needs neither value before exp.)
-    lq = torch.matmul(qs, omega.transpose(-2, -1))
-    phi_q = lq.sub_(_finite_or_zero(lq.detach().amax(dim=-1, keepdim=True))).exp_()
-    # Keys: log phi = omega . k - |k|^2 / 2; shift by one global maximum over keys and features.
-    lk = favor_features(ks, omega, log=True)
+    omega_t = omega.transpose(-2, -1)
+    # Queries: log phi = omega . q - (per-row constants); shift by the row maximum (it cancels). Each row
+    # is first divided by its largest entry M (detached; it cancels too): t = omega . (q / M) is then
+    # finite, t - max t <= 0, and (t - max t) M is in [-inf, 0], never NaN, even at |q| = 1e38 where
+    # omega . q itself overflows. (In place: these (n, m) buffers are fresh.)
+    big_q = _row_scale(qs)
+    lq = torch.matmul(qs / big_q, omega_t)
+    phi_q = lq.sub_(lq.detach().amax(dim=-1, keepdim=True)).mul_(big_q).exp_()
+    # Keys: log phi = omega . k - |k|^2 / 2 = M (omega . k/M - M |k/M|^2 / 2), finite or -inf (never
+    # inf - inf); shift by one global maximum over keys and features, NaN keys ignored (they reach the
+    # output through their own weight, as NaN).
+    big_k = _row_scale(ks)
+    kt = ks / big_k
+    lk = torch.matmul(kt, omega_t).sub_(0.5 * big_k * (kt * kt).sum(dim=-1, keepdim=True)).mul_(big_k)
+    del kt
     if key_mask is not None:
         lk = torch.where(key_mask.unsqueeze(-1), lk, torch.full_like(lk, float("-inf")))
-    phi_k = lk.sub_(_finite_or_zero(lk.detach().amax(dim=(-2, -1), keepdim=True))).exp_()
+    top = lk.detach().nan_to_num(nan=float("-inf")).amax(dim=(-2, -1), keepdim=True)
+    phi_k = lk.sub_(_finite_or_zero(top)).exp_()
     del lq, lk
     out = _kernel_attention(phi_q, phi_k, vc, causal=causal, chunk_size=chunk_size, eps=eps)
     return out.to(q.dtype)
