@@ -255,3 +255,106 @@ def test_errors_name_the_argument():
         favor_attention(q, k, v, 4, key_mask=torch.ones(5))
     with pytest.raises(TypeError, match="x"):
         favor_features([1.0], rand(3, 1))
+
+
+# ----------------------------------------------------------------- NaN and huge inputs (issue 11, item 8)
+@pytest.mark.parametrize("causal", [False, True])
+def test_nan_in_keys_or_values_comes_out_as_nan(causal):
+    q, k, v = rand(6, 8, seed=1), rand(6, 8, seed=2), rand(6, 3, seed=3)
+    omega = draw_orthogonal_features(16, 8, gen(4), dtype=F64)
+    for which in ("k", "v"):
+        kk, vv = k.clone(), v.clone()
+        (kk if which == "k" else vv)[2, 0] = math.nan
+        out = favor_attention(q, kk, vv, omega=omega, causal=causal)
+        # every query that sees position 2 must be NaN, not a silent zero
+        hit = out[2:] if which == "k" else out[2:, 0]  # a NaN value poisons its column
+        assert torch.isnan(hit).all(), which
+        if causal and which == "k":  # queries before the NaN key never see it
+            torch.testing.assert_close(out[:2], favor_ref(q, k, v, omega, causal=True)[:2])
+
+
+def test_huge_queries_stay_finite_and_reach_their_limit():
+    # |q| = 1e38 in float32: omega . q overflows; the features must still be the limit, one-hot at
+    # argmax_l omega_l . q (all other features vanish), computed here independently in float64
+    d, m = 8, 32
+    omega = draw_orthogonal_features(m, d, gen(5))
+    q = rand(5, d, dtype=torch.float32, seed=6) * 1e38
+    k, v = rand(7, d, dtype=torch.float32, seed=7), rand(7, 3, dtype=torch.float32, seed=8)
+    out = favor_attention(q, k, v, omega=omega)
+    assert torch.isfinite(out).all()
+    top = (q.double() @ omega.double().T).argmax(-1)  # the surviving feature of each query
+    ks = k.double() * d**-0.25
+    logk = ks @ omega.double().T - 0.5 * (ks * ks).sum(-1, keepdim=True)
+    w = torch.softmax(logk[:, top].T, dim=-1)  # (queries, keys)
+    torch.testing.assert_close(out.double(), w @ v.double(), rtol=1e-5, atol=1e-6)
+    # huge keys: no NaN either (their features underflow: no weight, so zeros)
+    assert not torch.isnan(favor_attention(k, q, v[:5], omega=omega)).any()
+
+
+# ----------------------------------------------------------------- FAVOR++ (optimised positive features)
+def test_favorpp_parameter_minimises_the_relative_variance():
+    from suma_lib.attention import favorpp_parameter
+
+    def rel_var(a, rho, d):
+        return (1 - 4 * a) ** d * (1 - 8 * a) ** (-d / 2) * math.exp(rho / (1 - 8 * a)) - 1
+
+    assert favorpp_parameter(0.0, 16) == 0.0  # FAVOR+ is optimal when x + y = 0
+    for rho, d in ((0.5, 8), (3.0, 16), (16.0, 64)):
+        a = favorpp_parameter(rho, d)
+        assert a < 0 and rel_var(a, rho, d) < rel_var(0.0, rho, d)
+        for da in (-1e-3, 1e-3):  # a local minimum
+            assert rel_var(a + da, rho, d) > rel_var(a, rho, d)
+    t = favorpp_parameter(torch.tensor([0.0, 3.0, math.nan, math.inf]), 16)
+    assert torch.isfinite(t).all() and t[0] == 0 and t[2] == 0
+
+
+def test_favorpp_features_unbiased_with_the_predicted_lower_variance():
+    from suma_lib.attention import favorpp_features, favorpp_parameter
+
+    d, m, draws = 8, 16, 20_000
+    x, y = rand(d, seed=11), rand(d, seed=12)
+    x, y = x / x.norm(), x / x.norm() + 0.5 * y / y.norm()  # |x + y|^2 near 5: FAVOR+ is noisy
+    rho = float(((x + y) ** 2).sum())
+    omega = draw_orthogonal_features(m * draws, d, gen(13), orthogonal=False, dtype=F64).reshape(draws, m, d)
+    target = math.exp(float(x @ y))
+    var = {}
+    for a in (0.0, favorpp_parameter(rho, d)):
+        est = (favorpp_features(x[None], omega, a) * favorpp_features(y[None], omega, a)).sum(-1).squeeze(-1)
+        theory = ((1 - 4 * a) ** d * (1 - 8 * a) ** (-d / 2) * math.exp(rho / (1 - 8 * a)) - 1) * target**2 / m
+        assert abs(est.mean().item() - target) < 4 * est.std().item() / draws**0.5  # unbiased
+        sq = (est - target) ** 2
+        assert abs(sq.mean().item() - theory) < 4 * sq.std().item() / draws**0.5  # the variance formula
+        var[a] = sq.mean().item()
+    assert var[favorpp_parameter(rho, d)] < 0.8 * var[0.0]
+    # a = 0 is FAVOR+
+    torch.testing.assert_close(favorpp_features(x[None], omega[0], 0.0), favor_features(x[None], omega[0]))
+    with pytest.raises(ValueError, match="a"):
+        favorpp_features(x[None], omega[0], 0.2)
+
+
+def test_favorpp_attention_matches_its_formula_and_favor_stabilisation():
+    from suma_lib.attention import favorpp_attention, favorpp_parameter
+
+    n, d, m = 9, 8, 24
+    q, k, v = rand(n, d, seed=14), rand(n, d, seed=15), rand(n, 3, seed=16)
+    omega = draw_orthogonal_features(m, d, gen(17), dtype=F64)
+    qs, ks = q * d**-0.25, k * d**-0.25
+    rho = ((qs[:, None] + ks[None]) ** 2).sum(-1).mean().item()  # mean over all pairs, brute force
+    a = favorpp_parameter(rho, d)
+    b = math.sqrt(1 - 4 * a)
+    logq = b * qs @ omega.T + a * (omega**2).sum(-1) - 0.5 * (qs**2).sum(-1, keepdim=True)
+    logk = b * ks @ omega.T + a * (omega**2).sum(-1) - 0.5 * (ks**2).sum(-1, keepdim=True)
+    for causal in (False, True):
+        logw = torch.logsumexp(logq[:, None, :] + logk[None, :, :], dim=-1)
+        if causal:
+            logw = logw.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), -math.inf)
+        expected = torch.softmax(logw, -1) @ v
+        torch.testing.assert_close(favorpp_attention(q, k, v, omega=omega, causal=causal, chunk_size=4), expected)
+    # finite at |q| = 1e38, NaN propagates, gradients flow
+    big = favorpp_attention(q.float() * 1e38, k.float(), v.float(), omega=omega.float())
+    assert torch.isfinite(big).all()
+    kn = k.clone()
+    kn[3, 0] = math.nan
+    assert torch.isnan(favorpp_attention(q, kn, v, omega=omega)).all()
+    qg = q.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: favorpp_attention(t, k, v, omega=omega), (qg,))

@@ -6,12 +6,11 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from suma_lib.attention import (elu_feature_map, linear_attention, taylor_feature_map)
-from suma_lib.profiling import measure_time, measure_peak_memory, crossover_length
+from suma_lib.attention import elu_feature_map, linear_attention, taylor_feature_map
+from suma_lib.profiling import crossover_length, measure_peak_memory, measure_time
 
 F64 = torch.float64
 
@@ -91,7 +90,7 @@ def test_random_sizes_match_reference(n, d, chunk, causal, seed):
 
 def test_callable_feature_map_and_cross_attention():
     q, k, v = rand(3, 8, 4, seed=7), rand(3, 11, 4, seed=8), rand(3, 11, 2, seed=9)
-    phi = lambda x: torch.relu(x) ** 2 + 0.1  # noqa: E731
+    phi = lambda x: torch.relu(x) ** 2 + 0.1
     torch.testing.assert_close(linear_attention(q, k, v, phi), kernel_ref(q, k, v, phi), rtol=1e-10, atol=1e-12)
 
 
@@ -209,7 +208,9 @@ def test_meta_device(name, causal):
 def test_gradients_match_finite_differences():
     q, k, v = (rand(5, 2, seed=s).requires_grad_() for s in (35, 36, 37))
     for name in ("elu", "softmax", "taylor"):
-        assert torch.autograd.gradcheck(lambda a, b, c: linear_attention(a, b, c, name, causal=True, chunk_size=2), (q, k, v))
+        assert torch.autograd.gradcheck(
+            lambda a, b, c, name=name: linear_attention(a, b, c, name, causal=True, chunk_size=2), (q, k, v)
+        )
 
 
 def test_gradients_finite_with_masked_rows():
@@ -294,3 +295,20 @@ def test_errors_name_the_argument():
         linear_attention(q, k, rand(6, 3))
     with pytest.raises(TypeError, match="x"):
         elu_feature_map(torch.ones(3, dtype=torch.long))
+
+
+# ----------------------------------------------------------------- NaN propagates (issue 11, item 8)
+@pytest.mark.parametrize("feature_map", ["elu", "taylor", "softmax"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_nan_in_keys_or_values_comes_out_as_nan(feature_map, causal):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g), torch.randn(6, 3, generator=g))
+    clean = linear_attention(q, k, v, feature_map=feature_map, causal=causal, chunk_size=2)
+    for which in ("k", "v"):
+        kk, vv = k.clone(), v.clone()
+        (kk if which == "k" else vv)[2, 0] = math.nan
+        out = linear_attention(q, kk, vv, feature_map=feature_map, causal=causal, chunk_size=2)
+        hit = out[2:] if which == "k" else out[2:, 0]  # a NaN value poisons its column
+        assert torch.isnan(hit).all(), which  # never a silent zero for a query that sees it
+        if causal:  # earlier chunks never see it, and the stabilisation ignores the NaN
+            torch.testing.assert_close(out[:2], clean[:2])

@@ -461,3 +461,83 @@ def test_bad_arguments_are_named():
         S.squareplus_minimax("bisect")
     with pytest.raises(TypeError, match="f"):
         S.convolve_quad(3.0, [0.0])
+
+
+# ------------------------------------------------------------- issue 11 item 11, issue 12: extremes, fast path
+def test_squareplus_half_precision_with_a_large_b():
+    # sqrt(1e10) = 1e5 does not fit in float16, the result (~5e4) does: computed in float32
+    x = torch.tensor([-1e4, 0.0, 1e4], dtype=torch.float16)
+    y = S.squareplus(x, 1e10)
+    expected = [0.5 * (v + math.sqrt(v * v + 1e10)) for v in (-1e4, 0.0, 1e4)]
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+    torch.testing.assert_close(y.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize("b", [1e-50, 1e-100, 1e40, 1e80])
+def test_squareplus_extreme_b_in_float32(b):
+    x = torch.tensor([-1e30, -1.0, 0.0, 1.0, 1e30], requires_grad=True)
+    y = S.squareplus(x, b)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    assert not torch.isnan(y).any() and torch.isfinite(g).all()
+    for xi, yi, gi in zip(x.tolist(), y.tolist(), g.tolist()):
+        val, der = _squareplus_mp(xi, b)
+        val32 = float(np.float32(val)) if abs(val) < 3.4e38 else math.inf
+        assert yi == pytest.approx(val32, rel=1e-6, abs=1e-44), (b, xi)
+        assert gi == pytest.approx(der, rel=1e-6, abs=1e-38), (b, xi)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_widths_that_underflow_give_the_limit_or_a_clear_error(kernel):
+    x = torch.tensor([-1e30, -1.0, 0.0, 1.0, 1e30], requires_grad=True)
+    for fn, limit, slope in (
+        (S.smooth_relu, torch.relu(x.detach()), [0.0, 0.0, 0.5, 1.0, 1.0]),
+        (S.smooth_abs, x.detach().abs(), [-1.0, -1.0, 0.0, 1.0, 1.0]),
+    ):
+        y = fn(x, 1e-50, kernel)
+        (g,) = torch.autograd.grad(y.sum(), x)
+        assert y.tolist() == limit.tolist() and g.tolist() == slope, fn.__name__
+    y = S.smooth_max(x, x.flip(0), 1e-50, kernel)
+    assert y.tolist() == torch.maximum(x, x.flip(0)).tolist()
+    for fn in (S.smooth_sign, S.smooth_floor):  # the derivative is a kernel of height 1e50
+        with pytest.raises(ValueError, match="scale .* underflows"):
+            fn(x, 1e-50, kernel)
+    assert torch.isfinite(S.smooth_sign(x.double(), 1e-50, kernel)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_formulas_match_mpmath(dtype):
+    # the expressions torch.compile fuses for large tensors, run eagerly here: same values and slopes
+    b, s = 2.5, 0.7
+    pts = [-BIG[dtype], -1e10, -30.0, -1.0, 0.0, 0.3, 5.0, 1e12, BIG[dtype]]
+    x = torch.tensor(pts, dtype=dtype)
+    cap = S._SQRT_SAFE[dtype][0]
+    out, slope = S._squareplus_kernel(x, S._const(b, x), S._const(math.sqrt(b), x), cap, True)
+    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
+    for xi, yi, gi in zip(pts, out.tolist(), slope.tolist()):
+        val, der = _squareplus_mp(xi, b)
+        assert abs(yi - val) <= 4 * eps * val + tiny and abs(gi - der) <= 8 * eps * der + tiny, xi
+    out, step = S._smooth_relu_kernel(x, S._const(1 / s, x), S._const(s, x), True)
+    for xi, yi, gi in zip(pts, out.tolist(), step.tolist()):
+        val, der, size = _relu_mp(xi, s, "gaussian")
+        cond = 1 + min(abs(xi) / s, 1e4) ** 2
+        assert abs(yi - val) <= 8 * eps * cond * size + tiny, xi
+        assert abs(gi - der) <= 8 * eps * cond * der + tiny, xi
+
+
+def test_fused_path_falls_back_to_eager_when_compiling_fails(monkeypatch):
+    def broken(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(S, "_COMPILED", {})
+    monkeypatch.setattr(S, "_COMPILE_MIN", 4)
+    x = torch.linspace(-5, 5, 11, dtype=torch.float64, requires_grad=True)
+    y = S.squareplus(x, 1.5)
+    r = S.smooth_relu(x, 0.5)
+    assert S._COMPILED == {"squareplus": None, "smooth_relu": None}  # switched off for good
+    torch.testing.assert_close(y, 0.5 * (x + torch.sqrt(x * x + 1.5)))
+    (g,) = torch.autograd.grad(r.sum(), x)
+    torch.testing.assert_close(g, torch.special.ndtr(x.detach() / 0.5))

@@ -23,15 +23,18 @@ import math
 
 import torch
 
-from .._validation import check_generator, check_int, check_tensor
+from .._validation import check_float, check_generator, check_int, check_tensor
 from .exact import _default_scale
 from .linear import DEFAULT_CHUNK, _check_common, _compute_dtype, _kernel_attention
 
 __all__ = [
     "draw_orthogonal_features",
-    "favor_features",
     "favor_attention",
+    "favor_features",
     "favor_flops",
+    "favorpp_attention",
+    "favorpp_features",
+    "favorpp_parameter",
     "softmax_attention_flops",
 ]
 
@@ -144,8 +147,61 @@ def _check_omega(omega: torch.Tensor, x: torch.Tensor) -> None:
         raise TypeError(f"omega must be on the inputs' device {x.device}, got {omega.device}")
 
 
+def _row_scale(x: torch.Tensor) -> torch.Tensor:
+    """max(1, each row's largest magnitude), detached: dividing by it keeps the products finite."""
+    return x.detach().abs().amax(dim=-1, keepdim=True).clamp_(min=1.0)
+
+
 def _finite_or_zero(t: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(t), t, torch.zeros_like(t))
+
+
+def _positive_attention(
+    qs: torch.Tensor,
+    ks: torch.Tensor,
+    vc: torch.Tensor,
+    omega: torch.Tensor,
+    proj: float | torch.Tensor,
+    bias: torch.Tensor | None,
+    causal: bool,
+    chunk_size: int,
+    key_mask: torch.Tensor | None,
+    eps: float | None,
+) -> torch.Tensor:
+    """Attention with positive features exp(proj omega_l . x + bias_l - |x|^2 / 2), stabilised in log space.
+
+    FAVOR+ is ``proj = 1``, ``bias = None``; FAVOR++ uses ``proj = sqrt(1 - 4A)`` and ``bias = A |omega_l|^2``.
+    Queries: log phi = proj omega . q + bias (the row constants -|q|^2/2 and log D / sqrt m cancel),
+    shifted by the row maximum (it cancels). Each row is first divided by M = max(1, its largest entry)
+    (detached; it cancels too): u = proj omega . (q / M) + bias / M is finite, u - max u <= 0, and
+    (u - max u) M is in [-inf, 0], never NaN, even at |q| = 1e38 where omega . q itself overflows.
+    Keys: log phi = M (proj omega . k/M + bias/M - M |k/M|^2 / 2), finite or -inf (never inf - inf),
+    shifted by one global maximum over keys and features, NaN keys ignored there (they reach the output
+    through their own weight, as NaN). (In place: these (n, m) buffers are fresh.)
+    """
+    omega_t = omega.transpose(-2, -1)
+    big_q = _row_scale(qs)
+    lq = torch.matmul(qs / big_q, omega_t)
+    if not isinstance(proj, float) or proj != 1.0:
+        lq = lq.mul_(proj)
+    if bias is not None:
+        lq = lq.add_(bias / big_q)
+    phi_q = lq.sub_(lq.detach().amax(dim=-1, keepdim=True)).mul_(big_q).exp_()
+    big_k = _row_scale(ks)
+    kt = ks / big_k
+    lk = torch.matmul(kt, omega_t)
+    if not isinstance(proj, float) or proj != 1.0:
+        lk = lk.mul_(proj)
+    if bias is not None:
+        lk = lk.add_(bias / big_k)
+    lk = lk.sub_(0.5 * big_k * (kt * kt).sum(dim=-1, keepdim=True)).mul_(big_k)
+    del kt
+    if key_mask is not None:
+        lk = torch.where(key_mask.unsqueeze(-1), lk, torch.full_like(lk, float("-inf")))
+    top = lk.detach().nan_to_num(nan=float("-inf")).amax(dim=(-2, -1), keepdim=True)
+    phi_k = lk.sub_(_finite_or_zero(top)).exp_()
+    del lq, lk
+    return _kernel_attention(phi_q, phi_k, vc, causal=causal, chunk_size=chunk_size, eps=eps)
 
 
 def favor_attention(
@@ -215,8 +271,12 @@ def favor_attention(
     Row :math:`i`'s numerator and denominator are then both multiplied by :math:`e^{-c_i}e^{-c}`, which
     cancels, so the output is unchanged while every feature lies in :math:`[0, 1]`. For the queries the
     term :math:`-\lVert\tilde q_i\rVert^2/2` (and :math:`1/\sqrt m`) is a per-row constant too and is
-    dropped for the same reason. Keys whose log-feature lies more than about 87 (float32) below the
-    global maximum underflow to zero weight; a query left with no weight returns zeros, never NaN.
+    dropped for the same reason. Each row of queries and keys is divided by its largest entry :math:`M`
+    before the projection and the log-features multiplied by :math:`M` after the shift, so that nothing
+    overflows into :math:`\infty - \infty` (the output stays finite at :math:`|q| = 10^{38}` in float32).
+    Keys whose log-feature lies more than about 87 (float32) below the global maximum underflow to zero
+    weight; a query left with no weight returns zeros. NaN in ``q``, ``k`` or ``v`` comes out as NaN (never
+    as "no weight").
 
     Chapter: ``notebooks/performer.ipynb``.
     """
@@ -226,30 +286,166 @@ def favor_attention(
     if s <= 0:
         raise ValueError(f"scale must be positive for the softmax kernel, got {s}")
     dtype = _compute_dtype(q.dtype)
+    omega = _projection(q, omega, n_features, orthogonal, generator, dtype)
+    root = math.sqrt(s)
+    qs, ks, vc = q.to(dtype) * root, k.to(dtype) * root, v.to(dtype)
+    out = _positive_attention(qs, ks, vc, omega, 1.0, None, causal, chunk_size, key_mask, eps)
+    return out.to(q.dtype)
+
+
+def _projection(q, omega, n_features, orthogonal, generator, dtype) -> torch.Tensor:
+    """The given projection (checked, cast to ``dtype``) or a fresh draw of ``n_features`` (d ln d) rows."""
+    d = q.shape[-1]
     if omega is not None:
         _check_omega(omega, q)
         if n_features is not None and check_int(n_features, "n_features", low=1) != omega.shape[-2]:
             raise ValueError(f"n_features={n_features} does not match omega's {omega.shape[-2]} rows")
-        omega = omega.to(dtype)
-    else:
-        n_features = max(1, round(d * math.log(d))) if n_features is None else n_features
-        n_features = check_int(n_features, "n_features", low=1)
-        omega = draw_orthogonal_features(
-            n_features, d, generator, orthogonal=orthogonal, device=q.device, dtype=dtype
-        )
+        return omega.to(dtype)
+    n_features = max(1, round(d * math.log(d))) if n_features is None else n_features
+    n_features = check_int(n_features, "n_features", low=1)
+    return draw_orthogonal_features(n_features, d, generator, orthogonal=orthogonal, device=q.device, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------ FAVOR++ (optimised features)
+def favorpp_parameter(rho, d: int):
+    r"""The FAVOR++ parameter :math:`A` that minimises the relative variance for :math:`\lVert x+y\rVert^2 = \rho`.
+
+    The features of :func:`favorpp_features` estimate :math:`e^{x\cdot y}` without bias for every
+    :math:`A < 1/4`; for :math:`A < 1/8` one feature's relative variance is
+
+    .. math:: \frac{\operatorname{Var}}{e^{2x\cdot y}} = (1-4A)^{d}\,(1-8A)^{-d/2}\,
+       e^{\lVert x+y\rVert^2/(1-8A)} - 1
+
+    (:math:`A = 0`, FAVOR+: :math:`e^{\lVert x+y\rVert^2} - 1`). With :math:`t = 1 - 8A > 0` its logarithm is
+    :math:`d\ln\frac{1+t}{2} - \frac d2\ln t + \rho/t`, whose derivative vanishes where
+    :math:`d\,t^2 - (d + 2\rho)\,t - 2\rho = 0`:
+
+    .. math:: t = \frac{d + 2\rho + \sqrt{(d+2\rho)^2 + 8d\rho}}{2d}, \qquad A = \frac{1 - t}{8} \le 0 .
+
+    :math:`\rho = 0` gives :math:`A = 0` (FAVOR+ is then optimal); larger :math:`\rho` give negative
+    :math:`A`, which damps the rare long :math:`\omega` that make FAVOR+'s estimate heavy-tailed. This is the
+    optimised positive random feature of Likhosherstov et al. (arXiv:2205.15317), derived here for one
+    value of :math:`\rho`; :func:`favorpp_attention` takes :math:`\rho` as the mean over all query-key pairs.
+
+    Parameters
+    ----------
+    rho : float or torch.Tensor
+        :math:`\lVert x+y\rVert^2 \ge 0`, finite (a tensor's NaN and inf are read as 0 and :math:`10^{12}`).
+    d : int
+        The dimension.
+
+    Returns
+    -------
+    float or torch.Tensor
+        :math:`A`, of the type of ``rho``.
+
+    Notes
+    -----
+    Chapter: ``notebooks/performer.ipynb``.
+    """
+    d = check_int(d, "d", low=1)
+    if isinstance(rho, torch.Tensor):
+        r = torch.nan_to_num(rho, nan=0.0, posinf=1e12).clamp(0.0, 1e12)
+        t = (d + 2 * r + torch.sqrt((d + 2 * r) ** 2 + 8 * d * r)) / (2 * d)
+        return (1 - t) / 8
+    r = check_float(rho, "rho", low=0.0)
+    r = min(r, 1e12)
+    t = (d + 2 * r + math.sqrt((d + 2 * r) ** 2 + 8 * d * r)) / (2 * d)
+    return (1 - t) / 8
+
+
+def favorpp_features(x: torch.Tensor, omega: torch.Tensor, a: float, *, log: bool = False) -> torch.Tensor:
+    r"""Optimised positive random features :math:`\phi_A(x)_l = \frac{D}{\sqrt m}
+    \exp\bigl(A\lVert\omega_l\rVert^2 + B\,\omega_l\cdot x - \lVert x\rVert^2/2\bigr)`.
+
+    With :math:`B = \sqrt{1-4A}` and :math:`D = (1-4A)^{d/4}`, completing the square in the Gaussian integral
+    (per coordinate, :math:`\mathbb E[e^{2Aw^2 + cw}] = (1-4A)^{-1/2}e^{c^2/(2(1-4A))}` for
+    :math:`w\sim\mathcal N(0,1)`) gives :math:`\mathbb E[\phi_A(x)^\top\phi_A(y)] = e^{x\cdot y}` for every
+    :math:`A < 1/4` when the rows of ``omega`` are :math:`\mathcal N(0, I_d)`; :math:`A = 0` is FAVOR+
+    (:func:`favor_features`). The variance is finite for :math:`A < 1/8`; :func:`favorpp_parameter` gives
+    the :math:`A` that minimises it.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape ``(..., L, d)``
+    omega : torch.Tensor, shape ``(m, d)`` or ``(..., m, d)``
+    a : float
+        :math:`A < 1/8`.
+    log : bool
+        Return :math:`\log\phi_A(x)` instead.
+
+    Returns
+    -------
+    torch.Tensor, shape ``(..., L, m)``
+
+    Notes
+    -----
+    Chapter: ``notebooks/performer.ipynb``.
+    """
+    check_tensor(x, "x", min_dim=1, floating=True)
+    _check_omega(omega, x)
+    a = check_float(a, "a", high=0.125, high_open=True)
+    d, m = x.shape[-1], omega.shape[-2]
+    logphi = torch.matmul(x, omega.transpose(-2, -1)).mul_(math.sqrt(1 - 4 * a))
+    logphi = logphi.add_(a * (omega * omega).sum(-1).unsqueeze(-2))
+    const = 0.25 * d * math.log1p(-4 * a) - 0.5 * math.log(m)
+    logphi = logphi.sub_(0.5 * (x * x).sum(dim=-1, keepdim=True) - const)
+    return logphi if log else logphi.exp_()
+
+
+def favorpp_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    n_features: int | None = None,
+    orthogonal: bool = True,
+    generator: torch.Generator | None = None,
+    causal: bool = False,
+    *,
+    omega: torch.Tensor | None = None,
+    scale: float | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    key_mask: torch.Tensor | None = None,
+    eps: float | None = None,
+) -> torch.Tensor:
+    r"""FAVOR++ attention: :func:`favor_attention` with the optimised positive features of :func:`favorpp_features`.
+
+    The parameter :math:`A` is :func:`favorpp_parameter` at :math:`\rho`, the mean of
+    :math:`\lVert\tilde q_i + \tilde k_j\rVert^2` over all query-key pairs (per batch entry and head;
+    :math:`\tilde q = \sqrt s\,q`), computed in :math:`O(nd)` as
+    :math:`\overline{\lVert\tilde q\rVert^2} + \overline{\lVert\tilde k\rVert^2} + 2\,\bar{\tilde q}\cdot\bar{\tilde k}`
+    (gradients flow through it too). Each weight is still an unbiased estimate of
+    :math:`e^{s\,q_i\cdot k_j}` (up to the common factor :math:`D^2`, which cancels in the ratio), with a
+    relative variance that grows like :math:`e^{\rho/(1-8A)}` instead of FAVOR+'s :math:`e^{\rho}`. Arguments,
+    stabilisation, masks and NaN handling are those of :func:`favor_attention`.
+
+    Returns
+    -------
+    torch.Tensor, shape ``(..., n, d_v)``
+
+    Notes
+    -----
+    Chapter: ``notebooks/performer.ipynb`` (Likhosherstov et al., arXiv:2205.15317).
+    """
+    _check_common(q, k, v, causal, chunk_size, key_mask, eps)
+    d = q.shape[-1]
+    s = _default_scale(scale, d)
+    if s <= 0:
+        raise ValueError(f"scale must be positive for the softmax kernel, got {s}")
+    dtype = _compute_dtype(q.dtype)
+    omega = _projection(q, omega, n_features, orthogonal, generator, dtype)
     root = math.sqrt(s)
     qs, ks, vc = q.to(dtype) * root, k.to(dtype) * root, v.to(dtype)
-    # Queries: log phi = omega . q - (per-row constants); shift by the row maximum (it cancels).
-    # (In place: these (n, m) buffers are fresh, and autograd needs neither value before exp.)
-    lq = torch.matmul(qs, omega.transpose(-2, -1))
-    phi_q = lq.sub_(_finite_or_zero(lq.detach().amax(dim=-1, keepdim=True))).exp_()
-    # Keys: log phi = omega . k - |k|^2 / 2; shift by one global maximum over keys and features.
-    lk = favor_features(ks, omega, log=True)
-    if key_mask is not None:
-        lk = torch.where(key_mask.unsqueeze(-1), lk, torch.full_like(lk, float("-inf")))
-    phi_k = lk.sub_(_finite_or_zero(lk.detach().amax(dim=(-2, -1), keepdim=True))).exp_()
-    del lq, lk
-    out = _kernel_attention(phi_q, phi_k, vc, causal=causal, chunk_size=chunk_size, eps=eps)
+    # rho and A are functions of the inputs like everything else (autograd sees them too)
+    kk = ks if key_mask is None else ks * key_mask.unsqueeze(-1)
+    n_keys = ks.shape[-2] if key_mask is None else key_mask.sum(-1, keepdim=True).unsqueeze(-1).clamp(min=1)
+    k_mean = kk.sum(-2, keepdim=True) / n_keys
+    k_sq = (kk * kk).sum(-1, keepdim=True).sum(-2, keepdim=True) / n_keys
+    q_sq = (qs * qs).sum(-1, keepdim=True).mean(-2, keepdim=True)
+    rho = q_sq + k_sq + 2 * (qs.mean(-2, keepdim=True) * k_mean).sum(-1, keepdim=True)  # (..., 1, 1)
+    a = favorpp_parameter(rho.clamp(min=0.0), d)
+    bias = a * (omega * omega).sum(-1).unsqueeze(-2)  # (..., 1, m)
+    out = _positive_attention(qs, ks, vc, omega, torch.sqrt(1 - 4 * a), bias, causal, chunk_size, key_mask, eps)
     return out.to(q.dtype)
 
 

@@ -24,7 +24,7 @@ Shapes follow PyTorch's convention: ``q`` is ``(..., n, d)``, ``k`` is ``(..., m
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,13 +33,13 @@ from .._validation import check_choice, check_float, check_int, check_tensor
 from .exact import _check_qkv
 
 __all__ = [
-    "linear_attention",
-    "elu_feature_map",
-    "taylor_feature_map",
     "FEATURE_MAPS",
+    "elu_feature_map",
+    "linear_attention",
+    "taylor_feature_map",
 ]
 
-FeatureMap = Union[str, Callable[[torch.Tensor], torch.Tensor]]
+FeatureMap = str | Callable[[torch.Tensor], torch.Tensor]
 
 #: The named feature maps accepted by :func:`linear_attention`.
 FEATURE_MAPS = ("elu", "softmax", "taylor", "cosine")
@@ -105,9 +105,10 @@ def taylor_feature_map(x: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------- the engine
 def _safe_div(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
-    """``num / den`` where ``den > eps``, else 0 (gradient-safe: the other branch never sees 0)."""
-    ok = den > eps
-    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), 0.0)
+    """``num / den``, but 0 where ``den <= eps`` (a row with no weight); gradient-safe (the other branch never
+    sees 0). A NaN denominator is not "no weight": it divides, so NaN in the inputs comes out as NaN."""
+    empty = den <= eps
+    return torch.where(empty, 0.0, num / torch.where(empty, torch.ones_like(den), den))
 
 
 def _stabilise_keys(phi_k: torch.Tensor) -> torch.Tensor:
@@ -115,7 +116,11 @@ def _stabilise_keys(phi_k: torch.Tensor) -> torch.Tensor:
 
     Every term of a row's numerator and denominator carries this one positive factor, so it cancels.
     """
-    big = torch.linalg.vector_norm(phi_k.detach(), ord=float("inf"), dim=(-2, -1), keepdim=True)  # max |.|
+    # max |.|, ignoring NaN (a NaN key must not switch the stabilisation off for the others; it reaches the
+    # output through its own weight)
+    big = torch.linalg.vector_norm(
+        phi_k.detach().nan_to_num(nan=0.0), ord=float("inf"), dim=(-2, -1), keepdim=True
+    )
     return phi_k / torch.where(big > 0, big, torch.ones_like(big))
 
 
@@ -255,7 +260,9 @@ def linear_attention(
         Positions per chunk in the causal form (ignored otherwise); ``n`` need not be a multiple.
     key_mask : torch.Tensor, optional
         Boolean ``(..., m)``, ``True`` for keys that may be attended to. A query that sees no key gets a
-        zero output (not NaN).
+        zero output (not NaN). NaN in ``q``, ``k`` or ``v`` is never read as "no weight": it comes out as
+        NaN in every output it reaches (with ``causal=True`` possibly also at earlier positions of its
+        chunk, since the masked products ``0 * NaN`` inside a chunk are NaN).
     eps : float, optional
         A row whose denominator is ``<= eps`` is treated as having no keys and returns zeros. The
         denominator is measured after the stabilisation below (largest key feature and each query's
