@@ -24,19 +24,19 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)
-	PROFILE=$(PROFILE) $(PY) tools/build_book.py
+	PROFILE=$(PROFILE) $(PY) -m tools.build_book
 
 test: $(STAMP)
 	$(PY) -m pytest
 
 # Regenerate every notebooks/<slug>.ipynb from its MyST source notebooks/<slug>.md.
 sync: $(STAMP)
-	$(PY) tools/sync_notebooks.py
+	$(PY) -m tools.sync_notebooks
 
 # One chapter: sync the pair, run it in profile ci (PROFILE=full for the article's scale), show its claims.
 chapter: $(STAMP)
 	@test -n "$(SLUG)" || (echo "usage: make chapter SLUG=<slug>" && exit 2)
-	$(PY) tools/chapter.py $(SLUG) --profile $(PROFILE)
+	$(PY) -m tools.chapter $(SLUG) --profile $(PROFILE)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
