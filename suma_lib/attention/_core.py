@@ -181,11 +181,16 @@ def _pow2_near(x: torch.Tensor) -> torch.Tensor:
     return torch.exp2(torch.ceil(torch.log2(safe)).clamp(max=emax))
 
 
+def _abs_max(x: torch.Tensor, dim) -> torch.Tensor:
+    """``max |x|`` over ``dim`` (kept), detached (``abs().amax()`` is far faster than the inf-norm on CPU)."""
+    return x.detach().abs().amax(dim=dim, keepdim=True)
+
+
 def rescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor):
     """``q / a``, ``k / b`` and the capped factor ``c = scale * a * b`` (see the module docstring)."""
     d = q.shape[-1]
-    a = _pow2_near(q.detach().abs().amax(dim=-1, keepdim=True))
-    b = _pow2_near(k.detach().abs().amax(dim=(-2, -1), keepdim=True))
+    a = _pow2_near(_abs_max(q, -1))
+    b = _pow2_near(_abs_max(k, (-2, -1)))
     if isinstance(scale, torch.Tensor):
         c = scale.detach().to(torch.float64) * a.to(torch.float64)
     else:
@@ -197,15 +202,27 @@ def rescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor):
 
 
 def prescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""``(q2, k2)`` with :math:`q_2 k_2^\top = s\,q k^\top` (capped) whose product cannot overflow.
+    r"""``(q2, k)`` with :math:`q_2 k^\top = s\,q k^\top` wherever that is finite, and finite everywhere.
 
-    ``scale`` is a float or a tensor broadcastable to ``(..., n, 1)`` (one scale per query). The powers of
-    two are detached, so gradients are those of the unscaled product.
+    :math:`q_2 = f\,q` with, per query row, :math:`f_i = s` unless :math:`|s|\,\max_t|q_{it}|\,\max|k|`
+    could overflow, where :math:`|f_i|` is lowered to the largest value that cannot (the softmax is a
+    hard maximum there anyway). One pass over ``q`` and ``k`` each to find the maxima, one to scale ``q``:
+    the fast path of :func:`~suma_lib.attention.exact.softmax_attention`. ``scale`` is a float or a
+    tensor broadcastable to ``(..., n, 1)`` (one scale per query); the factor is detached, so gradients
+    are those of :math:`s\,q k^\top`.
     """
     if q.numel() == 0 or k.numel() == 0:  # nothing to overflow (and no maximum to take)
         return q * scale, k
-    q1, k1, c = rescale(q, k, scale)
-    return q1 * c, k1
+    work = torch.float32 if q.dtype in _HALF else q.dtype  # half kernels accumulate in float32
+    a = _abs_max(q, -1).to(work)
+    b = _abs_max(k, (-2, -1)).to(work)
+    limit = torch.finfo(work).max / (2 * q.shape[-1])  # |q2 . k| <= d * limit < max
+    cap = torch.minimum(limit / b, b.new_tensor(torch.finfo(q.dtype).max / 2)) / a  # |q2| fits q's dtype
+    if isinstance(scale, torch.Tensor):
+        f = torch.minimum(cap, scale.detach().abs().to(work)) * torch.sign(scale.detach()).to(work)
+    else:
+        f = cap.clamp(max=min(abs(scale), torch.finfo(work).max)) * math.copysign(1.0, scale)
+    return (q * f if work == q.dtype else (q.to(work) * f).to(q.dtype)), k
 
 
 def scaled_logits(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
