@@ -330,3 +330,11 @@ def test_zero_width_and_list_masks_raise_clearly() -> None:
         softmax_attention(torch.ones(2, 2), torch.ones(2, 2), torch.ones(2, 1), mask=[[True, True]])
     with pytest.raises(TypeError, match="device"):
         softmax_attention(torch.ones(2, 2, device="meta"), torch.ones(2, 2), torch.ones(2, 1))
+
+
+def test_weights_work_under_vmap() -> None:
+    from torch.func import vmap
+
+    g = torch.Generator().manual_seed(9)
+    q, k = torch.randn(4, 3, 5, generator=g), torch.randn(6, 5, generator=g)
+    torch.testing.assert_close(vmap(lambda row: attention_weights(row, k))(q), attention_weights(q, k))

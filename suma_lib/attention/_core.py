@@ -175,10 +175,10 @@ def both(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 
 # ------------------------------------------------------------------------------- overflow-safe logits
 def _pow2_near(x: torch.Tensor) -> torch.Tensor:
-    """A finite power of two ``p`` with ``x / p`` in ``[0, 2]`` (1 where ``x`` is 0)."""
-    safe = torch.where(x > 0, x, torch.ones_like(x))
-    emax = math.frexp(torch.finfo(x.dtype).max)[1] - 1  # 2**emax is the largest finite power of two
-    return torch.exp2(torch.ceil(torch.log2(safe)).clamp(max=emax))
+    """A finite power of two ``p > 0`` with ``x / p`` in ``[0, 2]``, for ``x >= 0``."""
+    fi = torch.finfo(x.dtype)
+    emax = math.frexp(fi.max)[1] - 1  # 2**emax is the largest finite power of two
+    return torch.exp2(torch.log2(x.clamp_min(fi.tiny)).ceil().clamp(max=emax))
 
 
 def _abs_max(x: torch.Tensor, dim) -> torch.Tensor:
@@ -192,10 +192,10 @@ def rescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor):
     a = _pow2_near(_abs_max(q, -1))
     b = _pow2_near(_abs_max(k, (-2, -1)))
     if isinstance(scale, torch.Tensor):
-        c = scale.detach().to(torch.float64) * a.to(torch.float64)
-    else:
-        c = a.to(torch.float64) * scale  # (s a) b in float64: no overflow of a b, no 0 * inf
-    c = c * b.to(torch.float64)
+        scale = scale.detach().to(torch.float64)
+    # (s a) b in float64: a b cannot overflow for narrower inputs, and no 0 * inf (a, b are finite).
+    wide = (lambda t: t) if q.dtype == torch.float64 else (lambda t: t.to(torch.float64))
+    c = (wide(a) * scale) * wide(b)
     acc = torch.float32 if q.dtype in _HALF else q.dtype
     c_max = min(torch.finfo(q.dtype).max / 2, torch.finfo(acc).max / (4 * d))
     return q / a, k / b, c.clamp(-c_max, c_max).to(q.dtype)
@@ -228,10 +228,19 @@ def prescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor) -> t
 def scaled_logits(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
     r"""The logits :math:`s\, q k^\top`, shape ``(..., n, m)``, finite for every finite input.
 
-    Bit for bit ``(q @ k.mT) * scale`` wherever that does not overflow; capped where it would.
+    Bit for bit ``(q @ k.mT) * scale`` wherever that does not overflow; capped where it would. On the CPU
+    the plain product is tried first and kept when it is finite (checking is cheap there); elsewhere the
+    rescaled product is always used, so that no device synchronisation is needed.
     """
     if q.numel() == 0 or k.numel() == 0:
         return torch.matmul(q, k.transpose(-2, -1)) * scale
+    if q.device.type == "cpu":
+        logits = torch.matmul(q, k.transpose(-2, -1)) * scale
+        try:
+            if bool(torch.isfinite(logits.sum())):  # one reduction; a finite sum: every entry is finite
+                return logits
+        except RuntimeError:  # under torch.func.vmap a value cannot steer the control flow
+            pass
     q1, k1, c = rescale(q, k, scale)
     return torch.matmul(q1, k1.transpose(-2, -1)) * c
 
