@@ -243,3 +243,9 @@ def test_local_attention_at_overflow_equals_masked_softmax_attention() -> None:
         band = local_attention(q, k, v, 3, causal=causal)
         assert torch.isfinite(band).all()
         torch.testing.assert_close(band, softmax_attention(q, k, v, mask=local_mask(40, 3, causal)))
+
+
+def test_reachability_rejects_masks_on_two_devices() -> None:
+    cpu = torch.ones(3, 3, dtype=torch.bool)
+    with pytest.raises(TypeError, match="masks\\[1\\]"):
+        reachability([cpu, cpu.to("meta")])

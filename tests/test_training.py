@@ -114,3 +114,14 @@ def test_errors_name_the_argument() -> None:
     with pytest.raises(TypeError, match="loss must return"):
         train(net, _regression(_gen(0)), 1, loss=lambda m, b: 1.0)
     assert train(net, _regression(_gen(0)), 0)["loss"].numel() == 0
+
+
+def test_sequence_tagger_checks_ids_and_device() -> None:
+    from suma_lib.training import SequenceTagger
+
+    tagger = SequenceTagger(5, 3, 4, 8, nn.Identity())
+    assert tagger(torch.tensor([[0, 4, 2]])).shape == (1, 3, 3)
+    with pytest.raises(ValueError, match="x must hold ids"):
+        tagger(torch.tensor([[0, 5]]))
+    with pytest.raises(TypeError, match="device"):
+        tagger(torch.zeros(1, 3, dtype=torch.long, device="meta"))

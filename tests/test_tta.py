@@ -250,3 +250,14 @@ def test_diagonal_free_attention_is_a_multihead_attention() -> None:
         plain = MultiHeadAttention(8, 2, dtype=F64)  # the same weights without the structural mask
         plain.load_state_dict(attn.state_dict())
         torch.testing.assert_close(out, plain(x, mask=diagonal_free_mask(5)))
+
+
+def test_mixed_meta_and_cpu_inputs_raise() -> None:
+    net = _model()
+    meta_tokens = torch.zeros(1, 3, dtype=torch.long, device="meta")
+    with pytest.raises(TypeError, match="device"):
+        net(meta_tokens)
+    with pytest.raises(TypeError, match="device"):
+        net.forward_embeddings(torch.ones(1, 3, net.token_embedding.embedding_dim, dtype=F64, device="meta"))
+    with pytest.raises(TypeError, match="device"):
+        pseudo_log_likelihood(torch.ones(1, 3, 4, device="meta"), torch.zeros(1, 3, dtype=torch.long))

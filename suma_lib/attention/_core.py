@@ -3,17 +3,22 @@ r"""What every attention module shares: argument checks, masks, head layout and 
 Private: the attention modules import from here and never from each other's private names.
 
 Overflow-safe logits. The logits :math:`s\,q_i\cdot k_j` overflow in float32 once :math:`|q|, |k|` reach
-about :math:`10^{19}`, and ``inf - inf`` inside the dot product gives NaN. With :math:`a_i` a power of
-two at least :math:`\max_t |q_{it}|/2` (per query row) and :math:`b` one at least :math:`\max |k|/2` (per
-attention matrix), :math:`\hat q = q/a` and :math:`\hat k = k/b` have entries in :math:`[-2, 2]`, so
-:math:`|\hat q_i \cdot \hat k_j| \le 4d`, and
+about :math:`10^{19}`, and ``inf - inf`` inside the dot product gives NaN. Two ways around it:
 
-.. math:: s\, q_i \cdot k_j = c_i\, \hat q_i \cdot \hat k_j, \qquad c_i = s\, a_i\, b,
+* :func:`scaled_logits` (explicit scores). With :math:`a_i` a power of two with
+  :math:`\max_t |q_{it}| \le 2a_i` (per query row) and :math:`b` one with :math:`\max |k| \le 2b` (per
+  attention matrix), :math:`\hat q = q/a` and :math:`\hat k = k/b` have entries in :math:`[-2, 2]`, so
+  :math:`|\hat q_i \cdot \hat k_j| \le 4d`, and :math:`s\, q_i \cdot k_j = c_i\, \hat q_i \cdot \hat k_j`
+  with :math:`c_i = s\, a_i\, b` computed in float64 (no overflow of :math:`a_i b`, no :math:`0 \cdot
+  \infty`) and capped at the largest float over :math:`4d`. Dividing by a power of two is exact, so below
+  the cap the logits are bit for bit those of ``(q @ k.T) * s``; at the cap the softmax is a hard maximum
+  already, and the capped logits give that limit instead of NaN.
+* :func:`prescale` (torch's fused kernel, which takes ``q`` and ``k``): ``q`` times a per-row factor
+  that equals :math:`s` unless :math:`|s|\max|q_i|\max|k|` could overflow, lowered there just enough.
+  One pass over each input, so :func:`~suma_lib.attention.exact.softmax_attention` stays as fast as SDPA.
 
-where :math:`c_i` (computed in float64, so that neither :math:`a_i b` overflows nor :math:`0 \cdot \infty`
-appears) is capped at :math:`c_{\max}` = the largest float over :math:`4d`. Dividing by a power of two is
-exact, so below the cap the logits are bit for bit those of ``(q @ k.T) * s``; at the cap the softmax
-is already a hard maximum, and capped logits give that limit instead of NaN.
+:func:`masked_softmax` turns such logits into weights: masked entries get weight zero, a fully masked row
+gets zeros (never NaN), and infinite logits give the softmax's limit.
 """
 
 from __future__ import annotations
@@ -156,7 +161,31 @@ def causal_mask(n: int, m: int, device: torch.device) -> torch.Tensor:
 def combine_masks(
     mask: torch.Tensor | None, causal: bool, n: int, m: int, *, device: torch.device
 ) -> torch.Tensor | None:
-    """One boolean mask (``True`` = may attend) from an optional boolean mask and the causal pattern."""
+    """Return one boolean mask (``True`` = may attend) for an optional mask and the causal pattern.
+
+    The causal pattern lets query ``i`` see keys ``j <= i`` (top-left aligned, as in
+    :func:`torch.nn.functional.scaled_dot_product_attention`).
+
+    Parameters
+    ----------
+    mask : torch.Tensor or None
+        Boolean, broadcastable to ``(..., n, m)``.
+    causal : bool
+        Whether to add the causal pattern.
+    n, m : int
+        Query and key lengths.
+    device : torch.device
+        Where the causal pattern is built (the inputs' device); ``mask`` must be there too.
+
+    Returns
+    -------
+    torch.Tensor or None
+        ``None`` when there is neither a mask nor the causal pattern.
+
+    Notes
+    -----
+    Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
+    """
     check_bool(causal, "causal")
     if mask is not None:
         check_mask(mask, n, m, device)
