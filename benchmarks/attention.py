@@ -9,10 +9,10 @@ Run ``python benchmarks/attention.py`` (``--quick`` for smaller sizes, ``--devic
 3. ``favor_attention`` against performer-pytorch's ``FastAttention`` at equal features: time ratio and
    relative error against exact softmax attention (goal: no slower, no less accurate).
 
-Timing (``suma_lib.attention.measure_time``): on the CPU one intra-op thread and that thread's CPU time
+Timing (``suma_lib.profiling.measure_time``): on the CPU one intra-op thread and that thread's CPU time
 (:func:`time.thread_time`), so other processes on a shared machine do not inflate it; on CUDA wall time
 between synchronisations. Each entry is the minimum over repeats. Memory
-(``suma_lib.attention.measure_peak_memory``): on CUDA ``torch.cuda.max_memory_allocated`` above the memory
+(``suma_lib.profiling.measure_peak_memory``): on CUDA ``torch.cuda.max_memory_allocated`` above the memory
 allocated before the call; on the CPU the peak of the running sum of torch's allocator events recorded by
 ``torch.profiler`` (``profile_memory=True``). Both count tensors allocated during the call, output included.
 The table goes to ``benchmarks/results/attention-<device>.md``.
@@ -26,20 +26,19 @@ import datetime
 import io
 import math
 import platform
-import sys
 from pathlib import Path
 
-# Python puts this script's folder first on sys.path, and the folder holds scripts named after topics
-# (e.g. local_attention.py) that would shadow installed packages the peers import (performer-pytorch
-# imports the local-attention package): drop it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from suma_lib.attention import (draw_orthogonal_features, favor_attention, linear_attention, softmax_attention)  # noqa: E402
-from suma_lib.profiling import measure_time, measure_peak_memory, crossover_length  # noqa: E402
+from suma_lib.attention import (
+    draw_orthogonal_features,
+    favor_attention,
+    linear_attention,
+    softmax_attention,
+)
+from suma_lib.profiling import crossover_length, measure_peak_memory, measure_time
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -110,9 +109,9 @@ def bench_linear(dev, gen, quick, repeats):
     for n in ns:
         q, k, v = (rand((1, h, n, d), dev, gen) for _ in range(3))
         fq, fk = F.elu(q) + 1, F.elu(k) + 1
-        lin = lambda: linear_attention(q, k, v, causal=True)  # noqa: E731
-        exact = lambda: softmax_attention(q, k, v, causal=True)  # noqa: E731
-        peer = lambda: causal_linear_attention_noncuda(fq, fk, v, chunk_size=max(1, n // 64))  # noqa: E731
+        lin = lambda: linear_attention(q, k, v, causal=True)
+        exact = lambda: softmax_attention(q, k, v, causal=True)
+        peer = lambda: causal_linear_attention_noncuda(fq, fk, v, chunk_size=max(1, n // 64))
         for key, fn in (("lin", lin), ("exact", exact), ("peer", peer)):
             out[f"{key}_t"].append(measure_time(fn, device=dev, repeats=repeats))
             out[f"{key}_m"].append(measure_peak_memory(fn, device=dev))
@@ -149,7 +148,7 @@ def bench_favor(dev, gen, quick, repeats):
     for sigma in (0.3, 0.5, 1.0):
         q, k, v = (rand((b, h, n, d), dev, gen) * s for s in (sigma, sigma, 1.0))
         ref = softmax_attention(q, k, v)
-        rel = lambda out: ((out - ref).norm() / ref.norm()).item()  # noqa: E731
+        rel = lambda out: ((out - ref).norm() / ref.norm()).item()
         e_ours, e_peer = [], []
         for _ in range(draws):
             e_ours.append(rel(favor_attention(q, k, v, m, generator=gen)))

@@ -18,8 +18,8 @@ import argparse
 
 import torch
 
-from suma_lib.attention import (local_attention, local_mask, softmax_attention)
-from suma_lib.profiling import measure_time, measure_peak_memory
+from suma_lib.attention import local_attention, local_mask, softmax_attention
+from suma_lib.profiling import measure_peak_memory, measure_time
 
 
 def main() -> None:

@@ -283,7 +283,7 @@ def markov_mlm_task(
     return s.masked_fill(hidden, v), s.masked_fill(~hidden, IGNORE)
 
 
-_IMPOSSIBLE = "{name} contain a position with no possible value under the chain (probability zero)"
+_IMPOSSIBLE = "{name} has a position with no possible value under the chain (probability zero)"
 
 
 def _normalise(p: torch.Tensor, name: str) -> torch.Tensor:

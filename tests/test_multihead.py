@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -181,3 +183,124 @@ def test_errors_name_the_argument() -> None:
         split_heads(torch.randn(3, 10), 4)
     with pytest.raises(ValueError, match="same length"):
         MultiHeadAttention(8, 2, window=1)(torch.randn(1, 3, 8), torch.randn(1, 4, 8))
+
+
+# --------------------------------------------------------------------------------- the hooks
+def _alibi(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """A fixed linear distance penalty per head (ALiBi-like), shape (h, n, m)."""
+    h, n, m = q.shape[-3], q.shape[-2], k.shape[-2]
+    slopes = 2.0 ** -torch.arange(1, h + 1, dtype=q.dtype, device=q.device)
+    dist = (torch.arange(n, device=q.device)[:, None] - torch.arange(m, device=q.device)[None, :]).abs()
+    return -slopes[:, None, None] * dist.to(q.dtype)
+
+
+def _by_hand(mha: MultiHeadAttention, x: torch.Tensor, bias=None, transform=None, mask=None):
+    """softmax(q k^T / sqrt(d) + B + M) v, head by head, in float64 from the module's weights."""
+    h, d = mha.num_heads, mha.head_dim
+    q, k, v = (lin(x).unflatten(-1, (h, d)).transpose(-3, -2) for lin in (mha.q_proj, mha.k_proj, mha.v_proj))
+    if transform is not None:
+        q, k = transform(q, k)
+    s = q @ k.mT / math.sqrt(d)
+    if bias is not None:
+        s = s + bias(q, k)
+    if mask is not None:
+        s = s.masked_fill(~mask, -math.inf)
+    o = torch.softmax(s, -1) @ v
+    return mha.out_proj(o.transpose(-3, -2).flatten(-2))
+
+
+def test_score_bias_hook_on_fused_and_explicit_paths() -> None:
+    torch.manual_seed(5)
+    mha = MultiHeadAttention(12, 3, score_bias=_alibi, dtype=F64)
+    x = _randn(2, 6, 12)
+    keep = torch.rand(2, 6, 6, generator=_gen(1)) > 0.3
+    keep[..., 0] = True
+    with torch.no_grad():
+        ref = _by_hand(mha, x, bias=_alibi, mask=keep[:, None])
+        torch.testing.assert_close(mha(x, mask=keep), ref, rtol=1e-10, atol=1e-12)  # fused (additive mask)
+        out, w = mha(x, mask=keep, return_weights=True)  # explicit scores
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(w.sum(-1), torch.ones(2, 3, 6, dtype=F64))
+
+
+def test_qk_transform_hook_and_rotation_invariance() -> None:
+    torch.manual_seed(6)
+    rot = torch.linalg.qr(torch.randn(4, 4, generator=_gen(2), dtype=F64))[0]
+
+    def rotate(q, k):  # one orthogonal map on both: q k^T unchanged
+        return q @ rot, k @ rot
+
+    def shift(q, k):  # a transform that does change the scores
+        return q + 1.0, k
+
+    plain = MultiHeadAttention(8, 2, dtype=F64)
+    x = _randn(3, 5, 8)
+    with torch.no_grad():
+        for fn in (rotate, shift):
+            mha = MultiHeadAttention(8, 2, qk_transform=fn, dtype=F64)
+            mha.load_state_dict(plain.state_dict())
+            torch.testing.assert_close(mha(x), _by_hand(mha, x, transform=fn), rtol=1e-10, atol=1e-12)
+            if fn is rotate:
+                torch.testing.assert_close(mha(x), plain(x), rtol=1e-10, atol=1e-12)
+
+
+def test_get_scores_can_be_overridden() -> None:
+    class Cosine(MultiHeadAttention):
+        def get_scores(self, q, k, query, key):
+            unit = torch.nn.functional.normalize
+            return 5.0 * unit(q, dim=-1) @ unit(k, dim=-1).mT
+
+    torch.manual_seed(7)
+    mha = Cosine(8, 2, dtype=F64)
+    x = _randn(2, 4, 8)
+    with torch.no_grad():
+        q, k, v = mha.project(x, x, x)
+        unit = torch.nn.functional.normalize
+        w = torch.softmax(5.0 * unit(q, dim=-1) @ unit(k, dim=-1).mT, -1)
+        _, weights = mha(x, return_weights=True)
+        torch.testing.assert_close(weights, w)
+        torch.testing.assert_close(mha(x), mha.output(w @ v))
+
+
+def test_batch_first_false_and_dropout() -> None:
+    torch.manual_seed(8)
+    first = MultiHeadAttention(8, 2, dtype=F64)
+    seq_first = MultiHeadAttention(8, 2, batch_first=False, dtype=F64)
+    seq_first.load_state_dict(first.state_dict())
+    x = _randn(3, 5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(seq_first(x.transpose(0, 1)), first(x).transpose(0, 1))
+    peer = torch.nn.MultiheadAttention(8, 2, dtype=F64).eval()  # torch's default layout (L, N, E)
+    ours = MultiHeadAttention.from_torch(peer)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), peer(x, x, x, need_weights=False)[0], rtol=1e-10, atol=1e-12)
+    drop = MultiHeadAttention(8, 2, dropout=0.5, dtype=F64)
+    drop.load_state_dict(first.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(drop.eval()(x), first(x))
+        assert not torch.allclose(drop.train()(x), first(x))
+
+
+def test_window_at_overflow_equals_masked_softmax_attention() -> None:
+    """Issue 11: restricted attention once q.k overflows float32."""
+    mha = MultiHeadAttention(2, 1, window=0, bias=False)
+    with torch.no_grad():
+        for lin in (mha.q_proj, mha.k_proj, mha.v_proj, mha.out_proj):
+            lin.weight.copy_(torch.eye(2))
+    x = torch.tensor([[[1e20, 1e20], [-1e20, 1e20], [1e20, -1e20]]])
+    with torch.no_grad():
+        out = mha(x)
+        ref = softmax_attention(x, x, x, mask=local_mask(3, 0))
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(out, x)  # window 0: each token sees itself only
+
+
+def test_inputs_on_another_device_than_the_weights() -> None:
+    mha = MultiHeadAttention(4, 2)
+    with pytest.raises(TypeError, match="device"):
+        mha(torch.ones(1, 3, 4, device="meta"))
+    with pytest.raises(TypeError, match="dtype"):
+        mha(torch.ones(1, 3, 4, dtype=F64))
+    with pytest.raises(TypeError, match="qk_transform"):
+        MultiHeadAttention(4, 2, qk_transform=3)

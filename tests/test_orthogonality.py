@@ -14,7 +14,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
-from suma_lib.orthogonality import SelfOrthogonality, pairwise_angles, self_orthogonality_loss, sign_correlation
+from suma_lib.orthogonality import (
+    SelfOrthogonality,
+    pairwise_angles,
+    self_orthogonality_loss,
+    sign_correlation,
+)
 
 META = torch.device("meta")
 F64 = torch.float64
@@ -190,3 +195,15 @@ def test_fit_teacher_student_runs_and_validates() -> None:
         fit_teacher_student((1.0,), d=6, k=4, r=2, steps=1, batch=4)
     with pytest.raises(ValueError, match="steps"):
         fit_teacher_student(None, d=6, k=4, r=2, steps=-1, batch=4)
+
+
+def test_fit_teacher_student_leaves_the_global_rng_alone() -> None:
+    """Issue 11: it used to reseed torch's global generator."""
+    from suma_lib.orthogonality import fit_teacher_student
+
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = fit_teacher_student(None, d=5, k=3, r=2, steps=4, batch=8, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)
+    second = fit_teacher_student(None, d=5, k=3, r=2, steps=4, batch=8, seed=7)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1]) and first[2] == second[2]

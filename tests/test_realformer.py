@@ -201,3 +201,35 @@ def test_errors_name_the_argument() -> None:
         markov_posterior(torch.zeros(2, 4, dtype=torch.long), init[:2], trans)
     with pytest.raises(ValueError, match="sharpness"):
         markov_chain(3, -1.0)
+
+
+def test_overflowing_scores_stay_finite_and_correct() -> None:
+    """Issue 11: residual attention at |x| ~ 1e20 (raw q k^T would be inf - inf)."""
+    out, scores = residual_attention(torch.tensor([[1e20, 1e20]]), torch.tensor([[1e20, -1e20]]), torch.tensor([[1.0]]))
+    assert torch.equal(out, torch.tensor([[1.0]])) and torch.isfinite(scores).all()
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(5, 4, generator=g) * 1e20, torch.randn(6, 4, generator=g) * 1e20
+    v = torch.randn(6, 2, generator=g)
+    out, scores = residual_attention(q, k, v, prev=torch.full((5, 6), 3e38))
+    assert torch.isfinite(out).all() and torch.isfinite(scores).all()
+    torch.testing.assert_close(out, softmax_attention(q, k, v))  # prev is constant per row: no change
+    layer = ResidualAttention(D, H)
+    with torch.no_grad():
+        y, scores = layer(_x(3, 5, D).float() * 1e20)
+        y2, scores2 = layer(_x(3, 5, D).float() * 1e20, prev=scores)
+    assert all(torch.isfinite(t).all() for t in (y, scores, y2, scores2))
+
+
+def test_former_argument_names_still_work() -> None:
+    torch.manual_seed(0)
+    a = ResidualAttention(d_model=D, n_heads=H)
+    torch.manual_seed(0)
+    b = ResidualAttention(embed_dim=D, num_heads=H)
+    assert a.embed_dim == b.embed_dim == a.d_model == D and a.num_heads == a.n_heads == H
+    assert torch.equal(a.in_proj.weight, b.in_proj.weight)
+    enc = RealFormerEncoder(n_layers=2, d_model=D, n_heads=H, d_ff=16, variant="pre")
+    assert len(enc.blocks) == 2
+    with pytest.raises(TypeError, match="embed_dim"):
+        ResidualAttention(D, H, d_model=D)
+    with pytest.raises(TypeError, match="not both"):
+        ResidualAttention(embed_dim=D, num_heads=H, d_model=D)

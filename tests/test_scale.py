@@ -370,3 +370,15 @@ def test_box_errors():
         box_entropy_local_minima(5, rng=0)
     with pytest.raises(ValueError, match="starts"):
         box_entropy_local_minima(5, starts=0)
+
+
+def test_entropy_invariant_attention_with_one_key_and_huge_inputs() -> None:
+    """Issue 11: one visible key gives scale 0; with |q|, |k| >= 2^64 that was inf * 0 = NaN."""
+    q = torch.full((1, 2), 2.0**70)
+    torch.testing.assert_close(entropy_invariant_attention(q, q, torch.ones(1, 1)), torch.ones(1, 1))
+    q3, v3 = torch.full((3, 2), 2.0**70), torch.arange(3.0).reshape(3, 1)
+    out = entropy_invariant_attention(q3, q3, v3, causal=True)  # query 0 sees one key
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[0], v3[0])
+    with pytest.raises(ValueError, match="d >= 1"):
+        entropy_invariant_attention(torch.ones(2, 0), torch.ones(2, 0), torch.ones(2, 1))

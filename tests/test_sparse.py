@@ -226,3 +226,26 @@ def test_errors_name_the_argument() -> None:
         reachability([local_mask(3, 1), torch.ones(3, 3)])
     with pytest.raises(ValueError, match=r"masks\[1\] must be square"):
         reachability([local_mask(3, 1), local_mask(4, 1)])
+
+
+def test_local_attention_at_overflow_equals_masked_softmax_attention() -> None:
+    """Issue 11: q.k overflows float32 (inf - inf inside the dot product)."""
+    q = torch.full((2, 2), 1e20)
+    k = torch.tensor([[-1e20, 1e20], [1e20, 1e20]])
+    v = torch.ones(2, 1)
+    out = local_attention(q, k, v, window=0)
+    torch.testing.assert_close(out, softmax_attention(q, k, v, mask=local_mask(2, 0)))
+    torch.testing.assert_close(out, torch.ones(2, 1))
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 40, 4, generator=g) * 1e25, torch.randn(2, 40, 4, generator=g) * 1e25
+    v = torch.randn(2, 40, 3, generator=g)
+    for causal in (False, True):
+        band = local_attention(q, k, v, 3, causal=causal)
+        assert torch.isfinite(band).all()
+        torch.testing.assert_close(band, softmax_attention(q, k, v, mask=local_mask(40, 3, causal)))
+
+
+def test_reachability_rejects_masks_on_two_devices() -> None:
+    cpu = torch.ones(3, 3, dtype=torch.bool)
+    with pytest.raises(TypeError, match="masks\\[1\\]"):
+        reachability([cpu, cpu.to("meta")])

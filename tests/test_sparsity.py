@@ -164,3 +164,23 @@ def test_errors_name_the_argument() -> None:
         attention_scores(torch.ones(2, 3), torch.ones(2, 3), scale=float("inf"))
     with pytest.raises(TypeError, match="normalize"):
         attention_scores(torch.ones(2, 3), torch.ones(2, 3), normalize=1)
+
+
+def test_normalized_scores_survive_overflow() -> None:
+    """Issue 11: attention_scores(normalize=True) at |q.k| beyond float32."""
+    one = attention_scores(torch.tensor([[1e20]]), torch.tensor([[1e20]]), "exp", normalize=True)
+    assert torch.equal(one, torch.ones(1, 1))
+    q = torch.tensor([[1e12, 1e12]])
+    k = torch.tensor([[1e12, 1e12], [1e12, 0.0], [-1e12, 0.0]])
+    torch.testing.assert_close(attention_scores(q, k, "relu2", normalize=True), torch.tensor([[0.8, 0.2, 0.0]]))
+    torch.testing.assert_close(
+        attention_scores(q, k, "identity", scale=-3.0, normalize=True), torch.tensor([[-0.5, -0.25, 0.25]])
+    )
+    g = torch.Generator().manual_seed(0)
+    q64, k64 = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(5, 4, generator=g, dtype=torch.float64)
+    for kind in SCORE_KINDS:  # away from overflow, normalize=True is the row-normalised plain score
+        raw = attention_scores(q64, k64, kind, scale=0.7)
+        ref = raw / raw.abs().sum(-1, keepdim=True)
+        torch.testing.assert_close(attention_scores(q64, k64, kind, scale=0.7, normalize=True), ref)
+        big = attention_scores(q64.float() * 1e25, k64.float() * 1e25, kind, normalize=True)
+        assert torch.isfinite(big).all(), kind

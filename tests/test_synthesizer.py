@@ -233,3 +233,22 @@ def test_errors_name_the_argument() -> None:
         train_tagger(torch.nn.Linear(2, 2), lambda b: None, -1, 4)
     with pytest.raises(ValueError, match="n_pairs"):
         partner_task(2, 0, 3)
+
+
+def test_former_names_and_token_range() -> None:
+    torch.manual_seed(0)
+    a = SynthesizerAttention(d_model=D, n_heads=H, max_len=L, kinds="dot")
+    assert a.embed_dim == D and a.num_heads == H
+    assert DenseLogits(d_model=D, n_heads=H, max_len=L).num_heads == H
+    tagger = SequenceTagger(5, 3, 4, d_model=D, body=torch.nn.Identity())
+    with pytest.raises(ValueError, match="x must hold ids"):
+        tagger(torch.tensor([[0, 5]]))
+    with pytest.raises(ValueError, match="x must hold ids"):
+        tagger(torch.tensor([[0, -1]]))
+
+
+def test_dot_source_survives_overflow() -> None:
+    layer = _layer("dot").float()
+    with torch.no_grad():
+        y = layer(torch.randn(2, 5, D, generator=torch.Generator().manual_seed(0)) * 1e25)
+    assert torch.isfinite(y).all()

@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from suma_lib.attention import (
+    DiagonalFreeAttention,
+    MultiHeadAttention,
     TTAEncoder,
     TTALayer,
     diagonal_free_mask,
@@ -221,3 +223,41 @@ def test_errors_name_the_argument() -> None:
         train_tta(lambda x: x, torch.zeros(4, 3, dtype=torch.long), 1)
     with pytest.raises(ValueError, match="steps"):
         train_tta(net, torch.zeros(4, 3, dtype=torch.long), -1)
+
+
+def test_token_ids_are_range_checked() -> None:
+    """Issue 11: negative ids used to wrap around silently."""
+    logits = torch.randn(2, 3, 4, dtype=F64)
+    for bad in ([[0, 1, 4], [0, 0, 0]], [[0, -1, 2], [0, 0, 0]]):
+        with pytest.raises(ValueError, match="tokens"):
+            pseudo_log_likelihood(logits, torch.tensor(bad))
+    with pytest.raises(ValueError, match="tokens"):
+        masked_pseudo_log_likelihood(_model(), torch.tensor([[0, -2, 1]]), 0)
+    with pytest.raises(ValueError, match="tokens"):
+        _model()(torch.tensor([[-1, 0]]))
+    with pytest.raises(ValueError, match="train_tokens"):
+        train_tta(_model(), torch.tensor([[0, -1]]), 1)
+
+
+def test_diagonal_free_attention_is_a_multihead_attention() -> None:
+    torch.manual_seed(0)
+    attn = DiagonalFreeAttention(8, 2, dtype=F64)
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1), dtype=F64)
+    with torch.no_grad():
+        out, w = attn(x, return_weights=True)
+        assert (w.diagonal(dim1=-2, dim2=-1) == 0).all()
+        torch.testing.assert_close(out, attn(x))  # explicit and fused paths agree
+        plain = MultiHeadAttention(8, 2, dtype=F64)  # the same weights without the structural mask
+        plain.load_state_dict(attn.state_dict())
+        torch.testing.assert_close(out, plain(x, mask=diagonal_free_mask(5)))
+
+
+def test_mixed_meta_and_cpu_inputs_raise() -> None:
+    net = _model()
+    meta_tokens = torch.zeros(1, 3, dtype=torch.long, device="meta")
+    with pytest.raises(TypeError, match="device"):
+        net(meta_tokens)
+    with pytest.raises(TypeError, match="device"):
+        net.forward_embeddings(torch.ones(1, 3, net.token_embedding.embedding_dim, dtype=F64, device="meta"))
+    with pytest.raises(TypeError, match="device"):
+        pseudo_log_likelihood(torch.ones(1, 3, 4, device="meta"), torch.zeros(1, 3, dtype=torch.long))

@@ -3,17 +3,22 @@ r"""What every attention module shares: argument checks, masks, head layout and 
 Private: the attention modules import from here and never from each other's private names.
 
 Overflow-safe logits. The logits :math:`s\,q_i\cdot k_j` overflow in float32 once :math:`|q|, |k|` reach
-about :math:`10^{19}`, and ``inf - inf`` inside the dot product gives NaN. With :math:`a_i` a power of
-two at least :math:`\max_t |q_{it}|/2` (per query row) and :math:`b` one at least :math:`\max |k|/2` (per
-attention matrix), :math:`\hat q = q/a` and :math:`\hat k = k/b` have entries in :math:`[-2, 2]`, so
-:math:`|\hat q_i \cdot \hat k_j| \le 4d`, and
+about :math:`10^{19}`, and ``inf - inf`` inside the dot product gives NaN. Two ways around it:
 
-.. math:: s\, q_i \cdot k_j = c_i\, \hat q_i \cdot \hat k_j, \qquad c_i = s\, a_i\, b,
+* :func:`scaled_logits` (explicit scores). With :math:`a_i` a power of two with
+  :math:`\max_t |q_{it}| \le 2a_i` (per query row) and :math:`b` one with :math:`\max |k| \le 2b` (per
+  attention matrix), :math:`\hat q = q/a` and :math:`\hat k = k/b` have entries in :math:`[-2, 2]`, so
+  :math:`|\hat q_i \cdot \hat k_j| \le 4d`, and :math:`s\, q_i \cdot k_j = c_i\, \hat q_i \cdot \hat k_j`
+  with :math:`c_i = s\, a_i\, b` computed in float64 (no overflow of :math:`a_i b`, no :math:`0 \cdot
+  \infty`) and capped at the largest float over :math:`4d`. Dividing by a power of two is exact, so below
+  the cap the logits are bit for bit those of ``(q @ k.T) * s``; at the cap the softmax is a hard maximum
+  already, and the capped logits give that limit instead of NaN.
+* :func:`prescale` (torch's fused kernel, which takes ``q`` and ``k``): ``q`` times a per-row factor
+  that equals :math:`s` unless :math:`|s|\max|q_i|\max|k|` could overflow, lowered there just enough.
+  One pass over each input, so :func:`~suma_lib.attention.exact.softmax_attention` stays as fast as SDPA.
 
-where :math:`c_i` (computed in float64, so that neither :math:`a_i b` overflows nor :math:`0 \cdot \infty`
-appears) is capped at :math:`c_{\max}` = the largest float over :math:`4d`. Dividing by a power of two is
-exact, so below the cap the logits are bit for bit those of ``(q @ k.T) * s``; at the cap the softmax
-is already a hard maximum, and capped logits give that limit instead of NaN.
+:func:`masked_softmax` turns such logits into weights: masked entries get weight zero, a fully masked row
+gets zeros (never NaN), and infinite logits give the softmax's limit.
 """
 
 from __future__ import annotations
@@ -156,7 +161,31 @@ def causal_mask(n: int, m: int, device: torch.device) -> torch.Tensor:
 def combine_masks(
     mask: torch.Tensor | None, causal: bool, n: int, m: int, *, device: torch.device
 ) -> torch.Tensor | None:
-    """One boolean mask (``True`` = may attend) from an optional boolean mask and the causal pattern."""
+    """Return one boolean mask (``True`` = may attend) for an optional mask and the causal pattern.
+
+    The causal pattern lets query ``i`` see keys ``j <= i`` (top-left aligned, as in
+    :func:`torch.nn.functional.scaled_dot_product_attention`).
+
+    Parameters
+    ----------
+    mask : torch.Tensor or None
+        Boolean, broadcastable to ``(..., n, m)``.
+    causal : bool
+        Whether to add the causal pattern.
+    n, m : int
+        Query and key lengths.
+    device : torch.device
+        Where the causal pattern is built (the inputs' device); ``mask`` must be there too.
+
+    Returns
+    -------
+    torch.Tensor or None
+        ``None`` when there is neither a mask nor the causal pattern.
+
+    Notes
+    -----
+    Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
+    """
     check_bool(causal, "causal")
     if mask is not None:
         check_mask(mask, n, m, device)
@@ -175,46 +204,72 @@ def both(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 
 # ------------------------------------------------------------------------------- overflow-safe logits
 def _pow2_near(x: torch.Tensor) -> torch.Tensor:
-    """A finite power of two ``p`` with ``x / p`` in ``[0, 2]`` (1 where ``x`` is 0)."""
-    safe = torch.where(x > 0, x, torch.ones_like(x))
-    emax = math.frexp(torch.finfo(x.dtype).max)[1] - 1  # 2**emax is the largest finite power of two
-    return torch.exp2(torch.ceil(torch.log2(safe)).clamp(max=emax))
+    """A finite power of two ``p > 0`` with ``x / p`` in ``[0, 2]``, for ``x >= 0``."""
+    fi = torch.finfo(x.dtype)
+    emax = math.frexp(fi.max)[1] - 1  # 2**emax is the largest finite power of two
+    return torch.exp2(torch.log2(x.clamp_min(fi.tiny)).ceil().clamp(max=emax))
+
+
+def _abs_max(x: torch.Tensor, dim) -> torch.Tensor:
+    """``max |x|`` over ``dim`` (kept), detached (``abs().amax()`` is far faster than the inf-norm on CPU)."""
+    return x.detach().abs().amax(dim=dim, keepdim=True)
 
 
 def rescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor):
     """``q / a``, ``k / b`` and the capped factor ``c = scale * a * b`` (see the module docstring)."""
     d = q.shape[-1]
-    a = _pow2_near(q.detach().abs().amax(dim=-1, keepdim=True))
-    b = _pow2_near(k.detach().abs().amax(dim=(-2, -1), keepdim=True))
+    a = _pow2_near(_abs_max(q, -1))
+    b = _pow2_near(_abs_max(k, (-2, -1)))
     if isinstance(scale, torch.Tensor):
-        c = scale.detach().to(torch.float64) * a.to(torch.float64)
-    else:
-        c = a.to(torch.float64) * scale  # (s a) b in float64: no overflow of a b, no 0 * inf
-    c = c * b.to(torch.float64)
+        scale = scale.detach().to(torch.float64)
+    # (s a) b in float64: a b cannot overflow for narrower inputs, and no 0 * inf (a, b are finite).
+    wide = (lambda t: t) if q.dtype == torch.float64 else (lambda t: t.to(torch.float64))
+    c = (wide(a) * scale) * wide(b)
     acc = torch.float32 if q.dtype in _HALF else q.dtype
     c_max = min(torch.finfo(q.dtype).max / 2, torch.finfo(acc).max / (4 * d))
     return q / a, k / b, c.clamp(-c_max, c_max).to(q.dtype)
 
 
 def prescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""``(q2, k2)`` with :math:`q_2 k_2^\top = s\,q k^\top` (capped) whose product cannot overflow.
+    r"""``(q2, k)`` with :math:`q_2 k^\top = s\,q k^\top` wherever that is finite, and finite everywhere.
 
-    ``scale`` is a float or a tensor broadcastable to ``(..., n, 1)`` (one scale per query). The powers of
-    two are detached, so gradients are those of the unscaled product.
+    :math:`q_2 = f\,q` with, per query row, :math:`f_i = s` unless :math:`|s|\,\max_t|q_{it}|\,\max|k|`
+    could overflow, where :math:`|f_i|` is lowered to the largest value that cannot (the softmax is a
+    hard maximum there anyway). One pass over ``q`` and ``k`` each to find the maxima, one to scale ``q``:
+    the fast path of :func:`~suma_lib.attention.exact.softmax_attention`. ``scale`` is a float or a
+    tensor broadcastable to ``(..., n, 1)`` (one scale per query); the factor is detached, so gradients
+    are those of :math:`s\,q k^\top`.
     """
     if q.numel() == 0 or k.numel() == 0:  # nothing to overflow (and no maximum to take)
         return q * scale, k
-    q1, k1, c = rescale(q, k, scale)
-    return q1 * c, k1
+    work = torch.float32 if q.dtype in _HALF else q.dtype  # half kernels accumulate in float32
+    a = _abs_max(q, -1).to(work)
+    b = _abs_max(k, (-2, -1)).to(work)
+    limit = torch.finfo(work).max / (2 * q.shape[-1])  # |q2 . k| <= d * limit < max
+    cap = torch.minimum(limit / b, b.new_tensor(torch.finfo(q.dtype).max / 2)) / a  # |q2| fits q's dtype
+    if isinstance(scale, torch.Tensor):
+        f = torch.minimum(cap, scale.detach().abs().to(work)) * torch.sign(scale.detach()).to(work)
+    else:
+        f = cap.clamp(max=min(abs(scale), torch.finfo(work).max)) * math.copysign(1.0, scale)
+    return (q * f if work == q.dtype else (q.to(work) * f).to(q.dtype)), k
 
 
 def scaled_logits(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
     r"""The logits :math:`s\, q k^\top`, shape ``(..., n, m)``, finite for every finite input.
 
-    Bit for bit ``(q @ k.mT) * scale`` wherever that does not overflow; capped where it would.
+    Bit for bit ``(q @ k.mT) * scale`` wherever that does not overflow; capped where it would. On the CPU
+    the plain product is tried first and kept when it is finite (checking is cheap there); elsewhere the
+    rescaled product is always used, so that no device synchronisation is needed.
     """
     if q.numel() == 0 or k.numel() == 0:
         return torch.matmul(q, k.transpose(-2, -1)) * scale
+    if q.device.type == "cpu":
+        logits = torch.matmul(q, k.transpose(-2, -1)) * scale
+        try:
+            if bool(torch.isfinite(logits.sum())):  # one reduction; a finite sum: every entry is finite
+                return logits
+        except RuntimeError:  # under torch.func.vmap a value cannot steer the control flow
+            pass
     q1, k1, c = rescale(q, k, scale)
     return torch.matmul(q1, k1.transpose(-2, -1)) * c
 

@@ -258,7 +258,12 @@ class MultiHeadAttention(nn.Module):
         """The user's mask (same for every head unless it has a head axis), the causal and structural masks."""
         if mask is not None and isinstance(mask, torch.Tensor) and mask.dim() < score_dim:
             mask = mask.unsqueeze(-3)
-        return both(combine_masks(mask, causal, n, m, device=device), self.get_mask(n, m, device))
+        structural = self.get_mask(n, m, device)
+        if structural is not None and structural.dim() == 2:
+            # (1, n, m): torch's SDPA picks its kernel by the mask's rank, and a rank-2 mask makes the
+            # result depend (in the last bit) on how many batch dimensions the input has.
+            structural = structural.unsqueeze(0)
+        return both(combine_masks(mask, causal, n, m, device=device), structural)
 
     def attend(
         self,

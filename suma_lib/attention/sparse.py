@@ -234,6 +234,8 @@ def reachability(masks: Sequence[torch.Tensor], residual: bool = False) -> torch
             raise TypeError(f"masks[{idx}] must be a boolean tensor, got {m.dtype}")
         if m.shape[-1] != m.shape[-2] or (n is not None and m.shape[-1] != n):
             raise ValueError(f"masks[{idx}] must be square (..., n, n) with the same n, got {tuple(m.shape)}")
+        if m.device != masks[0].device:
+            raise TypeError(f"masks[{idx}] must be on the device of masks[0] ({masks[0].device}), got {m.device}")
         n = m.shape[-1]
     # Counts of paths are at most n**L, but only their positivity matters: clamp to 0/1 after each step,
     # so float32 stays exact for any n < 2**24.

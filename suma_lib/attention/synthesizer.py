@@ -32,11 +32,10 @@ from torch import nn
 
 from .._validation import check_float, check_generator, check_int, check_tensor
 from ..tasks import partner_task, permutation_task
-from ..training import train
+from ..training import SequenceTagger, train_tagger
 from ._core import (
     check_bool,
     check_heads,
-    check_tokens,
     clamp_finite,
     default_scale,
     former_names,
@@ -537,133 +536,3 @@ class SynthesizerAttention(MultiHeadAttention):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Apply the layer to ``x`` of shape ``(..., n, embed_dim)``; see :meth:`weights` for the masks."""
         return super().forward(x, mask=mask, causal=causal, return_weights=return_weights)
-
-
-# --------------------------------------------------------------------------------- a small model
-class SequenceTagger(nn.Module):
-    r"""Token + learned position embeddings, a body, and a linear read-out per position.
-
-    .. math:: e_i = E[x_i] + p_i, \qquad h = e + \operatorname{body}(e) \ (\text{or } \operatorname{body}(e)), \qquad
-       \text{logits}_i = h_i W + c
-
-    Parameters
-    ----------
-    vocab : int
-        Number of token ids.
-    n_classes : int
-        Number of output classes per position.
-    max_len : int
-        Longest sequence.
-    embed_dim : int
-        Embedding width.
-    body : torch.nn.Module
-        Maps ``(..., n, embed_dim)`` to ``(..., n, embed_dim)`` (an attention layer, an encoder).
-    residual : bool
-        Add the embeddings to the body's output (for a bare attention layer; an encoder has its own).
-    device, dtype : optional
-        Factory arguments.
-
-    Notes
-    -----
-    Chapters: ``notebooks/synthesizer.ipynb``, ``notebooks/realformer.ipynb``.
-    """
-
-    @former_names(d_model="embed_dim")
-    def __init__(
-        self,
-        vocab: int,
-        n_classes: int,
-        max_len: int,
-        embed_dim: int,
-        body: nn.Module,
-        residual: bool = True,
-        *,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__()
-        self.vocab = vocab = check_int(vocab, "vocab", low=1)
-        n_classes = check_int(n_classes, "n_classes", low=1)
-        self.max_len = check_int(max_len, "max_len", low=1)
-        embed_dim = check_int(embed_dim, "embed_dim", low=1)
-        if not isinstance(body, nn.Module):
-            raise TypeError(f"body must be a torch.nn.Module, got {type(body).__name__}")
-        self.residual = check_bool(residual, "residual")
-        self.embed = nn.Embedding(vocab, embed_dim, device=device, dtype=dtype)
-        self.pos = nn.Embedding(self.max_len, embed_dim, device=device, dtype=dtype)
-        self.body = body
-        self.head = nn.Linear(embed_dim, n_classes, device=device, dtype=dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits ``(..., n, n_classes)`` for token ids ``x`` of shape ``(..., n)``."""
-        check_tokens(x, "x", self.vocab)
-        n = x.shape[-1]
-        if n > self.max_len:
-            raise ValueError(f"x has length {n}, longer than max_len={self.max_len}")
-        e = self.embed(x) + self.pos.weight[:n]
-        h = self.body(e)
-        return self.head(e + h if self.residual else h)
-
-
-def train_tagger(
-    model: nn.Module,
-    sample,
-    steps: int,
-    batch: int,
-    lr: float = 1e-2,
-    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> dict:
-    r"""Train a per-position classifier with Adam on fresh batches; report its curve and held-out score.
-
-    Minimises the mean cross-entropy :math:`-\frac{1}{|T|}\sum_{(b,i) \in T} \log p_\theta(y_{bi} \mid x_b)` over
-    the targets :math:`T` (entries equal to ``-100`` are ignored).
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Maps token ids ``(batch, n)`` to logits ``(batch, n, classes)``.
-    sample : callable
-        ``sample(batch) -> (x, y)``, a fresh training batch each call.
-    steps : int
-        Number of optimiser steps.
-    batch : int
-        Sequences per step.
-    lr : float
-        Adam's learning rate.
-    eval_data : tuple of torch.Tensor, optional
-        Held-out ``(x, y)`` scored after training.
-
-    A thin wrapper of :func:`suma_lib.training.train` (Adam, :func:`~suma_lib.training.default_loss`).
-
-    Returns
-    -------
-    dict
-        ``"losses"`` (a float CPU tensor of the training losses), and with ``eval_data`` also ``"eval_loss"``
-        (mean cross-entropy in nats) and ``"eval_accuracy"`` (fraction of targets predicted by the arg-max).
-
-    Notes
-    -----
-    Chapters: ``notebooks/synthesizer.ipynb``, ``notebooks/realformer.ipynb``.
-    """
-    if not callable(sample):
-        raise TypeError("sample must be callable: sample(batch) -> (x, y)")
-    batch = check_int(batch, "batch", low=1)
-    lr = check_float(lr, "lr", low=0.0, low_open=True)
-    history = train(
-        model,
-        lambda: sample(batch),
-        steps,
-        lambda params: torch.optim.Adam(params, lr=lr, foreach=True),  # one kernel per op for all tensors
-    )
-    model.train()
-    out = {"losses": history["loss"]}
-    if eval_data is not None:
-        x, y = eval_data
-        model.eval()
-        with torch.no_grad():
-            logits = model(x).flatten(0, -2)
-            y = y.flatten()
-            keep = y != -100
-            out["eval_loss"] = nn.functional.cross_entropy(logits[keep], y[keep]).item()
-            out["eval_accuracy"] = (logits[keep].argmax(-1) == y[keep]).to(torch.float64).mean().item()
-    return out

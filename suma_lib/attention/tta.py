@@ -31,7 +31,7 @@ from torch import nn
 from .._validation import check_choice, check_float, check_int, check_tensor
 from ..tasks import markov_leave_one_out, markov_sample
 from ..training import train
-from ._core import check_tokens
+from ._core import check_device, check_tokens
 from .multihead import MultiHeadAttention
 
 __all__ = [
@@ -250,6 +250,7 @@ class TTAEncoder(nn.Module):
         torch.Tensor, shape ``(..., n, vocab_size)``
         """
         check_tokens(tokens, "tokens", self.vocab_size)
+        check_device(tokens, self.head.weight, "tokens", "the model's parameters")
         return self.forward_embeddings(self.token_embedding(tokens), padding_mask)
 
     def forward_embeddings(
@@ -269,6 +270,7 @@ class TTAEncoder(nn.Module):
         torch.Tensor, shape ``(..., n, vocab_size)``
         """
         check_tensor(token_vectors, "token_vectors", min_dim=2, floating=True)
+        check_device(token_vectors, self.head.weight, "token_vectors", "the model's parameters")
         n, width = token_vectors.shape[-2:]
         if width != self.token_embedding.embedding_dim:
             raise ValueError(
@@ -316,6 +318,7 @@ def pseudo_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.T
     """
     check_tensor(logits, "logits", min_dim=2, floating=True)
     check_tokens(tokens, "tokens", logits.shape[-1])
+    check_device(tokens, logits, "tokens", "logits")
     if logits.shape[:-1] != tokens.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} must be tokens' shape {tuple(tokens.shape)} plus (V,)"
@@ -472,19 +475,12 @@ def markov_conditionals(
     Parameters
     ----------
     tokens : torch.Tensor, shape ``(..., n)``, integer, ids in ``[0, V)``
-    transition : torch.Tensor, shape ``(V, V)``
-    initial : torch.Tensor, shape ``(V,)``
+    transition, initial : torch.Tensor, shapes ``(V, V)`` and ``(V,)``
 
     Returns
     -------
     torch.Tensor, shape ``(..., n, V)``
-        Rows sum to one.
-
-    Raises
-    ------
-    ValueError
-        If an id is out of range, or some position has no possible value (the sequence has probability
-        zero under the chain).
+        Rows sum to one; a :class:`ValueError` for ids out of range or a sequence of probability zero.
 
     Notes
     -----
