@@ -19,6 +19,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "rms",
     "work_dtype",
     "half_to_float32",
+    "blas_matmul",
 ]
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -139,3 +141,27 @@ def _cast_floats(out: Any, dtype: torch.dtype) -> Any:
     if isinstance(out, (tuple, list)):
         return type(out)(_cast_floats(o, dtype) for o in out)
     return out
+
+
+_NUMPY_DTYPES = (torch.float32, torch.float64)
+
+
+def blas_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for 2-D tensors; on the CPU, outside autograd, through NumPy's BLAS.
+
+    For the narrow, memory-bound products of randomized linear algebra (a large matrix times a block of a
+    few dozen columns) NumPy's BLAS is measured faster than torch's on the CPU in one thread (see
+    ``benchmarks/geometry.py``); the two agree to rounding. Every other case (GPU, half or complex dtypes,
+    batched operands, tensors that need a gradient) is plain ``a @ b``.
+    """
+    if (
+        a.device.type == "cpu"
+        and b.device.type == "cpu"
+        and a.dim() == 2
+        and b.dim() == 2
+        and a.dtype == b.dtype
+        and a.dtype in _NUMPY_DTYPES
+        and not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+    ):
+        return torch.from_numpy(np.matmul(a.resolve_neg().numpy(), b.resolve_neg().numpy()))
+    return a @ b

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .._numerics import max_abs, safe_divisor, unit, work_dtype
+from .._numerics import blas_matmul, max_abs, safe_divisor, unit, work_dtype
 from .._validation import (
     check_bool,
     check_compatible,
@@ -154,9 +154,12 @@ def random_projection(
     check_tensor(x, "x", min_dim=1, floating=True)
     dim = check_int(dim, "dim", low=1)
     check_bool(return_matrix, "return_matrix")
-    a = gaussian_matrix(dim, x.shape[-1], 1.0 / math.sqrt(dim), generator=generator, device=x.device, dtype=x.dtype)
-    y = x @ a.T
-    return (y, a) if return_matrix else y
+    std = 1.0 / math.sqrt(dim)
+    # draw N(0, 1) and scale the (smaller) output instead of the matrix; 2-D products go through BLAS
+    g = gaussian_matrix(dim, x.shape[-1], generator=generator, device=x.device, dtype=x.dtype)
+    x2 = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+    y = blas_matmul(x2, g.T).reshape(*x.shape[:-1], dim) * std
+    return (y, g * std) if return_matrix else y
 
 
 def jl_min_dim(n_points: int, eps: float, constant: float = 24.0) -> int:
@@ -384,7 +387,10 @@ def randomized_svd(
     A wide matrix (:math:`m < n`) is factored through :math:`A^\top`, so that the small SVD is of an
     :math:`\ell \times \min(m, n)` matrix, and the sketches are kept as :math:`\ell`-row matrices
     (:math:`Y^\top`), the layout in which the products with :math:`A` are fastest. That is
-    :math:`2q + 2` products with :math:`A` in all, as in scikit-learn's ``randomized_svd``.
+    :math:`2q + 2` products with :math:`A` in all, as in scikit-learn's ``randomized_svd`` (on the CPU
+    they go through NumPy's BLAS, see :func:`suma_lib._numerics.blas_matmul`). Finiteness is checked on
+    the first sketch :math:`Y`, which holds NaN or inf whenever :math:`A` does, instead of on :math:`A`
+    itself (a full pass over :math:`A` costs as much as a product with it).
 
     By Eckart–Young, :math:`\|A - U_k\Sigma_k V_k^\top\|_2 \ge \sigma_{k+1}` and
     :math:`\|\cdot\|_F \ge (\sum_{j>k}\sigma_j^2)^{1/2}` for any rank-``k`` approximation; the power
@@ -412,7 +418,7 @@ def randomized_svd(
         ``(U, S, Vh)`` with shapes ``(..., m, k)``, ``(..., k)`` (real, descending) and ``(..., k, n)``, as
         ``torch.linalg.svd(a, full_matrices=False)`` truncated to ``k``.
     """
-    check_tensor(a, "a", min_dim=2, finite=True)
+    check_tensor(a, "a", min_dim=2)  # finiteness is checked on the first sketch, far smaller than a
     if not (a.is_floating_point() or a.is_complex()):
         raise TypeError(f"a must have a floating-point or complex dtype, got {a.dtype}")
     m, n = a.shape[-2], a.shape[-1]
@@ -430,12 +436,16 @@ def randomized_svd(
     ell = min(k + p, m, n)
     # Sketches are stored transposed, as l x (rows) matrices: yt = (x Omega)^H, zt = (x^H Y)^H.
     omega_t = torch.randn(*x.shape[:-2], ell, x.shape[-1], generator=generator, device=x.device, dtype=x.dtype)
-    yt = omega_t @ x.mH
+    yt = blas_matmul(omega_t, x.mH)
+    if x.device.type != "meta" and not bool(torch.isfinite(yt).all()):
+        # NaN or inf in a always reach the sketch (a Gaussian weight is 0 with probability 0)
+        check_tensor(a, "a", finite=True)
+        raise ValueError("a is finite but its products overflow the dtype: rescale a first")
     for _ in range(q):
-        zt = _orth_rows(yt) @ x
-        yt = _orth_rows(zt) @ x.mH
+        zt = blas_matmul(_normalize_rows(yt), x)
+        yt = blas_matmul(_normalize_rows(zt), x.mH)
     qt = _orth_rows(yt)  # Q^H
-    u_b, s, vh = torch.linalg.svd(qt @ x, full_matrices=False)  # B = Q^H x = U_b S V^H
+    u_b, s, vh = torch.linalg.svd(blas_matmul(qt, x), full_matrices=False)  # B = Q^H x = U_b S V^H
     u = qt.mH @ u_b[..., :k]
     s, vh = s[..., :k], vh[..., :k, :]
     if flip:  # A = x^H = V S U^H
@@ -446,6 +456,18 @@ def randomized_svd(
 def _real_dtype(dtype: torch.dtype) -> torch.dtype:
     """The real dtype of the singular values for ``dtype`` (complex -> its real counterpart)."""
     return torch.empty((), dtype=dtype).real.dtype if dtype.is_complex else dtype
+
+
+def _normalize_rows(t: torch.Tensor) -> torch.Tensor:
+    """Rows spanning those of ``t``, well conditioned: Cholesky-QR (``L^{-1} t`` with ``t t^H = L L^H``).
+
+    Between power iterations only the span matters, so the cheap Cholesky-QR (two small products and a
+    triangular solve) replaces Householder QR; a rank-deficient ``t`` (Cholesky fails) falls back to QR.
+    """
+    chol, info = torch.linalg.cholesky_ex(t @ t.mH)
+    if t.device.type == "meta" or bool((info != 0).any()):
+        return _orth_rows(t)
+    return torch.linalg.solve_triangular(chol, t, upper=False)
 
 
 def _orth_rows(t: torch.Tensor) -> torch.Tensor:
