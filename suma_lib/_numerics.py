@@ -154,15 +154,20 @@ def _cast_floats(out: Any, dtype: torch.dtype) -> Any:
 
 
 _NUMPY_DTYPES = (torch.float32, torch.float64)
+_NUMPY_MIN_ENTRIES = 1 << 20
 
 
 def blas_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for 2-D tensors; on the CPU, outside autograd, through NumPy's BLAS.
+    """``a @ b`` for 2-D tensors; large CPU products in one-thread torch go through NumPy's BLAS.
 
     For the narrow, memory-bound products of randomized linear algebra (a large matrix times a block
     of a few dozen columns) NumPy's BLAS is measured faster than torch's on the CPU in one thread
-    (see ``benchmarks/geometry.py``); the two agree to rounding. Every other case (GPU, half or
-    complex dtypes, batched operands, tensors that need a gradient) is plain ``a @ b``.
+    (see ``benchmarks/geometry.py``); the two agree to rounding. The NumPy path is taken only when
+    torch runs one intra-op thread (``torch.get_num_threads() == 1``) and the operands hold at least
+    ``2**20`` entries: with more threads, alternating between torch's and NumPy's thread pools makes
+    their idle threads compete for the cores, which costs far more than it saves. Every other case
+    (GPU, half or complex dtypes, batched operands, tensors that need a gradient) is plain
+    ``a @ b``.
     """
     if (
         a.device.type == "cpu"
@@ -172,6 +177,8 @@ def blas_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         and a.dtype == b.dtype
         and a.dtype in _NUMPY_DTYPES
         and not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+        and a.numel() + b.numel() >= _NUMPY_MIN_ENTRIES
+        and torch.get_num_threads() == 1
     ):
         return torch.from_numpy(np.matmul(a.resolve_neg().numpy(), b.resolve_neg().numpy()))
     return a @ b

@@ -333,3 +333,22 @@ def test_setup_notebook_generator() -> None:
     assert torch.equal(a, torch.rand(3, generator=cfg2.gen))
     with pytest.raises(ValueError, match="reserved"):
         suma_lib.setup_notebook("ci", "cpu", 0, ci=dict(gen=1), full=dict(gen=1))
+
+
+def test_blas_matmul_agrees_with_torch() -> None:
+    from suma_lib._numerics import blas_matmul
+
+    a = torch.randn(1100, 1000, dtype=torch.float64)
+    b = torch.randn(1000, 7, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the NumPy path
+        one = blas_matmul(a, b)
+        two = blas_matmul(a.mT.contiguous().mT, -b)  # strided and negated views
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.allclose(one, a @ b) and torch.allclose(two, -(a @ b))
+    assert blas_matmul(a.float(), b.float()).dtype == torch.float32
+    c = b.clone().requires_grad_(True)
+    blas_matmul(a, c).sum().backward()  # autograd: plain torch
+    assert c.grad is not None

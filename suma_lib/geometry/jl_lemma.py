@@ -418,10 +418,11 @@ def randomized_svd(
     A wide matrix (:math:`m < n`) is factored through :math:`A^\top`, so that the small SVD is of an
     :math:`\ell \times \min(m, n)` matrix, and the sketches are kept as :math:`\ell`-row matrices
     (:math:`Y^\top`), the layout in which the products with :math:`A` are fastest. That is
-    :math:`2q + 2` products with :math:`A` in all, as in scikit-learn's ``randomized_svd`` (on the
-    CPU they go through NumPy's BLAS, see :func:`suma_lib._numerics.blas_matmul`). Finiteness is
-    checked on the first sketch :math:`Y`, which holds NaN or inf whenever :math:`A` does, instead
-    of on :math:`A` itself (a full pass over :math:`A` costs as much as a product with it).
+    :math:`2q + 2` products with :math:`A` in all, as in scikit-learn's ``randomized_svd`` (large
+    CPU products in one-thread torch go through NumPy's BLAS, see
+    :func:`suma_lib._numerics.blas_matmul`). Finiteness is checked on the first sketch :math:`Y`,
+    which holds NaN or inf whenever :math:`A` does, instead of on :math:`A` itself (a full pass over
+    :math:`A` costs as much as a product with it).
 
     By Eckart–Young, :math:`\|A - U_k\Sigma_k V_k^\top\|_2 \ge \sigma_{k+1}` and
     :math:`\|\cdot\|_F \ge (\sum_{j>k}\sigma_j^2)^{1/2}` for any rank-``k`` approximation; the power
