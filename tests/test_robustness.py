@@ -19,6 +19,7 @@ reason.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
@@ -908,14 +909,6 @@ def _dtype_family(name: str, dtype: torch.dtype) -> bool | None:
     return True
 
 
-def fam_int_tensor(name: str) -> bool | None:
-    return _dtype_family(name, torch.int64)
-
-
-def fam_bool_tensor(name: str) -> bool | None:
-    return _dtype_family(name, torch.bool)
-
-
 def fam_nan(name: str) -> bool | None:
     ex = EXAMPLES[name]
     fn, args, kwargs = _build(name)
@@ -1065,14 +1058,6 @@ def _extreme(name: str, scale: float) -> bool | None:
     return True
 
 
-def fam_tiny(name: str) -> bool | None:
-    return _extreme(name, 1e-30)
-
-
-def fam_huge(name: str) -> bool | None:
-    return _extreme(name, 1e30)
-
-
 def _cast_family(name: str, dtype: torch.dtype) -> bool | None:
     ex = EXAMPLES[name]
     if dtype in (torch.float16, torch.bfloat16) and not ex.half:
@@ -1100,18 +1085,6 @@ def _cast_family(name: str, dtype: torch.dtype) -> bool | None:
         if o.is_floating_point() and slots:
             assert o.dtype == dtype, f"{dtype} input gave {o.dtype} output"
     return True
-
-
-def fam_float16(name: str) -> bool | None:
-    return _cast_family(name, torch.float16)
-
-
-def fam_bfloat16(name: str) -> bool | None:
-    return _cast_family(name, torch.bfloat16)
-
-
-def fam_float64(name: str) -> bool | None:
-    return _cast_family(name, torch.float64)
 
 
 def fam_meta(name: str) -> bool | None:
@@ -1181,28 +1154,25 @@ def fam_requires_grad(name: str) -> bool | None:
     return True
 
 
-FAMILIES = {
-    f.__name__[4:]: f
-    for f in (
-        fam_wrong_type,
-        fam_int_tensor,
-        fam_bool_tensor,
-        fam_nan,
-        fam_empty,
-        fam_wrong_shape,
-        fam_batch_mismatch,
-        fam_meta_mix,
-        fam_bad_device,
-        fam_bad_dtype,
-        fam_tiny,
-        fam_huge,
-        fam_float16,
-        fam_bfloat16,
-        fam_float64,
-        fam_meta,
-        fam_noncontiguous,
-        fam_requires_grad,
-    )
+FAMILIES: dict[str, Callable[[str], bool | None]] = {
+    "wrong_type": fam_wrong_type,
+    "int_tensor": functools.partial(_dtype_family, dtype=torch.int64),
+    "bool_tensor": functools.partial(_dtype_family, dtype=torch.bool),
+    "nan": fam_nan,
+    "empty": fam_empty,
+    "wrong_shape": fam_wrong_shape,
+    "batch_mismatch": fam_batch_mismatch,
+    "meta_mix": fam_meta_mix,
+    "bad_device": fam_bad_device,
+    "bad_dtype": fam_bad_dtype,
+    "tiny": functools.partial(_extreme, scale=1e-30),
+    "huge": functools.partial(_extreme, scale=1e30),
+    "float16": functools.partial(_cast_family, dtype=torch.float16),
+    "bfloat16": functools.partial(_cast_family, dtype=torch.bfloat16),
+    "float64": functools.partial(_cast_family, dtype=torch.float64),
+    "meta": fam_meta,
+    "noncontiguous": fam_noncontiguous,
+    "requires_grad": fam_requires_grad,
 }
 
 
