@@ -1,8 +1,8 @@
 """suma_lib: the library behind *suma*, an executable book of Su Jianlin's derivations.
 
-Small, device-agnostic PyTorch implementations of the methods each chapter derives, plus the core helpers
-every chapter uses: device choice, seeding, the figure style and the claim checks that build the book's
-verification ledger.
+Small, device-agnostic PyTorch implementations of the methods each chapter derives, plus the core
+helpers every chapter uses: device choice, seeding, the figure style and the claim checks that build
+the book's verification ledger.
 """
 
 from __future__ import annotations

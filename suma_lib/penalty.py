@@ -1,6 +1,6 @@
 r"""Input-gradient and parameter-gradient penalties of an MLP, and the inequality that links them.
 
-Chapter: ``notebooks/gradient-penalty-inequality.ipynb``.
+Chapter: notebooks/gradient-penalty-inequality.md
 
 An :math:`l`-layer perceptron maps :math:`h^{(1)} = x` through
 
@@ -11,17 +11,17 @@ and :math:`f` is a scalar function of the output :math:`h^{(l+1)}`. With :math:`
 \partial f / \partial z^{(t+1)}` the parameter gradient splits layer by layer,
 :math:`\|\nabla_\theta f\|^2 = \sum_t \|\delta^{(t)}\|^2 (1 + \|h^{(t)}\|^2)`, while
 :math:`\nabla_x f = (W^{(t)} J^{(t)})^\top \delta^{(t)}` for every :math:`t`, where
-:math:`J^{(t)} = \partial h^{(t)} / \partial x` is the Jacobian of the :math:`t`-th layer's *input* with
-respect to :math:`x` (so :math:`J^{(1)} = I`). Hence
+:math:`J^{(t)} = \partial h^{(t)} / \partial x` is the Jacobian of the :math:`t`-th layer's *input*
+with respect to :math:`x` (so :math:`J^{(1)} = I`). Hence
 :math:`\|\delta^{(t)}\| \ge \|\nabla_x f\| / (\|W^{(t)}\|_2 \|J^{(t)}\|_2)` and
 
 .. math:: \|\nabla_x f\|^2 \sum_{t=1}^{l}
    \frac{1 + \|h^{(t)}\|^2}{\|W^{(t)}\|_2^2\, \|J^{(t)}\|_2^2} \;\le\; \|\nabla_\theta f\|^2 .
 
 Everything is computed per sample by reverse-mode autograd (samples do not interact, so one backward
-pass of a sum over the batch gives every sample's gradient), on any device and dtype, batched over the
-leading dimensions of ``x``. Activations receive a batch of pre-activations, shape ``(B, d)``, and must
-act on each row independently (entrywise activations do).
+pass of a sum over the batch gives every sample's gradient), on any device and dtype, batched over
+the leading dimensions of ``x``. Activations receive a batch of pre-activations, shape ``(B, d)``,
+and must act on each row independently (entrywise activations do).
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ def _identity(z: torch.Tensor) -> torch.Tensor:
     return z
 
 
-def _compose(fns: list[Callable[[torch.Tensor], torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:
+def _compose(
+    fns: list[Callable[[torch.Tensor], torch.Tensor]],
+) -> Callable[[torch.Tensor], torch.Tensor]:
     if not fns:
         return _identity
     if len(fns) == 1:
@@ -92,19 +94,20 @@ def mlp_layers(
 ) -> list[tuple[torch.Tensor, torch.Tensor | None, Callable[[torch.Tensor], torch.Tensor]]]:
     r"""Normalise an MLP into a list of ``(weight, bias, activation)`` triples.
 
-    Layer :math:`t` computes :math:`h^{(t+1)} = g^{(t)}(W^{(t)} h^{(t)} + b^{(t)})` with ``weight`` of
-    shape ``(d_{t+1}, d_t)`` (the :class:`torch.nn.Linear` convention).
+    Layer :math:`t` computes :math:`h^{(t+1)} = g^{(t)}(W^{(t)} h^{(t)} + b^{(t)})` with ``weight``
+    of shape ``(d_{t+1}, d_t)`` (the :class:`torch.nn.Linear` convention).
 
     Parameters
     ----------
     model : torch.nn.Module or list
-        Either an :class:`torch.nn.Sequential` (or a single :class:`torch.nn.Linear`) that starts with a
-        ``Linear``; every parameter-free module after a ``Linear`` (``Tanh``, ``ReLU``, ``GELU``, ...) is
-        composed into that layer's activation :math:`g^{(t)}`, and only ``Linear`` modules may hold
-        parameters. Or a sequence of ``(weight, bias)`` pairs (``bias`` may be ``None``).
+        Either an :class:`torch.nn.Sequential` (or a single :class:`torch.nn.Linear`) that starts
+        with a ``Linear``; every parameter-free module after a ``Linear`` (``Tanh``, ``ReLU``,
+        ``GELU``, ...) is composed into that layer's activation :math:`g^{(t)}`, and only ``Linear``
+        modules may hold parameters. Or a sequence of ``(weight, bias)`` pairs (``bias`` may be
+        ``None``).
     activation : callable or list of callable, optional
-        Only with a sequence of pairs: one activation for every layer, or one per layer (``None`` means
-        the identity). Default: the identity everywhere (a linear network).
+        Only with a sequence of pairs: one activation for every layer, or one per layer (``None``
+        means the identity). Default: the identity everywhere (a linear network).
     detach : bool
         Detach the weights and biases from autograd (the default), or keep them attached so that a
         result can be differentiated with respect to them.
@@ -117,12 +120,15 @@ def mlp_layers(
     Raises
     ------
     TypeError, ValueError
-        If ``model`` is not of the forms above, or consecutive shapes, dtypes or devices do not match.
+        If ``model`` is not of the forms above, or consecutive shapes, dtypes or devices do not
+        match.
     """
     layers: list[_Layer] = []
     if isinstance(model, nn.Module):
         if activation is not None:
-            raise ValueError("activation must be None when model is an nn.Module (its modules define it)")
+            raise ValueError(
+                "activation must be None when model is an nn.Module (its modules define it)"
+            )
         mods = _flatten_modules(model)
         if not mods or not isinstance(mods[0], nn.Linear):
             raise ValueError("model must start with an nn.Linear layer")
@@ -138,7 +144,7 @@ def mlp_layers(
                 )
             else:
                 acts[-1].append(mod)
-        layers = [(w, b, _compose(a)) for (w, b, _), a in zip(layers, acts)]
+        layers = [(w, b, _compose(a)) for (w, b, _), a in zip(layers, acts, strict=False)]
     elif isinstance(model, (list, tuple)):
         if not model:
             raise ValueError("model must hold at least one (weight, bias) pair")
@@ -148,7 +154,8 @@ def mlp_layers(
             act_list = list(activation)
         else:
             raise ValueError(
-                f"activation must be a callable or a sequence of {len(model)} callables (one per layer)"
+                f"activation must be a callable or a sequence of {len(model)} callables (one "
+                f"per layer)"
             )
         for t, pair in enumerate(model):
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
@@ -170,7 +177,8 @@ def mlp_layers(
             layers.append((w.detach() if detach else w, b, _identity if g is None else g))
     else:
         raise TypeError(
-            f"model must be an nn.Sequential or a list of (weight, bias) pairs, got {type(model).__name__}"
+            f"model must be an nn.Sequential or a list of (weight, bias) pairs, got "
+            f"{type(model).__name__}"
         )
     w0 = layers[0][0]
     for t, (w, b, _) in enumerate(layers):
@@ -179,7 +187,8 @@ def mlp_layers(
             check_compatible(b, w0, f"layer {t} bias", "layer 0 weight", core_dims=(1, 2))
         if t and w.shape[1] != layers[t - 1][0].shape[0]:
             raise ValueError(
-                f"layer {t} expects {w.shape[1]} inputs but layer {t - 1} gives {layers[t - 1][0].shape[0]}"
+                f"layer {t} expects {w.shape[1]} inputs but layer {t - 1} gives "
+                f"{layers[t - 1][0].shape[0]}"
             )
     return layers
 
@@ -188,15 +197,16 @@ def mlp_layers(
 def _forward(params: list, acts: list, x: torch.Tensor) -> tuple[list, list]:
     """Rows of ``x`` are samples -> ``([h1, ..., h_{l+1}], [z2, ..., z_{l+1}])``.
 
-    A weight of shape ``(B, out, in)`` (and bias ``(B, out)``) is a per-sample copy: sample ``i`` uses
-    slice ``i`` only, so the gradient of a sum over samples with respect to it is the per-sample gradient.
+    A weight of shape ``(B, out, in)`` (and bias ``(B, out)``) is a per-sample copy: sample ``i``
+    uses slice ``i`` only, so the gradient of a sum over samples with respect to it is the
+    per-sample gradient.
     """
     h, hs, zs = x, [x], []
-    for (w, b), g in zip(params, acts):
+    for (w, b), g in zip(params, acts, strict=False):
         z = (w @ h.unsqueeze(-1)).squeeze(-1) if w.dim() == 3 else h @ w.mT  # z^{(t+1)} = W h (+ b)
         if b is not None:
             z = z + b
-        h = g(z)                                                                # h^{(t+1)} = g(z^{(t+1)})
+        h = g(z)  # h^{(t+1)} = g(z^{(t+1)})
         zs.append(z)
         hs.append(h)
     return hs, zs
@@ -219,7 +229,9 @@ def _prepare(model, x, f, activation, detach=True):
     check_tensor(x, "x", min_dim=1, floating=True, finite=True)
     w0 = layers[0][0]
     if x.shape[-1] != w0.shape[1]:
-        raise ValueError(f"x must have {w0.shape[1]} features in its last dimension, got {x.shape[-1]}")
+        raise ValueError(
+            f"x must have {w0.shape[1]} features in its last dimension, got {x.shape[-1]}"
+        )
     check_compatible(x, w0, "x", "the weights", core_dims=(x.dim(), 2))
     if f is None:
         f = torch.sum
@@ -238,14 +250,14 @@ _safe_ratio = safe_ratio
 
 
 def _safe_norm(v: torch.Tensor) -> torch.Tensor:
-    """Euclidean norm over the last dimension without overflow: ``m * |v / m|`` with ``m = max|v|``."""
+    """Euclidean norm over the last axis without overflow: ``m * |v / m|`` with ``m = max|v|``."""
     m, r = scaled_norm(v)
     return m * r
 
 
 @half_to_float32
 def _spectral_norm(a: torch.Tensor) -> torch.Tensor:
-    """Largest singular value of each matrix (float16/bfloat16 computed in float32: no half kernel)."""
+    """Largest singular value of each matrix (float16/bfloat16 in float32: no half kernel)."""
     return torch.linalg.matrix_norm(a, ord=2)
 
 
@@ -254,7 +266,8 @@ def _sq_norm_sum(tensors) -> torch.Tensor:
 
 
 def _gradients(params, acts, f, xb, with_params: bool):
-    """One backward pass of ``sum_i f(h_i)``: per-sample input gradients, deltas and parameter gradients.
+    """One backward pass of ``sum_i f(h_i)``: per-sample input gradients, deltas and parameter
+    gradients.
 
     Samples do not interact, so the gradient of the sum with respect to sample ``i``'s input, its
     pre-activations or its own copy of the parameters is that sample's gradient.
@@ -263,24 +276,31 @@ def _gradients(params, acts, f, xb, with_params: bool):
         x = xb.detach().requires_grad_(True)
         if with_params:
             n = xb.shape[0]
-            ps = [(w.detach().expand(n, *w.shape).requires_grad_(True),
-                   None if b is None else b.detach().expand(n, *b.shape).requires_grad_(True))
-                  for w, b in params]
+            ps = [
+                (
+                    w.detach().expand(n, *w.shape).requires_grad_(True),
+                    None if b is None else b.detach().expand(n, *b.shape).requires_grad_(True),
+                )
+                for w, b in params
+            ]
         else:
             ps = [(w.detach(), None if b is None else b.detach()) for w, b in params]
         hs, zs = _forward(ps, acts, x)
         flat = [p for pair in ps for p in pair if p is not None] if with_params else []
         grads = torch.autograd.grad(_apply_f(f, hs[-1]).sum(), [x, *zs, *flat], allow_unused=True)
-    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, [x, *zs, *flat])]
+    grads = [
+        torch.zeros_like(t) if g is None else g
+        for g, t in zip(grads, [x, *zs, *flat], strict=False)
+    ]
     n_l = len(params)
-    return [h.detach() for h in hs], grads[0], grads[1:1 + n_l], grads[1 + n_l:]
+    return [h.detach() for h in hs], grads[0], grads[1 : 1 + n_l], grads[1 + n_l :]
 
 
 def _jacobians(params, acts, xb) -> list[torch.Tensor]:
     """Per-sample Jacobians ``d h^{(t+1)} / dx``, ``(B, d_{t+1}, d_1)``, for ``t = 1..l``.
 
-    Reverse mode with one backward pass per layer: the batch is replicated ``d_{t+1}`` times and copy
-    ``j`` back-propagates output coordinate ``j``.
+    Reverse mode with one backward pass per layer: the batch is replicated ``d_{t+1}`` times and
+    copy ``j`` back-propagates output coordinate ``j``.
     """
     n, d1 = xb.shape
     out = []
@@ -288,8 +308,11 @@ def _jacobians(params, acts, xb) -> list[torch.Tensor]:
         d = params[t - 1][0].shape[0]
         with torch.enable_grad():
             xr = xb.detach().unsqueeze(0).expand(d, n, d1).reshape(d * n, d1).requires_grad_(True)
-            h = _forward([(w.detach(), None if b is None else b.detach()) for w, b in params[:t]],
-                         acts[:t], xr)[0][-1]
+            h = _forward(
+                [(w.detach(), None if b is None else b.detach()) for w, b in params[:t]],
+                acts[:t],
+                xr,
+            )[0][-1]
             picked = h.reshape(d, n, d).diagonal(dim1=0, dim2=2)  # [i, j] = coordinate j of copy j
             (gx,) = torch.autograd.grad(picked.sum(), xr, allow_unused=True)
         gx = torch.zeros_like(xr) if gx is None else gx
@@ -309,13 +332,14 @@ def input_gradient_norm(
     Parameters
     ----------
     model : torch.nn.Sequential or list
-        The MLP: an ``nn.Sequential`` or a list of ``(weight, bias)`` pairs (see :func:`mlp_layers`).
+        The MLP: an ``nn.Sequential`` or a list of ``(weight, bias)`` pairs (see
+        :func:`mlp_layers`).
     x : torch.Tensor, shape ``(..., d_1)``
         Inputs; leading dimensions are a batch.
     f : callable, optional
-        Maps one output vector ``(d_out,)`` to a scalar, written with torch operations (it is applied to
-        every sample through :func:`torch.func.vmap`). Default: the sum of the outputs (the output itself
-        when ``d_out = 1``).
+        Maps one output vector ``(d_out,)`` to a scalar, written with torch operations (it is
+        applied to every sample through :func:`torch.func.vmap`). Default: the sum of the outputs
+        (the output itself when ``d_out = 1``).
     activation : callable or list of callable, optional
         Activations for a list of pairs (see :func:`mlp_layers`).
 
@@ -334,11 +358,12 @@ def parameter_gradient_norm(
     *,
     activation: Callable | Sequence[Callable | None] | None = None,
 ) -> torch.Tensor:
-    r"""The parameter-gradient norm :math:`\|\nabla_\theta f\|_2` over every weight and bias, per sample.
+    r"""The parameter-gradient norm :math:`\|\nabla_\theta f\|_2` over every weight and bias, per
+    sample.
 
-    Computed by automatic differentiation with respect to the parameters themselves (each sample gets its
-    own copy of the weights, so one backward pass gives every per-sample gradient), not through the
-    layer-wise formula, so that it can be compared with that formula independently.
+    Computed by automatic differentiation with respect to the parameters themselves (each sample
+    gets its own copy of the weights, so one backward pass gives every per-sample gradient), not
+    through the layer-wise formula, so that it can be compared with that formula independently.
 
     Parameters
     ----------
@@ -354,7 +379,8 @@ def parameter_gradient_norm(
 
 
 class PenaltyInequality(NamedTuple):
-    r"""Every quantity of the gradient-penalty inequality, per sample (leading shape ``x.shape[:-1]``).
+    r"""Every quantity of the gradient-penalty inequality, per sample (leading shape
+    ``x.shape[:-1]``).
 
     ``lower_bound`` is the left-hand side
     :math:`\|\nabla_x f\|^2 \sum_t (\beta_t + \|h^{(t)}\|^2) / (\|W^{(t)}\|_2^2 \|J^{(t)}\|_2^2)`
@@ -370,13 +396,13 @@ class PenaltyInequality(NamedTuple):
     ``lower_bound`` ``(...)``
         The left-hand side of the inequality.
     ``ratio`` ``(...)``
-        ``lower_bound / param_grad_sq``; 0 where both vanish. Computed after dividing both sides by the
-        sample's largest :math:`\|h^{(t)}\|^2`, so it stays finite when the squared norms themselves
-        overflow (inputs of size :math:`10^{30}` in float32, where ``lower_bound`` and
+        ``lower_bound / param_grad_sq``; 0 where both vanish. Computed after dividing both sides by
+        the sample's largest :math:`\|h^{(t)}\|^2`, so it stays finite when the squared norms
+        themselves overflow (inputs of size :math:`10^{30}` in float32, where ``lower_bound`` and
         ``param_grad_sq`` are ``inf``).
     ``sharp_lower_bound`` ``(...)``
-        The sharper bound with :math:`\|\partial z^{(t+1)}/\partial x\|_2 = \|W^{(t)} J^{(t)}\|_2` in
-        place of :math:`\|W^{(t)}\|_2 \|J^{(t)}\|_2`; it lies between ``lower_bound`` and
+        The sharper bound with :math:`\|\partial z^{(t+1)}/\partial x\|_2 = \|W^{(t)} J^{(t)}\|_2`
+        in place of :math:`\|W^{(t)}\|_2 \|J^{(t)}\|_2`; it lies between ``lower_bound`` and
         ``param_grad_sq``.
     ``hidden_sq`` ``(..., l)``
         :math:`\|h^{(t)}\|^2` for :math:`t = 1, \dots, l`.
@@ -389,8 +415,8 @@ class PenaltyInequality(NamedTuple):
     ``preact_jacobian_norms`` ``(..., l)``
         Spectral norms :math:`\|\partial z^{(t+1)}/\partial x\|_2 = \|W^{(t)} J^{(t)}\|_2`.
     ``preact_grad_sq`` ``(..., l)``
-        :math:`\|\delta^{(t)}\|^2 = \|\partial f/\partial z^{(t+1)}\|^2`, by autograd with respect to the
-        pre-activations.
+        :math:`\|\delta^{(t)}\|^2 = \|\partial f/\partial z^{(t+1)}\|^2`, by autograd with respect
+        to the pre-activations.
     """
 
     input_grad_sq: torch.Tensor
@@ -419,16 +445,16 @@ def penalty_inequality(
        \frac{\beta_t + \|h^{(t)}\|^2}{\|W^{(t)}\|_2^2\, \|\partial h^{(t)}/\partial x\|_2^2}
        \;\le\; \|\nabla_\theta f\|^2 ,
 
-    where :math:`\partial h^{(t)}/\partial x` is the Jacobian of layer :math:`t`'s input (the identity for
-    :math:`t = 1`), norms of matrices are spectral norms and :math:`\beta_t` is 1 for a layer with a bias
-    and 0 without. A term whose denominator vanishes is counted as 0: then
+    where :math:`\partial h^{(t)}/\partial x` is the Jacobian of layer :math:`t`'s input (the
+    identity for :math:`t = 1`), norms of matrices are spectral norms and :math:`\beta_t` is 1 for a
+    layer with a bias and 0 without. A term whose denominator vanishes is counted as 0: then
     :math:`\nabla_x f = (W^{(t)} J^{(t)})^\top \delta^{(t)} = 0` exactly.
 
     Parameters
     ----------
     model, x, f, activation
-        As in :func:`input_gradient_norm`. ``f`` and the activations must be differentiable where they
-        are evaluated (ReLU is, almost everywhere).
+        As in :func:`input_gradient_norm`. ``f`` and the activations must be differentiable where
+        they are evaluated (ReLU is, almost everywhere).
 
     Returns
     -------
@@ -437,7 +463,7 @@ def penalty_inequality(
 
     Notes
     -----
-    Chapter: ``notebooks/gradient-penalty-inequality.ipynb``.
+    Chapter: notebooks/gradient-penalty-inequality.md
     """
     params, acts, f, xb, lead = _prepare(model, x, f, activation)
     n_layers = len(params)
@@ -445,15 +471,19 @@ def penalty_inequality(
     gx2 = (gx**2).sum(-1)
     gth2 = _sq_norm_sum(pgrads)
     dsq = torch.stack([(d**2).sum(-1) for d in deltas], -1)
-    jacs = _jacobians(params, acts, xb)                                        # d h^{(t)}/dx, t >= 2
+    jacs = _jacobians(params, acts, xb)  # d h^{(t)}/dx, t >= 2
     jn = torch.stack([xb.new_ones(xb.shape[0])] + [_spectral_norm(j) for j in jacs], -1)
     wn = torch.stack([_spectral_norm(w) for w, _ in params])
     # dz^{(t+1)}/dx = W^{(t)} J^{(t)}; for t = 1 it is W^{(1)} itself.
-    zjn = torch.stack([wn[0].expand(xb.shape[0])] + [
-        _spectral_norm(w @ j) for (w, _), j in zip(params[1:], jacs[:-1])], -1)
+    zjn = torch.stack(
+        [wn[0].expand(xb.shape[0])]
+        + [_spectral_norm(w @ j) for (w, _), j in zip(params[1:], jacs[:-1], strict=False)],
+        -1,
+    )
     beta = xb.new_tensor([0.0 if b is None else 1.0 for _, b in params])
     hnorm = torch.stack([_safe_norm(h) for h in hs[:n_layers]], -1)
-    # Divide every (1 + |h|^2) and every parameter gradient by the largest |h|^2 of the sample, so that
+    # Divide every (1 + |h|^2) and every parameter gradient by the largest |h|^2 of the sample, so
+    # that
     # the ratio stays finite when the squares themselves overflow (|x| ~ 1e30 in float32).
     scale = hnorm.amax(-1, keepdim=True).clamp_min(1.0)
     num = beta / scale**2 + (hnorm / scale) ** 2
@@ -492,8 +522,8 @@ def gradient_penalty_bound(
     .. math:: \|\nabla_x f\|^2 \sum_{t=1}^{l}
        \frac{1 + \|h^{(t)}\|^2}{\|W^{(t)}\|_2^2\, \|\partial h^{(t)}/\partial x\|_2^2}
 
-    (the ``1`` is dropped for a layer without bias). See :func:`penalty_inequality`, which also returns
-    the right-hand side and the ingredients.
+    (the ``1`` is dropped for a layer without bias). See :func:`penalty_inequality`, which also
+    returns the right-hand side and the ingredients.
 
     Parameters
     ----------
@@ -514,11 +544,13 @@ def parameter_gradient_penalty(
     *,
     activation: Callable | Sequence[Callable | None] | None = None,
 ) -> torch.Tensor:
-    r"""The per-sample parameter-gradient penalty :math:`\|\nabla_\theta f\|^2`, differentiable in θ.
+    r"""The per-sample parameter-gradient penalty :math:`\|\nabla_\theta f\|^2`, differentiable in
+    θ.
 
     Uses the layer-wise split of the parameter gradient,
 
-    .. math:: \|\nabla_\theta f\|^2 = \sum_{t=1}^{l} \|\delta^{(t)}\|^2 \big(\beta_t + \|h^{(t)}\|^2\big),
+    .. math:: \|\nabla_\theta f\|^2 = \sum_{t=1}^{l} \|\delta^{(t)}\|^2 \big(\beta_t +
+    \|h^{(t)}\|^2\big),
        \qquad \delta^{(t)} = \frac{\partial f}{\partial z^{(t+1)}},
 
     so that one backward pass with respect to the pre-activations of the whole batch gives every
@@ -539,14 +571,20 @@ def parameter_gradient_penalty(
     params, acts, f, xb, lead = _prepare(model, x, f, activation, detach=False)
     with torch.enable_grad():
         # an input that requires grad keeps the graph alive even when no parameter does
-        hs, zs = _forward(params, acts, xb if xb.requires_grad else xb.detach().requires_grad_(True))
+        hs, zs = _forward(
+            params, acts, xb if xb.requires_grad else xb.detach().requires_grad_(True)
+        )
         # row i of each result is sample i's delta^{(t)}; the graph is kept for the outer backward
-        deltas = torch.autograd.grad(_apply_f(f, hs[-1]).sum(), zs, create_graph=True, allow_unused=True)
+        deltas = torch.autograd.grad(
+            _apply_f(f, hs[-1]).sum(), zs, create_graph=True, allow_unused=True
+        )
     total = xb.new_zeros(xb.shape[0])
-    for (_, b), hh, d in zip(params, hs, deltas):
+    for (_, b), hh, d in zip(params, hs, deltas, strict=False):
         if d is not None:
-            # |d|^2 (beta + |h|^2) from rescaled factors (scales detached, so the gradient is exact):
-            # |h|^2 may overflow (x = 1e30) where |d|^2 |h|^2 does not, and d = 0 must give 0, not 0 * inf.
+            # |d|^2 (beta + |h|^2) from rescaled factors (scales detached, so the gradient is
+            # exact):
+            # |h|^2 may overflow (x = 1e30) where |d|^2 |h|^2 does not, and d = 0 must give 0, not 0
+            # * inf.
             sd, sh = max_abs(d), max_abs(hh)
             d2, h2 = (d / sd).square().sum(-1), (hh / sh).square().sum(-1)
             sd = sd.squeeze(-1) * (d2 > 0)  # a zero delta has scale 0, so 0 * |h|^2 stays 0
@@ -568,7 +606,8 @@ def random_mlp(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
 ) -> nn.Sequential:
-    r"""A random MLP ``Linear(widths[0], widths[1]), act, ..., Linear(widths[-2], widths[-1]) [, act]``.
+    r"""A random MLP
+    ``Linear(widths[0], widths[1]), act, ..., Linear(widths[-2], widths[-1]) [, act]``.
 
     Weights are drawn from :math:`\mathcal N(0, \text{gain}^2 / d_{\text{in}})`, biases from
     :math:`\mathcal N(0, \text{bias\_std}^2)`, through ``generator`` when given.
@@ -582,7 +621,8 @@ def random_mlp(
     weight_gain, bias_std : float
         Scale of the weights (relative to :math:`1/\sqrt{d_{\text{in}}}`) and of the biases.
     last_activation : bool
-        Apply the activation after the last layer too (the chapter's :math:`h^{(l+1)} = g(z^{(l+1)})`).
+        Apply the activation after the last layer too (the chapter's :math:`h^{(l+1)} =
+        g(z^{(l+1)})`).
     generator : torch.Generator, optional
         Source of randomness (on ``device``).
     dtype, device
@@ -592,8 +632,14 @@ def random_mlp(
     -------
     torch.nn.Sequential
     """
-    acts = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid,
-            "softplus": nn.Softplus, "identity": nn.Identity}
+    acts = {
+        "tanh": nn.Tanh,
+        "relu": nn.ReLU,
+        "gelu": nn.GELU,
+        "sigmoid": nn.Sigmoid,
+        "softplus": nn.Softplus,
+        "identity": nn.Identity,
+    }
     if not isinstance(widths, (list, tuple)) or len(widths) < 2:
         raise ValueError("widths must be a sequence of at least two layer widths")
     widths = [check_int(w, "widths", low=1) for w in widths]

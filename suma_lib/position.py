@@ -1,9 +1,10 @@
-r"""Position encodings (Part V of the book; first used in the chapter ``attention-is-all-you-need``).
+r"""Position encodings (Part V of the book; first used in the chapter
+``attention-is-all-you-need``).
 
-For now this module holds the Transformer's sinusoidal encoding and the rotation that shifts it. With
-frequencies :math:`\omega_i = \text{base}^{-2i/d}` (:math:`i = 0, \dots, d/2 - 1`) the encoding of
-position :math:`p` is made of the pairs :math:`(\sin p\omega_i, \cos p\omega_i)`. Two layouts of the
-same numbers are in use:
+For now this module holds the Transformer's sinusoidal encoding and the rotation that shifts it.
+With frequencies :math:`\omega_i = \text{base}^{-2i/d}` (:math:`i = 0, \dots, d/2 - 1`) the encoding
+of position :math:`p` is made of the pairs :math:`(\sin p\omega_i, \cos p\omega_i)`. Two layouts of
+the same numbers are in use:
 
 * ``"interleaved"`` (the paper, and e.g. DistilBERT/XLM): :math:`PE_{p,2i} = \sin p\omega_i`,
   :math:`PE_{p,2i+1} = \cos p\omega_i`;
@@ -11,7 +12,8 @@ same numbers are in use:
   halves): all sines first, then all cosines, :math:`PE_{p,i} = \sin p\omega_i`,
   :math:`PE_{p,d/2+i} = \cos p\omega_i`.
 
-They differ by a fixed permutation of the coordinates, which the first linear layer of a model absorbs.
+They differ by a fixed permutation of the coordinates, which the first linear layer of a model
+absorbs.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def sinusoidal_frequencies(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    r"""The :math:`d/2` angular frequencies :math:`\omega_i = \text{base}^{-2i/d}` of the sinusoidal encoding.
+    r"""The :math:`d/2` angular frequencies :math:`\omega_i = \text{base}^{-2i/d}` of the sinusoidal
+    encoding.
 
     Parameters
     ----------
@@ -77,7 +80,7 @@ def sinusoidal_frequencies(
 
     Notes
     -----
-    Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
+    Chapter: notebooks/attention-is-all-you-need.md
     """
     d = _check_d(d)
     base = check_float(base, "base", low=0.0, low_open=True)
@@ -106,16 +109,16 @@ def sinusoidal_encoding(
     .. math:: PE_{p,2i} = \sin\!\left(p\,\text{base}^{-2i/d}\right), \qquad
               PE_{p,2i+1} = \cos\!\left(p\,\text{base}^{-2i/d}\right)
 
-    (``layout="interleaved"``); ``layout="concatenated"`` puts the :math:`d/2` sines first and the cosines
-    after them. Angles are computed in float64 where the device has it, then cast, so a float32 encoding
-    is accurate to float32 rounding even at large positions.
+    (``layout="interleaved"``); ``layout="concatenated"`` puts the :math:`d/2` sines first and the
+    cosines after them. Angles are computed in float64 where the device has it, then cast, so a
+    float32 encoding is accurate to float32 rounding even at large positions.
 
     Parameters
     ----------
     n : int or torch.Tensor
-        Either the number of positions (positions ``0, ..., n-1``), or a tensor of positions of any shape
-        (integer or real, e.g. shifted or randomly drawn positions); a floating-point tensor also sets the
-        default device and dtype of the result.
+        Either the number of positions (positions ``0, ..., n-1``), or a tensor of positions of any
+        shape (integer or real, e.g. shifted or randomly drawn positions); a floating-point tensor
+        also sets the default device and dtype of the result.
     d : int
         Even encoding dimension.
     base : float
@@ -123,8 +126,8 @@ def sinusoidal_encoding(
     layout : {"interleaved", "concatenated"}
         Order of the coordinates, see the module docstring.
     device, dtype
-        Where and how the result is stored; by default the device of ``n`` (or the CPU) and the dtype of a
-        floating-point ``n`` (or the default dtype).
+        Where and how the result is stored; by default the device of ``n`` (or the CPU) and the
+        dtype of a floating-point ``n`` (or the default dtype).
 
     Returns
     -------
@@ -133,11 +136,12 @@ def sinusoidal_encoding(
     Raises
     ------
     ValueError
-        If ``n`` is negative or not finite, ``d`` is odd or smaller than 2, or ``base`` is not positive.
+        If ``n`` is negative or not finite, ``d`` is odd or smaller than 2, or ``base`` is not
+        positive.
 
     Notes
     -----
-    Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
+    Chapter: notebooks/attention-is-all-you-need.md
     """
     layout = check_choice(layout, "layout", LAYOUTS)
     if isinstance(n, torch.Tensor):
@@ -174,17 +178,18 @@ def sinusoidal_shift_matrix(
     By the angle-addition formulas each pair :math:`(\sin p\omega, \cos p\omega)` is carried to
     :math:`(\sin (p+k)\omega, \cos (p+k)\omega)` by
 
-    .. math:: \begin{pmatrix} \cos k\omega & \sin k\omega \\ -\sin k\omega & \cos k\omega \end{pmatrix},
+    .. math:: \begin{pmatrix} \cos k\omega & \sin k\omega \\ -\sin k\omega & \cos k\omega
+    \end{pmatrix},
 
-    so :math:`R_k` is block diagonal (in the interleaved layout; the same blocks spread over coordinates
-    :math:`i` and :math:`i + d/2` in the concatenated one), orthogonal, and does not depend on :math:`p`.
-    With row vectors, as the encoding is stored, the shift reads ``pe @ R.mT``.
+    so :math:`R_k` is block diagonal (in the interleaved layout; the same blocks spread over
+    coordinates :math:`i` and :math:`i + d/2` in the concatenated one), orthogonal, and does not
+    depend on :math:`p`. With row vectors, as the encoding is stored, the shift reads ``pe @ R.mT``.
 
     Parameters
     ----------
     k : float or torch.Tensor
-        The shift (any real number; negative shifts move back). A tensor of shifts of shape ``S`` gives a
-        stack of matrices of shape ``(*S, d, d)`` and sets the default device and dtype.
+        The shift (any real number; negative shifts move back). A tensor of shifts of shape ``S``
+        gives a stack of matrices of shape ``(*S, d, d)`` and sets the default device and dtype.
     d : int
         Even encoding dimension.
     base : float
@@ -200,7 +205,7 @@ def sinusoidal_shift_matrix(
 
     Notes
     -----
-    Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
+    Chapter: notebooks/attention-is-all-you-need.md
     """
     layout = check_choice(layout, "layout", LAYOUTS)
     d = _check_d(d)

@@ -1,4 +1,7 @@
-"""Seeding: one call makes a notebook reproducible."""
+"""Seeding: one call makes a notebook reproducible.
+
+Chapter: every chapter (through :func:`suma_lib.setup_notebook`)
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ def seed_everything(seed: int) -> np.random.Generator:
     Returns
     -------
     numpy.random.Generator
-        A fresh NumPy generator seeded with ``seed``, the preferred source of randomness for NumPy code.
+        A fresh NumPy generator seeded with ``seed``, the preferred source of randomness for NumPy
+        code.
     """
     seed = check_int(seed, "seed", low=0, high=2**32 - 1)
     random.seed(seed)
@@ -35,8 +39,8 @@ def seed_everything(seed: int) -> np.random.Generator:
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     """Return a :class:`torch.Generator` on ``device`` seeded with ``seed``.
 
-    Library functions that draw random numbers accept such a generator, so a caller can make one draw
-    reproducible without touching torch's global state.
+    Library functions that draw random numbers accept such a generator, so a caller can make one
+    draw reproducible without touching torch's global state.
     """
     seed = check_int(seed, "seed", low=0, high=2**63 - 1)
     gen = torch.Generator(device=check_device(device, allow_none=False))

@@ -38,14 +38,18 @@ def test_symbolic_matrices() -> None:
     rot = lambda t: sp.Matrix([[sp.cos(t), -sp.sin(t)], [sp.sin(t), sp.cos(t)]])  # noqa: E731
     claims.symbolic("rotations compose", rot(a) * rot(b), rot(a + b))
     with pytest.raises(claims.ClaimError):
-        claims.symbolic("rotations commute with a shear", rot(a) * sp.Matrix([[1, 1], [0, 1]]), rot(a))
+        claims.symbolic(
+            "rotations commute with a shear", rot(a) * sp.Matrix([[1, 1], [0, 1]]), rot(a)
+        )
     with pytest.raises(ValueError, match="shape"):
         claims.symbolic("shapes", sp.eye(2), sp.eye(3))
 
 
 def test_symbolic_integral() -> None:
     t = sp.symbols("t", real=True)
-    claims.symbolic("∫ e^{-t²} = √π", sp.integrate(sp.exp(-(t**2)), (t, -sp.oo, sp.oo)), sp.sqrt(sp.pi))
+    claims.symbolic(
+        "∫ e^{-t²} = √π", sp.integrate(sp.exp(-(t**2)), (t, -sp.oo, sp.oo)), sp.sqrt(sp.pi)
+    )
 
 
 def test_close_message_names_claim_and_numbers() -> None:
@@ -57,7 +61,9 @@ def test_close_message_names_claim_and_numbers() -> None:
 
 
 def test_close_arrays_tensors_and_nan() -> None:
-    claims.close("tensor equals array", torch.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(2, 3))
+    claims.close(
+        "tensor equals array", torch.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(2, 3)
+    )
     with pytest.raises(claims.ClaimError):
         claims.close("nan is never close", float("nan"), 0.0, atol=1.0)
     claims.close("inf equals inf", float("inf"), float("inf"))
@@ -141,7 +147,8 @@ def test_get_device() -> None:
             suma_lib.get_device(0)  # an int is a CUDA ordinal, as in torch
 
 
-# ------------------------------------------------------------------------------------------- seeding
+# -------------------------------------------------------------------------------------------
+# seeding
 def test_seeding_is_reproducible() -> None:
     suma_lib.seed_everything(7)
     a = (torch.randn(3), np.random.rand(3))
@@ -157,7 +164,8 @@ def test_seeding_is_reproducible() -> None:
         suma_lib.seed_everything(1.5)
 
 
-# ------------------------------------------------------------------------------------------- validation
+# -------------------------------------------------------------------------------------------
+# validation
 def test_validation_helpers() -> None:
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         check_tensor([1.0], "x")
@@ -213,14 +221,19 @@ def test_check_compatible() -> None:
 def test_check_compatible_core_dims_and_meta() -> None:
     from suma_lib._validation import check_compatible
 
-    assert check_compatible(torch.ones(2, 1, 4, 3), torch.ones(5, 4, 7), "x", "y", core_dims=2) == (2, 5)
+    assert check_compatible(torch.ones(2, 1, 4, 3), torch.ones(5, 4, 7), "x", "y", core_dims=2) == (
+        2,
+        5,
+    )
     with pytest.raises(ValueError, match="batch dimensions"):
         check_compatible(torch.ones(2, 4, 3), torch.ones(3, 4, 3), "x", "y", core_dims=2)
     with pytest.raises(ValueError, match="at least 2"):
         check_compatible(torch.ones(3), torch.ones(4, 3), "x", "y", core_dims=2)
     with pytest.raises(TypeError, match="meta"):
         check_compatible(torch.ones(2, device="meta"), torch.ones(2), "x", "y")
-    assert check_compatible(torch.ones(2), torch.ones(2, dtype=torch.float64), "x", "y", same_dtype=False)
+    assert check_compatible(
+        torch.ones(2), torch.ones(2, dtype=torch.float64), "x", "y", same_dtype=False
+    )
 
 
 def test_check_bool_dtype_device_index_range() -> None:
@@ -252,14 +265,17 @@ def test_check_bool_dtype_device_index_range() -> None:
             check_index_range(bad, "ids", 5)
 
 
-# ------------------------------------------------------------------------------------------- numerics
+# -------------------------------------------------------------------------------------------
+# numerics
 def test_safe_divisor_keeps_nan() -> None:
     from suma_lib._numerics import safe_divisor, safe_ratio
 
     x = torch.tensor([0.0, 2.0, float("nan"), -1.0])
     out = safe_divisor(x)
     assert out[0] == 1 and out[1] == 2 and math.isnan(out[2]) and out[3] == 1
-    r = safe_ratio(torch.tensor([1.0, 3.0, 1.0, float("nan")]), torch.tensor([0.0, 2.0, float("nan"), 0.0]))
+    r = safe_ratio(
+        torch.tensor([1.0, 3.0, 1.0, float("nan")]), torch.tensor([0.0, 2.0, float("nan"), 0.0])
+    )
     assert r[0] == 0 and r[1] == 1.5 and math.isnan(r[2]) and math.isnan(r[3])
     num = torch.tensor([0.0, 3.0], requires_grad=True)
     den = torch.tensor([0.0, 2.0], requires_grad=True)
@@ -276,8 +292,12 @@ def test_unit_and_norms_are_scale_free(scale: float, dtype: torch.dtype) -> None
     u = unit(x)
     assert torch.allclose(u, torch.tensor([[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]], dtype=dtype))
     s, r = scaled_norm(x)
-    assert torch.allclose((s * r / scale).to(torch.float64), torch.tensor([5.0, 0.0, 1.0], dtype=torch.float64))
-    assert torch.allclose(rms(x) / scale, torch.tensor([5 / math.sqrt(2), 0.0, 1 / math.sqrt(2)], dtype=dtype))
+    assert torch.allclose(
+        (s * r / scale).to(torch.float64), torch.tensor([5.0, 0.0, 1.0], dtype=torch.float64)
+    )
+    assert torch.allclose(
+        rms(x) / scale, torch.tensor([5 / math.sqrt(2), 0.0, 1 / math.sqrt(2)], dtype=dtype)
+    )
     assert math.isnan(unit(torch.tensor([1.0, float("nan")]))[0])  # NaN in, NaN out
     y = x.clone().requires_grad_(True)
     unit(y).sum().backward()
@@ -287,7 +307,9 @@ def test_unit_and_norms_are_scale_free(scale: float, dtype: torch.dtype) -> None
 def test_half_to_float32_rule() -> None:
     from suma_lib._numerics import half_to_float32, work_dtype
 
-    assert work_dtype(torch.bfloat16) == torch.float32 and work_dtype(torch.float64) == torch.float64
+    assert (
+        work_dtype(torch.bfloat16) == torch.float32 and work_dtype(torch.float64) == torch.float64
+    )
     seen = []
 
     @half_to_float32
@@ -311,3 +333,22 @@ def test_setup_notebook_generator() -> None:
     assert torch.equal(a, torch.rand(3, generator=cfg2.gen))
     with pytest.raises(ValueError, match="reserved"):
         suma_lib.setup_notebook("ci", "cpu", 0, ci=dict(gen=1), full=dict(gen=1))
+
+
+def test_blas_matmul_agrees_with_torch() -> None:
+    from suma_lib._numerics import blas_matmul
+
+    a = torch.randn(1100, 1000, dtype=torch.float64)
+    b = torch.randn(1000, 7, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the NumPy path
+        one = blas_matmul(a, b)
+        two = blas_matmul(a.mT.contiguous().mT, -b)  # strided and negated views
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.allclose(one, a @ b) and torch.allclose(two, -(a @ b))
+    assert blas_matmul(a.float(), b.float()).dtype == torch.float32
+    c = b.clone().requires_grad_(True)
+    blas_matmul(a, c).sum().backward()  # autograd: plain torch
+    assert c.grad is not None

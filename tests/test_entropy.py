@@ -1,7 +1,8 @@
 """Tests of suma_lib.entropy: entropy, the power transform and entropy normalisation.
 
-Peers: scipy.stats.entropy for entropies, scipy.optimize.brentq for the exponent γ, NumPy for the power
-transform; plus property tests (hypothesis), gradients (gradcheck), dtypes, the meta device and errors.
+Peers: scipy.stats.entropy for entropies, scipy.optimize.brentq for the exponent γ, NumPy for the
+power transform; plus property tests (hypothesis), gradients (gradcheck), dtypes, the meta device
+and errors.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as hst
 from scipy.optimize import brentq
 
-from suma_lib.entropy import EntropyNormalization, entropy, entropy_bounds, entropy_normalize, power_transform
+from suma_lib.entropy import (
+    EntropyNormalization,
+    entropy,
+    entropy_bounds,
+    entropy_normalize,
+    power_transform,
+)
 
 META = torch.device("meta")
 F64 = torch.float64
@@ -32,15 +39,24 @@ def np_entropy_of_power(p: np.ndarray, gamma: float) -> float:
 
 def brentq_gamma(p: np.ndarray, target: float) -> float:
     """Peer: the exponent with H = target, by bracketing root finding on log γ."""
-    return math.exp(brentq(lambda u: np_entropy_of_power(p, math.exp(u)) - target, -40, 40, xtol=1e-14))
+    return math.exp(
+        brentq(lambda u: np_entropy_of_power(p, math.exp(u)) - target, -40, 40, xtol=1e-14)
+    )
 
 
 @hst.composite
 def distributions(draw, max_n: int = 12):
     """Random distributions with zeros and ties (the edge cases), as float64 NumPy arrays."""
     n = draw(hst.integers(1, max_n))
-    w = np.array(draw(hst.lists(hst.sampled_from([0.0, 1e-30, 1e-6, 0.1, 0.3, 0.5, 1.0, 2.0, 7.0]),
-                                min_size=n, max_size=n)))
+    w = np.array(
+        draw(
+            hst.lists(
+                hst.sampled_from([0.0, 1e-30, 1e-6, 0.1, 0.3, 0.5, 1.0, 2.0, 7.0]),
+                min_size=n,
+                max_size=n,
+            )
+        )
+    )
     if w.sum() == 0:
         w[draw(hst.integers(0, n - 1))] = 1.0
     return w / w.sum()
@@ -53,21 +69,28 @@ def test_entropy_matches_scipy_and_edges() -> None:
     np.testing.assert_allclose(entropy(p), st.entropy(p.numpy(), axis=-1), rtol=1e-12)
     np.testing.assert_allclose(entropy(p.T, dim=0), st.entropy(p.numpy(), axis=-1), rtol=1e-12)
     assert entropy(torch.tensor([0.0, 1.0, 0.0])).item() == 0.0
-    assert entropy(torch.full((8,), 0.125, dtype=F64)).item() == pytest.approx(math.log(8), rel=1e-15)
+    assert entropy(torch.full((8,), 0.125, dtype=F64)).item() == pytest.approx(
+        math.log(8), rel=1e-15
+    )
     with pytest.raises(ValueError, match="p must be non-negative"):
         entropy(torch.tensor([1.5, -0.5]))
     with pytest.raises(TypeError, match="p"):
         entropy(torch.tensor([1, 0]))
 
 
-# ----------------------------------------------------------------------------------------- power transform
+# ----------------------------------------------------------------------------------------- power
+# transform
 def test_power_transform_matches_numpy_and_limits() -> None:
     p = np.array([0.5, 0.2, 0.2, 0.1, 0.0])
     for gamma in (0.3, 1.0, 2.5):
         peer = np.where(p > 0, p**gamma, 0.0)
-        np.testing.assert_allclose(power_transform(torch.tensor(p), gamma), peer / peer.sum(), rtol=1e-14)
+        np.testing.assert_allclose(
+            power_transform(torch.tensor(p), gamma), peer / peer.sum(), rtol=1e-14
+        )
     np.testing.assert_allclose(power_transform(torch.tensor(p), 0.0), [0.25, 0.25, 0.25, 0.25, 0.0])
-    np.testing.assert_allclose(power_transform(torch.tensor([0.4, 0.4, 0.2]), math.inf), [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(
+        power_transform(torch.tensor([0.4, 0.4, 0.2]), math.inf), [0.5, 0.5, 0.0]
+    )
     # unnormalised input and per-row exponents along another axis
     x = torch.tensor([[1.0, 3.0], [2.0, 1.0], [1.0, 0.0]], dtype=F64)  # columns are distributions
     out = power_transform(x, torch.tensor([1.0, 2.0], dtype=F64), dim=0)
@@ -93,7 +116,8 @@ def test_entropy_bounds() -> None:
     np.testing.assert_allclose(hi, [math.log(4), math.log(3)])
 
 
-# ----------------------------------------------------------------------------------------- normalisation
+# -----------------------------------------------------------------------------------------
+# normalisation
 @settings(max_examples=80, deadline=None)
 @given(p=distributions(), frac=hst.floats(-0.2, 1.2))
 def test_normalize_hits_clamped_target_and_keeps_order(p: np.ndarray, frac: float) -> None:
@@ -130,7 +154,7 @@ def test_gamma_matches_brentq_peer() -> None:
     T = rng.uniform(0.05, 0.95, size=20) * np.log(30)
     # make every target reachable (Dirichlet draws have a unique maximum and no zeros in float64)
     q, gamma = entropy_normalize(torch.tensor(P), torch.tensor(T), return_gamma=True)
-    peer = [brentq_gamma(p, t) for p, t in zip(P, T)]
+    peer = [brentq_gamma(p, t) for p, t in zip(P, T, strict=False)]
     np.testing.assert_allclose(gamma, peer, rtol=1e-8)
     np.testing.assert_allclose(st.entropy(q.numpy(), axis=-1), T, atol=1e-10)
 
@@ -138,7 +162,9 @@ def test_gamma_matches_brentq_peer() -> None:
 def test_batched_targets_dim_and_shapes() -> None:
     g = torch.Generator().manual_seed(1)
     p = torch.softmax(torch.randn(2, 3, 7, generator=g, dtype=F64), dim=-1)
-    targets = torch.tensor([0.5, 1.0, 1.5], dtype=F64)  # one per middle index, broadcast over the first
+    targets = torch.tensor(
+        [0.5, 1.0, 1.5], dtype=F64
+    )  # one per middle index, broadcast over the first
     q, gamma = entropy_normalize(p, targets, return_gamma=True)
     assert q.shape == p.shape and gamma.shape == (2, 3)
     np.testing.assert_allclose(entropy(q), targets.expand(2, 3), atol=1e-10)
@@ -150,17 +176,24 @@ def test_edge_cases_near_one_hot_uniform_zeros() -> None:
     p = torch.tensor([1 - 3e-30, 1e-30, 1e-30, 1e-30], dtype=F64)
     q, gamma = entropy_normalize(p, 1.0, return_gamma=True)
     assert entropy(q).item() == pytest.approx(1.0, abs=1e-12)
-    r = brentq(lambda r: math.log1p(3 * r) - 3 * r * math.log(r) / (1 + 3 * r) - 1.0, 1e-12, 1, xtol=1e-16)
+    r = brentq(
+        lambda r: math.log1p(3 * r) - 3 * r * math.log(r) / (1 + 3 * r) - 1.0, 1e-12, 1, xtol=1e-16
+    )
     assert gamma.item() == pytest.approx(math.log(r) / math.log(1e-30), rel=1e-9)
-    # exactly one-hot: every target clamps to the one-hot itself, gamma = 1 (the row is uniform on its support)
+    # exactly one-hot: every target clamps to the one-hot itself, gamma = 1 (the row is uniform on
+    # its support)
     q, gamma = entropy_normalize(torch.tensor([0.0, 1.0, 0.0]), 0.7, return_gamma=True)
     assert q.tolist() == [0.0, 1.0, 0.0] and gamma.item() == 1.0
     u = torch.full((6,), 1 / 6, dtype=F64)
     q, gamma = entropy_normalize(u, 0.2, return_gamma=True)
     assert torch.equal(q, u) and gamma.item() == 1.0
-    q, gamma = entropy_normalize(torch.tensor([0.6, 0.3, 0.1, 0.0], dtype=F64), 0.0, return_gamma=True)
+    q, gamma = entropy_normalize(
+        torch.tensor([0.6, 0.3, 0.1, 0.0], dtype=F64), 0.0, return_gamma=True
+    )
     assert q.tolist() == [1.0, 0.0, 0.0, 0.0] and math.isinf(gamma.item())
-    q, gamma = entropy_normalize(torch.tensor([0.6, 0.3, 0.1, 0.0], dtype=F64), math.log(4), return_gamma=True)
+    q, gamma = entropy_normalize(
+        torch.tensor([0.6, 0.3, 0.1, 0.0], dtype=F64), math.log(4), return_gamma=True
+    )
     np.testing.assert_allclose(q, [1 / 3, 1 / 3, 1 / 3, 0.0]) and gamma.item() == 0.0
 
 
@@ -172,8 +205,13 @@ def test_info_and_return_types() -> None:
     assert info.converged.item()
     assert isinstance(entropy_normalize(p, 0.5), torch.Tensor)
     # max_iter too small: flagged, not raised, and the output is still a distribution
-    info = entropy_normalize(torch.tensor([0.97, 0.01, 0.01, 0.01], dtype=F64), 1.3, max_iter=1, tol=1e-14,
-                             return_info=True)
+    info = entropy_normalize(
+        torch.tensor([0.97, 0.01, 0.01, 0.01], dtype=F64),
+        1.3,
+        max_iter=1,
+        tol=1e-14,
+        return_info=True,
+    )
     assert not info.converged.item() and info.iterations.item() == 1
     assert info.p.sum().item() == pytest.approx(1.0)
 
@@ -198,16 +236,21 @@ def test_huge_batch_of_extremes_has_no_nan() -> None:
     assert entropy(q[3]).item() == pytest.approx(3.0, abs=1e-9)
 
 
-# ----------------------------------------------------------------------------------------- gradients
+# -----------------------------------------------------------------------------------------
+# gradients
 def test_gradcheck_through_the_solver() -> None:
-    logits = torch.randn(2, 5, generator=torch.Generator().manual_seed(4), dtype=F64, requires_grad=True)
+    logits = torch.randn(
+        2, 5, generator=torch.Generator().manual_seed(4), dtype=F64, requires_grad=True
+    )
     t = torch.tensor([0.4, 1.3], dtype=F64, requires_grad=True)
     f = lambda a, t: entropy_normalize(torch.softmax(a, -1), t, return_gamma=True)  # noqa: E731
     assert torch.autograd.gradcheck(f, (logits, t))
 
 
 def test_gradients_at_clamped_rows_and_zero_entries() -> None:
-    p = torch.tensor([[0.5, 0.3, 0.2, 0.0], [0.25, 0.25, 0.25, 0.25]], dtype=F64, requires_grad=True)
+    p = torch.tensor(
+        [[0.5, 0.3, 0.2, 0.0], [0.25, 0.25, 0.25, 0.25]], dtype=F64, requires_grad=True
+    )
     t = torch.tensor([math.log(4), 1.0], dtype=F64, requires_grad=True)  # both clamped
     q = entropy_normalize(p, t)
     (q * torch.arange(4, dtype=F64)).sum().backward()

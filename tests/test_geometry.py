@@ -1,4 +1,5 @@
-"""Tests of suma_lib.geometry: closed forms, peers (SciPy, torch.nn.init, scikit-learn, NumPy), meta, errors."""
+"""Tests of suma_lib.geometry: closed forms, peers (SciPy, torch.nn.init, scikit-learn), meta,
+errors."""
 
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ def test_angle_pdf_matches_scipy_beta(n: int, theta: float) -> None:
 
 @pytest.mark.parametrize("n", [2, 3, 10, 1000, 10**6])
 def test_angle_pdf_normalised_with_mean_pi_over_2(n: int) -> None:
-    half = min(math.pi / 2, 30 / math.sqrt(n))  # the density is negligible beyond 30 standard deviations
+    half = min(
+        math.pi / 2, 30 / math.sqrt(n)
+    )  # the density is negligible beyond 30 standard deviations
     t = torch.linspace(math.pi / 2 - half, math.pi / 2 + half, 20_001, dtype=torch.float64)
     p = g.angle_pdf(t, n)
     assert torch.trapezoid(p, t).item() == pytest.approx(1.0, abs=1e-8)
@@ -66,7 +69,9 @@ def test_angle_pdf_support_dtype_and_extremes() -> None:
     assert out.dtype == torch.float32 and torch.equal(out, torch.zeros(4))
     assert torch.allclose(g.angle_pdf(torch.tensor([0.3, 2.0]), 2), torch.full((2,), 1 / math.pi))
     peak = g.angle_pdf(torch.tensor([math.pi / 2], dtype=torch.float64), 10**8).item()
-    assert peak == pytest.approx(math.sqrt(10**8 / (2 * math.pi)), rel=1e-6)  # Gaussian limit, var 1/n
+    assert peak == pytest.approx(
+        math.sqrt(10**8 / (2 * math.pi)), rel=1e-6
+    )  # Gaussian limit, var 1/n
     assert g.angle_pdf(torch.zeros(2, 3, device=META), 5).shape == (2, 3)
 
 
@@ -99,7 +104,9 @@ def test_sample_angles_shape_reproducibility_devices() -> None:
     assert g.sample_angles(7, 5, dtype=torch.float64).dtype == torch.float64
     assert g.sample_angles(7, (2, 0)).shape == (2, 0)
     assert g.sample_angles(7, 9, device="meta").device.type == "meta"
-    big = g.sample_angles(3000, 1500, generator=gen(2))  # 2^22 // 3000 = 1398 rows per chunk: two chunks
+    big = g.sample_angles(
+        3000, 1500, generator=gen(2)
+    )  # 2^22 // 3000 = 1398 rows per chunk: two chunks
     assert big.shape == (1500,) and torch.isfinite(big).all()
 
 
@@ -136,7 +143,9 @@ def test_angle_between_accuracy_and_extremes() -> None:
     assert g.angle_between(torch.zeros(3), torch.ones(3)).item() == pytest.approx(math.pi / 2)
     assert g.angle_between(torch.ones(3), -torch.ones(3)).item() == pytest.approx(math.pi)
     assert g.angle_between(torch.randn(4, 1, 5), torch.randn(3, 5)).shape == (4, 3)
-    assert g.angle_between(torch.randn(2, 5, device=META), torch.randn(2, 5, device=META)).shape == (2,)
+    assert g.angle_between(
+        torch.randn(2, 5, device=META), torch.randn(2, 5, device=META)
+    ).shape == (2,)
     with pytest.raises(ValueError, match="last dimension"):
         g.angle_between(torch.ones(3), torch.ones(4))
     with pytest.raises(TypeError, match="dtype and device"):
@@ -155,16 +164,26 @@ def test_angle_between_properties(seed: int, d: int, scale: float) -> None:
     assert g.angle_between(-x, y).item() == pytest.approx(math.pi - t, abs=1e-12)  # supplementary
 
 
-# ----------------------------------------------------------------------------------------- initialisation
+# -----------------------------------------------------------------------------------------
+# initialisation
 @pytest.mark.parametrize(
     ("scheme", "peer_normal", "peer_uniform"),
     [
-        ("lecun", lambda w, gn: torch.nn.init.kaiming_normal_(w, nonlinearity="linear", generator=gn),
-         lambda w, gn: torch.nn.init.kaiming_uniform_(w, nonlinearity="linear", generator=gn)),
-        ("he", lambda w, gn: torch.nn.init.kaiming_normal_(w, nonlinearity="relu", generator=gn),
-         lambda w, gn: torch.nn.init.kaiming_uniform_(w, nonlinearity="relu", generator=gn)),
-        ("xavier", lambda w, gn: torch.nn.init.xavier_normal_(w, generator=gn),
-         lambda w, gn: torch.nn.init.xavier_uniform_(w, generator=gn)),
+        (
+            "lecun",
+            lambda w, gn: torch.nn.init.kaiming_normal_(w, nonlinearity="linear", generator=gn),
+            lambda w, gn: torch.nn.init.kaiming_uniform_(w, nonlinearity="linear", generator=gn),
+        ),
+        (
+            "he",
+            lambda w, gn: torch.nn.init.kaiming_normal_(w, nonlinearity="relu", generator=gn),
+            lambda w, gn: torch.nn.init.kaiming_uniform_(w, nonlinearity="relu", generator=gn),
+        ),
+        (
+            "xavier",
+            lambda w, gn: torch.nn.init.xavier_normal_(w, generator=gn),
+            lambda w, gn: torch.nn.init.xavier_uniform_(w, generator=gn),
+        ),
     ],
 )
 @pytest.mark.parametrize("shape", [(64, 32), (16, 8, 3, 3)])
@@ -185,7 +204,8 @@ def test_init_std_formulas_and_statistics() -> None:
     assert g.init_std((10, 20), "xavier") == pytest.approx(math.sqrt(2 / 30))
     w = g.uniform_init_(torch.empty(500, 400, dtype=torch.float64), "lecun", generator=gen(7))
     assert w.abs().max().item() <= math.sqrt(3 / 400)
-    # variance of U[-a, a] is a^2/3 = 1/fan_in; the sample variance of 2e5 draws has relative sd ~ 0.3%
+    # variance of U[-a, a] is a^2/3 = 1/fan_in; the sample variance of 2e5 draws has relative sd ~
+    # 0.3%
     assert w.var().item() == pytest.approx(1 / 400, rel=0.015)
     m = torch.empty(3, 4, device=META)
     assert g.normal_init_(m, "he") is m and g.uniform_init_(m).device.type == "meta"
@@ -234,7 +254,10 @@ def test_orthogonality_error_is_transpose_and_rotation_invariant(seed: int, m: i
         e = g.orthogonality_error(w, norm).item()
         assert g.orthogonality_error(w.mT, norm).item() == pytest.approx(e, rel=1e-9, abs=1e-12)
         assert g.orthogonality_error(q @ w, norm).item() == pytest.approx(e, rel=1e-9, abs=1e-12)
-    assert g.orthogonality_error(w, "max").item() <= g.orthogonality_error(w, "spectral").item() + 1e-12
+    assert (
+        g.orthogonality_error(w, "max").item()
+        <= g.orthogonality_error(w, "spectral").item() + 1e-12
+    )
 
 
 def test_orthogonality_error_gaussian_expectation() -> None:
@@ -255,13 +278,18 @@ def test_orthogonality_error_errors() -> None:
 
 
 def test_activation_norms() -> None:
-    q = [torch.linalg.qr(torch.randn(32, 32, dtype=torch.float64, generator=gen(i))).Q for i in range(5)]
+    q = [
+        torch.linalg.qr(torch.randn(32, 32, dtype=torch.float64, generator=gen(i))).Q
+        for i in range(5)
+    ]
     x = torch.randn(10, 32, dtype=torch.float64, generator=gen(11))
     r = g.activation_norms(x, q, "linear")
     assert r.shape == (6, 10)
     torch.testing.assert_close(r, r[:1].expand(6, 10))  # orthogonal layers preserve norms exactly
     huge = g.activation_norms(1e30 * x.float(), [w.float() for w in q], "linear")
-    assert torch.isfinite(huge).all() and huge[-1, 0].item() == pytest.approx(huge[0, 0].item(), rel=1e-4)
+    assert torch.isfinite(huge).all() and huge[-1, 0].item() == pytest.approx(
+        huge[0, 0].item(), rel=1e-4
+    )
     # ReLU with He init keeps E rms^2; with LeCun it halves it (wide layer, many inputs)
     width = 1024  # batch-mean of rms^2 has relative sd ~ sqrt(5 / (width * batch)) ~ 0.6%
     x = torch.randn(128, width, dtype=torch.float64, generator=gen(12))
@@ -271,7 +299,9 @@ def test_activation_norms() -> None:
     ratio_lecun = (g.activation_norms(x, [lecun])[1].square().mean() / x.square().mean()).item()
     assert ratio_he == pytest.approx(1.0, rel=0.03) and ratio_lecun == pytest.approx(0.5, rel=0.03)
     assert g.activation_norms(x[:2], [he, he], activation=torch.sigmoid).shape == (3, 2)
-    assert g.activation_norms(torch.randn(3, 4, device=META), [torch.randn(5, 4, device=META)]).shape == (2, 3)
+    assert g.activation_norms(
+        torch.randn(3, 4, device=META), [torch.randn(5, 4, device=META)]
+    ).shape == (2, 3)
 
 
 def test_activation_norms_errors() -> None:
@@ -292,11 +322,16 @@ def test_activation_norms_errors() -> None:
 def test_random_projection_preserves_norm_in_expectation() -> None:
     x = torch.randn(40, dtype=torch.float64, generator=gen(14))
     gn = gen(15)
-    r = torch.stack([g.random_projection(x, 16, gn).square().sum() for _ in range(2000)]) / x.square().sum()
+    r = (
+        torch.stack([g.random_projection(x, 16, gn).square().sum() for _ in range(2000)])
+        / x.square().sum()
+    )
     # ||Ax||^2/||x||^2 ~ chi2_16/16: mean 1, variance 2/16
     assert abs(r.mean().item() - 1) < 4 * math.sqrt(2 / 16 / 2000)
     assert r.var().item() == pytest.approx(2 / 16, rel=0.15)
-    y, a = g.random_projection(torch.randn(3, 5, 40, dtype=torch.float64), 7, gen(16), return_matrix=True)
+    y, a = g.random_projection(
+        torch.randn(3, 5, 40, dtype=torch.float64), 7, gen(16), return_matrix=True
+    )
     assert y.shape == (3, 5, 7) and a.shape == (7, 40)
     assert g.random_projection(torch.randn(5, 40, device=META), 7).device.type == "meta"
 
@@ -304,8 +339,14 @@ def test_random_projection_preserves_norm_in_expectation() -> None:
 def test_random_projection_matrix_has_sklearn_distribution() -> None:
     from sklearn.random_projection import GaussianRandomProjection
 
-    peer = GaussianRandomProjection(n_components=50, random_state=0).fit(np.zeros((2, 400))).components_
-    _, ours = g.random_projection(torch.zeros(2, 400, dtype=torch.float64), 50, gen(17), return_matrix=True)
+    peer = (
+        GaussianRandomProjection(n_components=50, random_state=0)
+        .fit(np.zeros((2, 400)))
+        .components_
+    )
+    _, ours = g.random_projection(
+        torch.zeros(2, 400, dtype=torch.float64), 50, gen(17), return_matrix=True
+    )
     # Both have N(0, 1/50) entries: compare the sample variances (2e4 draws each, rel. sd 1%)
     assert ours.var().item() == pytest.approx(float(peer.var()), rel=0.06)
     assert ours.var().item() == pytest.approx(1 / 50, rel=0.05)
@@ -358,31 +399,46 @@ def test_jl_distortion_against_scipy_pdist() -> None:
     y = g.random_projection(x, 10, gen(19))
     peer = pdist(y.numpy(), "sqeuclidean") / pdist(x.numpy(), "sqeuclidean") - 1
     np.testing.assert_allclose(g.jl_distortion(x, y).numpy(), peer, rtol=1e-10)
-    np.testing.assert_allclose(g.pairwise_sq_distances(x).numpy(), pdist(x.numpy(), "sqeuclidean"), rtol=1e-12)
-    close = torch.tensor([[1e8, 0.0], [1e8, 1.0]], dtype=torch.float64)  # the mm shortcut would cancel to 0
+    np.testing.assert_allclose(
+        g.pairwise_sq_distances(x).numpy(), pdist(x.numpy(), "sqeuclidean"), rtol=1e-12
+    )
+    close = torch.tensor(
+        [[1e8, 0.0], [1e8, 1.0]], dtype=torch.float64
+    )  # the mm shortcut would cancel to 0
     assert g.pairwise_sq_distances(close).item() == 1.0
     assert g.pairwise_sq_distances(torch.randn(2, 5, 3, device=META)).shape == (2, 10)
     with pytest.raises(ValueError, match="x"):
         g.pairwise_sq_distances(torch.ones(3))
     xb = torch.stack([x, 2 * x])
-    assert g.jl_distortion(xb, xb).abs().max().item() == 0.0 and g.jl_distortion(xb, xb).shape == (2, 66)
+    assert g.jl_distortion(xb, xb).abs().max().item() == 0.0 and g.jl_distortion(xb, xb).shape == (
+        2,
+        66,
+    )
     same = torch.zeros(2, 3)
     assert torch.equal(g.jl_distortion(same, torch.zeros(2, 2)), torch.zeros(1))
     assert g.jl_distortion(same, torch.eye(2)).item() == math.inf
     xf, yf = x.float(), y.float()  # entries of 1e30: squared distances would overflow float32
-    torch.testing.assert_close(g.jl_distortion(1e30 * xf, 1e30 * yf), g.jl_distortion(xf, yf), rtol=1e-4, atol=1e-5)
-    assert g.jl_distortion(torch.randn(4, 5, device=META), torch.randn(4, 2, device=META)).shape == (6,)
+    torch.testing.assert_close(
+        g.jl_distortion(1e30 * xf, 1e30 * yf), g.jl_distortion(xf, yf), rtol=1e-4, atol=1e-5
+    )
+    assert g.jl_distortion(
+        torch.randn(4, 5, device=META), torch.randn(4, 2, device=META)
+    ).shape == (6,)
     with pytest.raises(ValueError, match="same points"):
         g.jl_distortion(torch.randn(4, 5), torch.randn(3, 2))
 
 
 def test_sign_lsh_collision_probability_is_theta_over_pi() -> None:
     theta = 1.0
-    x = torch.tensor([[1.0, 0.0, 0.0], [math.cos(theta), math.sin(theta), 0.0]], dtype=torch.float64)
+    x = torch.tensor(
+        [[1.0, 0.0, 0.0], [math.cos(theta), math.sin(theta), 0.0]], dtype=torch.float64
+    )
     bits = g.sign_lsh(x, 40_000, gen(20))
     assert bits.shape == (2, 40_000) and bits.dtype == torch.bool
     p = (bits[0] != bits[1]).double().mean().item()
-    assert abs(p - theta / math.pi) < 4 * math.sqrt(theta / math.pi * (1 - theta / math.pi) / 40_000)
+    assert abs(p - theta / math.pi) < 4 * math.sqrt(
+        theta / math.pi * (1 - theta / math.pi) / 40_000
+    )
     est = g.hamming_angle(bits[0], bits[1]).item()
     assert est == pytest.approx(math.pi * p)
 
@@ -395,7 +451,9 @@ def test_sign_lsh_codes_planes_and_extremes() -> None:
     s = g.sign_lsh(x, 16, planes=planes, signed=True)
     assert s.dtype == x.dtype and torch.equal(s, torch.where(a, 1.0, -1.0))
     assert g.hamming_angle(a, a).abs().max().item() == 0.0
-    assert torch.allclose(g.hamming_angle(a, g.sign_lsh(-x, 16, planes=planes)), torch.full((5,), math.pi))
+    assert torch.allclose(
+        g.hamming_angle(a, g.sign_lsh(-x, 16, planes=planes)), torch.full((5,), math.pi)
+    )
     assert g.hamming_angle(s, s).dtype == x.dtype
     assert torch.equal(g.sign_lsh(1e30 * x, 16, planes=planes), a)  # no overflow for huge inputs
     assert torch.equal(g.sign_lsh(x, 16, gen(3)), g.sign_lsh(x, 16, gen(3)))
@@ -416,7 +474,8 @@ def test_sign_lsh_errors() -> None:
         g.hamming_angle(torch.ones(0, dtype=torch.bool), torch.ones(0, dtype=torch.bool))
 
 
-# ----------------------------------------------------------------------------------------- randomized SVD
+# -----------------------------------------------------------------------------------------
+# randomized SVD
 def _matrix_with_spectrum(m: int, n: int, s: torch.Tensor, seed: int) -> torch.Tensor:
     u = torch.linalg.qr(torch.randn(m, len(s), dtype=torch.float64, generator=gen(seed))).Q
     v = torch.linalg.qr(torch.randn(n, len(s), dtype=torch.float64, generator=gen(seed + 1))).Q
@@ -442,7 +501,8 @@ def test_randomized_svd_against_numpy_and_torch_lowrank(shape) -> None:
     np.testing.assert_allclose(s.numpy(), np_s[:k], rtol=1e-4)
     _, s_peer, _ = torch.svd_lowrank(a, q=k + 10, niter=3)
     torch.testing.assert_close(s, s_peer[:k], rtol=1e-4, atol=0)
-    # Eckart–Young: no rank-k approximation beats sigma_{k+1}; with power iterations we get within 1%
+    # Eckart–Young: no rank-k approximation beats sigma_{k+1}; with power iterations we get within
+    # 1%
     err = torch.linalg.matrix_norm(a - u * s @ vh, ord=2).item()
     assert np_s[k] * (1 - 1e-9) <= err <= 1.01 * np_s[k]
 
@@ -479,7 +539,8 @@ def test_randomized_svd_errors() -> None:
         g.randomized_svd(torch.ones(4), 1)
 
 
-# ----------------------------------------------------------------------------------------- symbolic / scalar
+# ----------------------------------------------------------------------------------------- symbolic
+# / scalar
 def test_gaussian_expectation_moments_and_sympy_stats() -> None:
     z, w, s, c = sp.symbols("z w sigma c", positive=True)
     assert sp.simplify(g.gaussian_expectation(z**2, [z], s) - s**2) == 0

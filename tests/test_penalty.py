@@ -1,4 +1,4 @@
-"""Tests for suma_lib.penalty: gradient norms against plain autograd, the inequality, tightness, errors."""
+"""Tests for suma_lib.penalty: gradient norms against plain autograd, the inequality, errors."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 
 def _peer(net: nn.Module, x: torch.Tensor, f=torch.sum):
-    """Per-sample gradients by a plain loop over samples with torch.autograd.grad (no torch.func)."""
+    """Per-sample gradients by a plain loop over samples with torch.autograd.grad (no vmap)."""
     gx2, gth2 = [], []
     params = list(net.parameters())
     for xi in x:
@@ -39,7 +39,8 @@ def _peer(net: nn.Module, x: torch.Tensor, f=torch.sum):
 
 
 def _peer_jacobian_norms(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Spectral norms of d h^(t)/dx for t = 1..l+1 via torch.autograd.functional.jacobian + svdvals."""
+    """Spectral norms of d h^(t)/dx, t = 1..l+1, via torch.autograd.functional.jacobian +
+    svdvals."""
     lins = [i for i, m in enumerate(net) if isinstance(m, nn.Linear)]
     cuts = lins[1:] + [len(net)]  # h^(t+1) is the output of net[:cut]
     out = []
@@ -57,12 +58,19 @@ def test_norms_match_plain_autograd(act: str) -> None:
     g = _gen(1)
     net = random_mlp([3, 5, 4, 2], act, generator=g, dtype=F64)
     x = torch.randn(6, 3, generator=g, dtype=F64)
-    f = lambda o: torch.logsumexp(o, 0)
+
+    def f(o: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(o, 0)
+
     gx2, gth2 = _peer(net, x, f)
     torch.testing.assert_close(input_gradient_norm(net, x, f) ** 2, gx2, rtol=1e-12, atol=1e-300)
-    torch.testing.assert_close(parameter_gradient_norm(net, x, f) ** 2, gth2, rtol=1e-12, atol=1e-300)
+    torch.testing.assert_close(
+        parameter_gradient_norm(net, x, f) ** 2, gth2, rtol=1e-12, atol=1e-300
+    )
     r = penalty_inequality(net, x, f)
-    torch.testing.assert_close(r.jacobian_norms, _peer_jacobian_norms(net, x), rtol=1e-10, atol=1e-300)
+    torch.testing.assert_close(
+        r.jacobian_norms, _peer_jacobian_norms(net, x), rtol=1e-10, atol=1e-300
+    )
     assert bool((r.ratio <= 1 + 1e-12).all())
 
 
@@ -86,7 +94,10 @@ def test_double_backward_matches_finite_differences() -> None:
     b1 = torch.randn(3, generator=g, dtype=F64, requires_grad=True)
     w2 = torch.randn(1, 3, generator=g, dtype=F64, requires_grad=True)
     x = torch.randn(4, 2, generator=g, dtype=F64)
-    fn = lambda a, b, c: parameter_gradient_penalty([(a, b), (c, None)], x, activation=torch.tanh)
+
+    def fn(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return parameter_gradient_penalty([(a, b), (c, None)], x, activation=torch.tanh)
+
     assert torch.autograd.gradcheck(fn, (w1, b1, w2))
 
 
@@ -109,8 +120,10 @@ def test_aligned_rank_one_linear_network_is_tight() -> None:
     g = _gen(5)
     us = [nn.functional.normalize(torch.randn(4, generator=g, dtype=F64), dim=0) for _ in range(3)]
     us.append(torch.ones(1, dtype=F64))
-    layers = [(s * torch.outer(us[t + 1], us[t]), torch.randn(us[t + 1].numel(), generator=g, dtype=F64))
-              for t, s in enumerate((0.7, 1.3, 2.0))]
+    layers = [
+        (s * torch.outer(us[t + 1], us[t]), torch.randn(us[t + 1].numel(), generator=g, dtype=F64))
+        for t, s in enumerate((0.7, 1.3, 2.0))
+    ]
     r = penalty_inequality(layers, torch.randn(6, 4, generator=g, dtype=F64))
     torch.testing.assert_close(r.ratio, torch.ones(6, dtype=F64), rtol=1e-12, atol=0)
 
@@ -140,7 +153,11 @@ def test_batching_over_leading_dims_and_float32() -> None:
     x = torch.randn(2, 5, 3, generator=g)
     r = penalty_inequality(net, x)
     flat = penalty_inequality(net, x.reshape(10, 3))
-    assert r.ratio.shape == (2, 5) and r.hidden_sq.shape == (2, 5, 2) and r.jacobian_norms.shape == (2, 5, 3)
+    assert (
+        r.ratio.shape == (2, 5)
+        and r.hidden_sq.shape == (2, 5, 2)
+        and r.jacobian_norms.shape == (2, 5, 3)
+    )
     torch.testing.assert_close(r.ratio.reshape(10), flat.ratio)
     assert r.ratio.dtype == torch.float32
     assert input_gradient_norm(net, x).shape == (2, 5)
@@ -163,13 +180,18 @@ def test_extreme_and_degenerate_inputs() -> None:
     r64 = penalty_inequality(net.double(), x.double())
     torch.testing.assert_close(r32.ratio.double(), r64.ratio, rtol=1e-4, atol=1e-6)
     # a dead ReLU network: every gradient is zero, ratio defined as 0, no NaN
-    dead = [(torch.ones(2, 2, dtype=F64), -10 * torch.ones(2, dtype=F64)), (torch.ones(1, 2, dtype=F64), None)]
+    dead = [
+        (torch.ones(2, 2, dtype=F64), -10 * torch.ones(2, dtype=F64)),
+        (torch.ones(1, 2, dtype=F64), None),
+    ]
     r = penalty_inequality(dead, torch.zeros(3, 2, dtype=F64), activation=torch.relu)
     assert r.ratio.tolist() == [0.0, 0.0, 0.0] and r.lower_bound.tolist() == [0.0, 0.0, 0.0]
 
 
 def test_mlp_layers_parses_modules_and_pairs() -> None:
-    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Sigmoid(), nn.Sequential(nn.Linear(4, 2, bias=False)))
+    net = nn.Sequential(
+        nn.Linear(3, 4), nn.Tanh(), nn.Sigmoid(), nn.Sequential(nn.Linear(4, 2, bias=False))
+    )
     layers = mlp_layers(net)
     assert [tuple(w.shape) for w, _, _ in layers] == [(4, 3), (2, 4)]
     assert layers[1][1] is None
@@ -177,7 +199,9 @@ def test_mlp_layers_parses_modules_and_pairs() -> None:
     torch.testing.assert_close(layers[0][2](z), torch.sigmoid(torch.tanh(z)))
     assert not layers[0][0].requires_grad
     assert mlp_layers(net, detach=False)[0][0].requires_grad
-    pairs = mlp_layers([(torch.ones(2, 3), torch.zeros(2)), (torch.ones(1, 2), None)], [torch.relu, None])
+    pairs = mlp_layers(
+        [(torch.ones(2, 3), torch.zeros(2)), (torch.ones(1, 2), None)], [torch.relu, None]
+    )
     assert pairs[0][2] is torch.relu
 
 
@@ -198,7 +222,9 @@ def test_errors_name_the_argument() -> None:
     with pytest.raises(TypeError, match="model"):
         penalty_inequality("mlp", torch.randn(2, 3))
     with pytest.raises(ValueError, match="activation"):
-        penalty_inequality([(torch.ones(2, 3), None)], torch.randn(2, 3), activation=[torch.relu] * 2)
+        penalty_inequality(
+            [(torch.ones(2, 3), None)], torch.randn(2, 3), activation=[torch.relu] * 2
+        )
     with pytest.raises(ValueError, match="activation"):
         penalty_inequality(net, torch.randn(2, 3), activation=torch.relu)
     with pytest.raises(ValueError, match="layer 1"):

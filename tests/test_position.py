@@ -16,7 +16,8 @@ F64 = torch.float64
 
 
 def _numpy_pe(positions: np.ndarray, d: int, base: float = 10000.0) -> np.ndarray:
-    """The paper's formula, written independently: PE[p, 2i] = sin(p/base^(2i/d)), PE[p, 2i+1] = cos(...)."""
+    """The paper's formula, written independently: PE[p, 2i] = sin(p/base^(2i/d)), PE[p, 2i+1] =
+    cos."""
     out = np.empty(positions.shape + (d,))
     for i in range(d // 2):
         angle = positions / base ** (2 * i / d)
@@ -52,7 +53,8 @@ def test_positions_tensor_shape_dtype_and_float32_accuracy() -> None:
     pos = torch.tensor([[0.0, 1.5], [1e5, 1e6]], dtype=torch.float32)
     pe = sinusoidal_encoding(pos, 16)
     assert pe.shape == (2, 2, 16) and pe.dtype == torch.float32
-    # Angles are formed in float64, so even at p = 1e6 the float32 result is accurate to float32 rounding.
+    # Angles are formed in float64, so even at p = 1e6 the float32 result is accurate to float32
+    # rounding.
     np.testing.assert_allclose(pe.numpy(), _numpy_pe(pos.double().numpy(), 16), atol=2e-7)
     assert sinusoidal_encoding(torch.arange(5), 4).dtype == torch.get_default_dtype()
 

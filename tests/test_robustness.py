@@ -2,21 +2,24 @@
 
 Three parts:
 
-1. Regressions: one test per finding of issue 11 fixed in the shared code and the geometry, entropy and
-   penalty modules.
-2. A sweep over every public callable, enumerated from the ``__all__`` of every module of ``suma_lib``
-   (walked with :mod:`pkgutil`, so a function is covered the day it is added): bad input must raise a clean
-   ``TypeError``/``ValueError``, extreme valid input must give finite results (or a meta tensor of the
-   right shape). Each callable needs one example call in ``EXAMPLES`` below; the sweep fails for a public
-   callable that has none, so that new functions are added here with their first valid call.
+1. Regressions: one test per finding of issue 11 fixed in the shared code and the geometry, entropy
+   and penalty modules.
+2. A sweep over every public callable, enumerated from the ``__all__`` of every module of
+   ``suma_lib`` (walked with :mod:`pkgutil`, so a function is covered the day it is added): bad
+   input must raise a clean ``TypeError``/``ValueError``, extreme valid input must give finite
+   results (or a meta tensor of the right shape). Each callable needs one example call in
+   ``EXAMPLES`` below; the sweep fails for a public callable that has none, so that new functions
+   are added here with their first valid call.
 3. Hypothesis properties: attention outputs lie within the values' range, entropies in [0, log n],
    probabilities sum to one.
 
-Failures in modules owned by other helpers are marked ``xfail(strict=False)`` with the owner in the reason.
+Failures in modules owned by other helpers are marked ``xfail(strict=False)`` with the owner in the
+reason.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
@@ -40,13 +43,18 @@ from suma_lib.orthogonality import fit_teacher_student, pairwise_angles, sign_co
 F32 = torch.float32
 
 
-# ============================================================================ 1. regressions (issue 11)
+# ============================================================================ 1. regressions (issue
+# 11)
 @pytest.mark.parametrize("scale", [1e-30, 1e-20, 1.0, 1e20, 1e30])
 def test_pairwise_angles_orthogonal_rows_any_norm(scale: float) -> None:
     w = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]]) * scale
     a = pairwise_angles(w)
     expected = torch.tensor(
-        [[0.0, math.pi / 2, math.pi / 4], [math.pi / 2, 0.0, math.pi / 4], [math.pi / 4, math.pi / 4, 0.0]]
+        [
+            [0.0, math.pi / 2, math.pi / 4],
+            [math.pi / 2, 0.0, math.pi / 4],
+            [math.pi / 4, math.pi / 4, 0.0],
+        ]
     )
     assert torch.allclose(a, expected, atol=1e-6)
     with pytest.raises(ValueError, match="zero row"):
@@ -91,7 +99,11 @@ def test_box_min_entropy_finite_for_large_beta(beta: float) -> None:
     assert math.isfinite(h) and 0 <= h <= math.log(10) and 1 <= k <= 9
     # brute force in float64 log-space over every k
     best = min(
-        float(torch.special.entr(torch.softmax(torch.tensor([beta] * kk + [-beta] * (10 - kk)).double(), 0)).sum())
+        float(
+            torch.special.entr(
+                torch.softmax(torch.tensor([beta] * kk + [-beta] * (10 - kk)).double(), 0)
+            ).sum()
+        )
         for kk in range(1, 10)
     )
     assert h == pytest.approx(best, abs=1e-12)
@@ -193,7 +205,8 @@ def test_samplers_leave_the_global_rng_alone() -> None:
 
 # ============================================================================ 2. the API sweep
 def _public_callables() -> dict[str, Any]:
-    """Every function and class listed in an ``__all__`` of a public module, under its first public path."""
+    """Every function and class in an ``__all__`` of a public module, under its first public
+    path."""
     found: dict[str, Any] = {}
     seen: set[int] = set()
     mods = [suma_lib] + [
@@ -232,15 +245,17 @@ def _gen() -> torch.Generator:
 class Ex:
     """One valid call of a public callable, and which families of input apply to it.
 
-    ``call`` returns ``(args, kwargs)`` for a function, or ``(module, args, kwargs)`` for a class (the
-    module is built by ``call`` and then called with the arguments). Top-level floating tensors of the
-    arguments are the ones mutated, except those named in ``fixed`` (positions or keyword names) whose
-    values are constrained (probabilities, masks).
+    ``call`` returns ``(args, kwargs)`` for a function, or ``(module, args, kwargs)`` for a class
+    (the module is built by ``call`` and then called with the arguments). Top-level floating tensors
+    of the arguments are the ones mutated, except those named in ``fixed`` (positions or keyword
+    names) whose values are constrained (probabilities, masks).
     """
 
     call: Callable[[], tuple]
     fixed: tuple = ()
-    scale: bool = True  # extreme magnitudes 1e-30 / 1e30 of the float arguments must give finite output
+    scale: bool = (
+        True  # extreme magnitudes 1e-30 / 1e30 of the float arguments must give finite output
+    )
     overflow_ok: bool = False  # output may be +-inf at 1e30 (documented overflow) but never NaN
     half: bool = True  # float16 / bfloat16 supported (finite output)
     meta: bool = True  # the meta device gives meta output of the right shape
@@ -252,7 +267,7 @@ class Ex:
 
 # Callables that are not called by the sweep, with the reason.
 NOT_SWEPT = {
-    "suma_lib.models.load_minilm": "loads a 90 MB encoder; its argument checks are tested in test_models.py",
+    "suma_lib.models.load_minilm": "loads a 90 MB encoder (its checks: test_models.py)",
     "suma_lib.models.minilm_path": "no tensor arguments (a path lookup)",
     "suma_lib.models.encoder_attention_inputs": "needs the real encoder (test_models.py)",
     "suma_lib.setup_notebook": "global side effects (style, claims); tested in test_core.py",
@@ -263,12 +278,12 @@ NOT_SWEPT = {
     "suma_lib.claims.records": "no arguments",
     "suma_lib.claims.reset": "no arguments",
     "suma_lib.claims.summary": "no arguments; displays the ledger",
-    "suma_lib.claims.symbolic": "claim helpers: tested by test_claims / test_core (owner: reader)",
-    "suma_lib.claims.close": "claim helpers: tested by test_claims / test_core (owner: reader)",
-    "suma_lib.claims.bound": "claim helpers: tested by test_claims / test_core (owner: reader)",
-    "suma_lib.claims.monte_carlo": "claim helpers: tested by test_claims / test_core (owner: reader)",
-    "suma_lib.claims.holds": "claim helpers: tested by test_claims / test_core (owner: reader)",
-    "suma_lib.claims.article_map": "claim helpers: tested by test_claims / test_core (owner: reader)",
+    "suma_lib.claims.symbolic": "claim helpers (owner: reader): tested in test_core",
+    "suma_lib.claims.close": "claim helpers (owner: reader): tested in test_core",
+    "suma_lib.claims.bound": "claim helpers (owner: reader): tested in test_core",
+    "suma_lib.claims.monte_carlo": "claim helpers (owner: reader): tested in test_core",
+    "suma_lib.claims.holds": "claim helpers (owner: reader): tested in test_core",
+    "suma_lib.claims.article_map": "claim helpers (owner: reader): tested in test_core",
     "suma_lib.entropy.EntropyNormalization": "a result type",
     "suma_lib.penalty.PenaltyInequality": "a result type",
     "suma_lib.smooth.MinimaxResult": "a result type",
@@ -276,7 +291,7 @@ NOT_SWEPT = {
     "suma_lib.profiling.measure_peak_memory": "measures a callable (no tensor arguments)",
     "suma_lib.attention.train_tagger": "a training loop (seconds); tested in test_synthesizer.py",
     "suma_lib.attention.train_tta": "a training loop (seconds); tested in test_tta.py",
-    "suma_lib.orthogonality.fit_teacher_student": "a training loop (seconds); see the regression above",
+    "suma_lib.orthogonality.fit_teacher_student": "a training loop (seconds); see the regression",
     "suma_lib.smooth.squareplus_minimax": "no tensor arguments (a scalar optimisation)",
     "suma_lib.smooth.convolve_quad": "NumPy quadrature of a Python callable",
 }
@@ -291,10 +306,16 @@ EXAMPLES: dict[str, Ex] = {
     "suma_lib.geometry.fan_in_and_fan_out": Ex(lambda: ((T(4, 3),), {}), needs_float=False),
     "suma_lib.geometry.init_std": Ex(lambda: (((4, 3),), {})),
     "suma_lib.geometry.normal_init_": Ex(
-        lambda: ((T(4, 3),), {"generator": _gen()}), grad=False, nan_error_or_nan=False, deterministic=False
+        lambda: ((T(4, 3),), {"generator": _gen()}),
+        grad=False,
+        nan_error_or_nan=False,
+        deterministic=False,
     ),
     "suma_lib.geometry.uniform_init_": Ex(
-        lambda: ((T(4, 3),), {"generator": _gen()}), grad=False, nan_error_or_nan=False, deterministic=False
+        lambda: ((T(4, 3),), {"generator": _gen()}),
+        grad=False,
+        nan_error_or_nan=False,
+        deterministic=False,
     ),
     "suma_lib.geometry.orthogonality_error": Ex(lambda: ((T(5, 3),), {}), overflow_ok=True),
     "suma_lib.geometry.activation_norms": Ex(lambda: ((T(2, 3), [T(4, 3, seed=1)]), {})),
@@ -320,12 +341,13 @@ EXAMPLES: dict[str, Ex] = {
     "suma_lib.penalty.input_gradient_norm": Ex(lambda: ((_MLP(), T(5, 3)), {}), grad=False),
     "suma_lib.penalty.parameter_gradient_norm": Ex(lambda: ((_MLP(), T(5, 3)), {}), grad=False),
     "suma_lib.penalty.gradient_penalty_bound": Ex(lambda: ((_MLP(), T(5, 3)), {}), grad=False),
-    "suma_lib.penalty.penalty_inequality": Ex(  # hidden_sq = |h|^2 overflows at |x| = 1e30 (documented)
+    "suma_lib.penalty.penalty_inequality": Ex(  # hidden_sq = |h|^2 overflows at |x| = 1e30
         lambda: ((_MLP(), T(5, 3)), {}), grad=False, overflow_ok=True
     ),
     "suma_lib.penalty.parameter_gradient_penalty": Ex(lambda: ((_MLP(), T(5, 3)), {})),
     "suma_lib.penalty.random_mlp": Ex(lambda: (([3, 4, 2],), {"generator": _gen()})),
-    # ---------------------------------------------------------------- position, seeding, device, profiling
+    # ---------------------------------------------------------------- position, seeding, device,
+    # profiling
     "suma_lib.position.sinusoidal_frequencies": Ex(lambda: ((8,), {})),
     "suma_lib.position.sinusoidal_encoding": Ex(lambda: ((5, 8), {})),
     "suma_lib.position.sinusoidal_shift_matrix": Ex(lambda: ((3.0, 8), {})),
@@ -336,8 +358,9 @@ EXAMPLES: dict[str, Ex] = {
     "suma_lib.orthogonality.pairwise_angles": Ex(lambda: ((T(3, 4),), {})),
     "suma_lib.orthogonality.sign_correlation": Ex(lambda: ((T(16, 4), T(3, 4, seed=1)), {})),
     "suma_lib.orthogonality.self_orthogonality_loss": Ex(lambda: ((T(16, 4), T(3, 4, seed=1)), {})),
-    "suma_lib.orthogonality.SelfOrthogonality": Ex(lambda: (suma_lib.orthogonality.SelfOrthogonality(),
-                                                           (T(16, 4), T(3, 4, seed=1)), {})),
+    "suma_lib.orthogonality.SelfOrthogonality": Ex(
+        lambda: (suma_lib.orthogonality.SelfOrthogonality(), (T(16, 4), T(3, 4, seed=1)), {})
+    ),
     # ---------------------------------------------------------------- smooth
     "suma_lib.smooth.squareplus": Ex(lambda: ((T(6),), {})),
     "suma_lib.smooth.SquarePlus": Ex(lambda: (suma_lib.smooth.SquarePlus(), (T(6),), {})),
@@ -364,237 +387,399 @@ def _ids(*shape: int, high: int = 5) -> torch.Tensor:
     return torch.randint(0, high, shape, generator=_gen())
 
 
-EXAMPLES.update({
-    # ---------------------------------------------------------------- attention (owner: core / perf)
-    "suma_lib.attention.softmax_attention": Ex(lambda: (_QKV(), {})),
-    "suma_lib.attention.attention_weights": Ex(lambda: (_QKV()[:2], {})),
-    "suma_lib.attention.combine_masks": Ex(lambda: ((None, True, 3, 3), {"device": torch.device("cpu")})),
-    "suma_lib.attention.draw_orthogonal_features": Ex(lambda: ((8, 4, _gen()), {})),
-    "suma_lib.attention.favor_features": Ex(lambda: ((T(3, 4), T(8, 4, seed=1)), {})),
-    "suma_lib.attention.favor_attention": Ex(lambda: (_QKV(), {"n_features": 16, "generator": _gen()})),
-    "suma_lib.attention.favor_flops": Ex(lambda: ((64, 8, 16), {})),
-    "suma_lib.attention.softmax_attention_flops": Ex(lambda: ((64, 8), {})),
-    "suma_lib.attention.linear_attention": Ex(lambda: (_QKV(), {})),
-    "suma_lib.attention.elu_feature_map": Ex(lambda: ((T(3, 4),), {})),
-    "suma_lib.attention.taylor_feature_map": Ex(lambda: ((T(3, 4),), {})),
-    "suma_lib.attention.split_heads": Ex(lambda: ((T(2, 3, 8), 2), {}), needs_float=False),
-    "suma_lib.attention.merge_heads": Ex(lambda: ((T(2, 2, 3, 4),), {}), needs_float=False),
-    "suma_lib.attention.MultiHeadAttention": Ex(
-        lambda: (_att.MultiHeadAttention(8, 2), (T(2, 3, 8),), {})
-    ),
-    "suma_lib.attention.RealFormerBlock": Ex(lambda: (_att.RealFormerBlock(8, 2, 16), (T(2, 3, 8),), {})),
-    "suma_lib.attention.RealFormerEncoder": Ex(
-        lambda: (_att.RealFormerEncoder(2, 8, 2, 16), (T(2, 3, 8),), {})
-    ),
-    "suma_lib.attention.ResidualAttention": Ex(
-        lambda: (_att.ResidualAttention(8, 2), (T(2, 3, 8),), {})
-    ),
-    "suma_lib.attention.markov_chain": Ex(lambda: ((4,), {"generator": _gen()})),
-    "suma_lib.attention.markov_mlm_task": Ex(
-        lambda: ((2, 5, *_chain()), {"generator": _gen()}), fixed=(2, 3), scale=False, grad=False
-    ),
-    "suma_lib.attention.markov_posterior": Ex(
-        lambda: ((_ids(2, 5, high=5), *_chain()), {}), fixed=(1, 2), scale=False
-    ),
-    "suma_lib.attention.residual_attention": Ex(lambda: (_QKV(), {})),
-    "suma_lib.attention.box_entropy_gap": Ex(lambda: ((1.0,), {})),
-    "suma_lib.attention.box_entropy_local_minima": Ex(
-        lambda: ((5, 1.0), {"starts": 2, "rng": np.random.default_rng(0)})
-    ),
-    "suma_lib.attention.box_min_entropy": Ex(lambda: ((10, 1.0), {})),
-    "suma_lib.attention.entropy_invariant_attention": Ex(lambda: (_QKV(), {})),
-    "suma_lib.attention.entropy_invariant_scale": Ex(lambda: ((10, 4), {})),
-    "suma_lib.attention.max_gap_entropy_estimate": Ex(lambda: ((T(3, 5),), {})),
-    "suma_lib.attention.noise_change_first_order": Ex(lambda: ((T(3, 5), T(3, 5, 2, seed=1), 0.1), {})),
-    "suma_lib.attention.noisy_attention_change": Ex(
-        lambda: ((T(3, 5), T(3, 5, 2, seed=1), 0.1), {"generator": _gen()})
-    ),
-    "suma_lib.attention.score_cgf": Ex(lambda: ((np.array([0.5, 1.0]),), {})),
-    "suma_lib.attention.softmax_entropy": Ex(lambda: ((T(3, 5),), {})),
-    "suma_lib.attention.tilted_entropy": Ex(lambda: ((10.0, np.array([0.5])), {})),
-    "suma_lib.attention.atrous_mask": Ex(lambda: ((6, 2), {})),
-    "suma_lib.attention.fixed_mask": Ex(lambda: ((6, 2), {})),
-    "suma_lib.attention.local_attention": Ex(lambda: ((*_QKV_SQ(), 1), {})),
-    "suma_lib.attention.local_mask": Ex(lambda: ((6, 1), {})),
-    "suma_lib.attention.reachability": Ex(lambda: (([_att.local_mask(4, 1)],), {})),
-    "suma_lib.attention.strided_mask": Ex(lambda: ((6, 2), {})),
-    "suma_lib.attention.attention_sparsity": Ex(lambda: ((P(3, 5),), {}), fixed=(0,), scale=False),
-    "suma_lib.attention.sparsity_stderr": Ex(lambda: ((P(3, 5),), {}), fixed=(0,), scale=False),
-    "suma_lib.attention.attention_scores": Ex(lambda: (_QKV()[:2], {})),
-    "suma_lib.attention.DenseLogits": Ex(lambda: (_att.DenseLogits(8, 2, 4), (T(2, 4, 8),), {})),
-    "suma_lib.attention.DotProductLogits": Ex(
-        lambda: (_att.DotProductLogits(8, 2), (T(2, 4, 8),), {})
-    ),
-    "suma_lib.attention.FactorizedDenseLogits": Ex(
-        lambda: (_att.FactorizedDenseLogits(8, 2, 4), (T(2, 4, 8),), {})
-    ),
-    "suma_lib.attention.FactorizedRandomLogits": Ex(
-        lambda: (_att.FactorizedRandomLogits(2, 4, 2, generator=_gen()), (T(2, 4, 8),), {}),
-        needs_float=False, nan_error_or_nan=False,  # x gives only the length
-    ),
-    "suma_lib.attention.RandomLogits": Ex(
-        lambda: (_att.RandomLogits(2, 4, generator=_gen()), (T(2, 4, 8),), {}),
-        needs_float=False, nan_error_or_nan=False,  # x gives only the length
-    ),
-    "suma_lib.attention.SynthesizerAttention": Ex(
-        lambda: (_att.SynthesizerAttention(8, 2, 4), (T(2, 4, 8),), {})
-    ),
-    "suma_lib.attention.SequenceTagger": Ex(
-        lambda: (_att.SequenceTagger(5, 3, 4, 8, torch.nn.Identity()), (_ids(2, 4),), {}),
-        needs_float=False, scale=False, grad=False,
-    ),
-    "suma_lib.attention.partner_task": Ex(lambda: ((2, 2, 3), {"generator": _gen()})),
-    "suma_lib.attention.permutation_task": Ex(
-        lambda: ((2, 4, 5, torch.randperm(4, generator=_gen())), {"generator": _gen()}), needs_float=False
-    ),
-    "suma_lib.attention.diagonal_free_mask": Ex(lambda: ((4,), {})),
-    "suma_lib.attention.TTALayer": Ex(lambda: (_att.TTALayer(8, 2), (T(2, 4, 8), T(2, 4, 8, seed=1)), {})),
-    "suma_lib.attention.TTAEncoder": Ex(
-        lambda: (_att.TTAEncoder(5, 4, 8, 2, 1), (_ids(2, 4),), {}), needs_float=False, scale=False, grad=False
-    ),
-    "suma_lib.attention.pseudo_log_likelihood": Ex(lambda: ((T(2, 4, 5), _ids(2, 4)), {})),
-    "suma_lib.attention.masked_pseudo_log_likelihood": Ex(
-        lambda: ((lambda t: torch.nn.functional.one_hot(t, 6).float(), _ids(2, 4), 5), {}),
-        needs_float=False, scale=False, grad=False, meta=False,
-    ),
-    "suma_lib.attention.sample_markov_chain": Ex(
-        lambda: ((*reversed(_chain()), 2, 4), {"generator": _gen()}), fixed=(0, 1), scale=False, grad=False
-    ),
-    "suma_lib.attention.markov_conditionals": Ex(
-        lambda: ((_ids(2, 4, high=4), *reversed(_chain())), {}), fixed=(1, 2), scale=False
-    ),
-})
+EXAMPLES.update(
+    {
+        # ---------------------------------------------------------------- attention (owner: core /
+        # perf)
+        "suma_lib.attention.softmax_attention": Ex(lambda: (_QKV(), {})),
+        "suma_lib.attention.attention_weights": Ex(lambda: (_QKV()[:2], {})),
+        "suma_lib.attention.combine_masks": Ex(
+            lambda: ((None, True, 3, 3), {"device": torch.device("cpu")})
+        ),
+        "suma_lib.attention.draw_orthogonal_features": Ex(lambda: ((8, 4, _gen()), {})),
+        "suma_lib.attention.favor_features": Ex(lambda: ((T(3, 4), T(8, 4, seed=1)), {})),
+        "suma_lib.attention.favor_attention": Ex(
+            lambda: (_QKV(), {"n_features": 16, "generator": _gen()})
+        ),
+        "suma_lib.attention.favor_flops": Ex(lambda: ((64, 8, 16), {})),
+        "suma_lib.attention.softmax_attention_flops": Ex(lambda: ((64, 8), {})),
+        "suma_lib.attention.linear_attention": Ex(lambda: (_QKV(), {})),
+        "suma_lib.attention.elu_feature_map": Ex(lambda: ((T(3, 4),), {})),
+        "suma_lib.attention.taylor_feature_map": Ex(lambda: ((T(3, 4),), {})),
+        "suma_lib.attention.split_heads": Ex(lambda: ((T(2, 3, 8), 2), {}), needs_float=False),
+        "suma_lib.attention.merge_heads": Ex(lambda: ((T(2, 2, 3, 4),), {}), needs_float=False),
+        "suma_lib.attention.MultiHeadAttention": Ex(
+            lambda: (_att.MultiHeadAttention(8, 2), (T(2, 3, 8),), {})
+        ),
+        "suma_lib.attention.RealFormerBlock": Ex(
+            lambda: (_att.RealFormerBlock(8, 2, 16), (T(2, 3, 8),), {})
+        ),
+        "suma_lib.attention.RealFormerEncoder": Ex(
+            lambda: (_att.RealFormerEncoder(2, 8, 2, 16), (T(2, 3, 8),), {})
+        ),
+        "suma_lib.attention.ResidualAttention": Ex(
+            lambda: (_att.ResidualAttention(8, 2), (T(2, 3, 8),), {})
+        ),
+        "suma_lib.attention.markov_chain": Ex(lambda: ((4,), {"generator": _gen()})),
+        "suma_lib.attention.markov_mlm_task": Ex(
+            lambda: ((2, 5, *_chain()), {"generator": _gen()}),
+            fixed=(2, 3),
+            scale=False,
+            grad=False,
+        ),
+        "suma_lib.attention.markov_posterior": Ex(
+            lambda: ((_ids(2, 5, high=5), *_chain()), {}), fixed=(1, 2), scale=False
+        ),
+        "suma_lib.attention.residual_attention": Ex(lambda: (_QKV(), {})),
+        "suma_lib.attention.box_entropy_gap": Ex(lambda: ((1.0,), {})),
+        "suma_lib.attention.box_entropy_local_minima": Ex(
+            lambda: ((5, 1.0), {"starts": 2, "rng": np.random.default_rng(0)})
+        ),
+        "suma_lib.attention.box_min_entropy": Ex(lambda: ((10, 1.0), {})),
+        "suma_lib.attention.entropy_invariant_attention": Ex(lambda: (_QKV(), {})),
+        "suma_lib.attention.entropy_invariant_scale": Ex(lambda: ((10, 4), {})),
+        "suma_lib.attention.max_gap_entropy_estimate": Ex(lambda: ((T(3, 5),), {})),
+        "suma_lib.attention.noise_change_first_order": Ex(
+            lambda: ((T(3, 5), T(3, 5, 2, seed=1), 0.1), {})
+        ),
+        "suma_lib.attention.noisy_attention_change": Ex(
+            lambda: ((T(3, 5), T(3, 5, 2, seed=1), 0.1), {"generator": _gen()})
+        ),
+        "suma_lib.attention.score_cgf": Ex(lambda: ((np.array([0.5, 1.0]),), {})),
+        "suma_lib.attention.softmax_entropy": Ex(lambda: ((T(3, 5),), {})),
+        "suma_lib.attention.tilted_entropy": Ex(lambda: ((10.0, np.array([0.5])), {})),
+        "suma_lib.attention.atrous_mask": Ex(lambda: ((6, 2), {})),
+        "suma_lib.attention.fixed_mask": Ex(lambda: ((6, 2), {})),
+        "suma_lib.attention.local_attention": Ex(lambda: ((*_QKV_SQ(), 1), {})),
+        "suma_lib.attention.local_mask": Ex(lambda: ((6, 1), {})),
+        "suma_lib.attention.reachability": Ex(lambda: (([_att.local_mask(4, 1)],), {})),
+        "suma_lib.attention.strided_mask": Ex(lambda: ((6, 2), {})),
+        "suma_lib.attention.attention_sparsity": Ex(
+            lambda: ((P(3, 5),), {}), fixed=(0,), scale=False
+        ),
+        "suma_lib.attention.sparsity_stderr": Ex(lambda: ((P(3, 5),), {}), fixed=(0,), scale=False),
+        "suma_lib.attention.attention_scores": Ex(lambda: (_QKV()[:2], {})),
+        "suma_lib.attention.DenseLogits": Ex(
+            lambda: (_att.DenseLogits(8, 2, 4), (T(2, 4, 8),), {})
+        ),
+        "suma_lib.attention.DotProductLogits": Ex(
+            lambda: (_att.DotProductLogits(8, 2), (T(2, 4, 8),), {})
+        ),
+        "suma_lib.attention.FactorizedDenseLogits": Ex(
+            lambda: (_att.FactorizedDenseLogits(8, 2, 4), (T(2, 4, 8),), {})
+        ),
+        "suma_lib.attention.FactorizedRandomLogits": Ex(
+            lambda: (_att.FactorizedRandomLogits(2, 4, 2, generator=_gen()), (T(2, 4, 8),), {}),
+            needs_float=False,
+            nan_error_or_nan=False,  # x gives only the length
+        ),
+        "suma_lib.attention.RandomLogits": Ex(
+            lambda: (_att.RandomLogits(2, 4, generator=_gen()), (T(2, 4, 8),), {}),
+            needs_float=False,
+            nan_error_or_nan=False,  # x gives only the length
+        ),
+        "suma_lib.attention.SynthesizerAttention": Ex(
+            lambda: (_att.SynthesizerAttention(8, 2, 4), (T(2, 4, 8),), {})
+        ),
+        "suma_lib.attention.SequenceTagger": Ex(
+            lambda: (_att.SequenceTagger(5, 3, 4, 8, torch.nn.Identity()), (_ids(2, 4),), {}),
+            needs_float=False,
+            scale=False,
+            grad=False,
+        ),
+        "suma_lib.attention.partner_task": Ex(lambda: ((2, 2, 3), {"generator": _gen()})),
+        "suma_lib.attention.permutation_task": Ex(
+            lambda: ((2, 4, 5, torch.randperm(4, generator=_gen())), {"generator": _gen()}),
+            needs_float=False,
+        ),
+        "suma_lib.attention.diagonal_free_mask": Ex(lambda: ((4,), {})),
+        "suma_lib.attention.TTALayer": Ex(
+            lambda: (_att.TTALayer(8, 2), (T(2, 4, 8), T(2, 4, 8, seed=1)), {})
+        ),
+        "suma_lib.attention.TTAEncoder": Ex(
+            lambda: (_att.TTAEncoder(5, 4, 8, 2, 1), (_ids(2, 4),), {}),
+            needs_float=False,
+            scale=False,
+            grad=False,
+        ),
+        "suma_lib.attention.pseudo_log_likelihood": Ex(lambda: ((T(2, 4, 5), _ids(2, 4)), {})),
+        "suma_lib.attention.masked_pseudo_log_likelihood": Ex(
+            lambda: ((lambda t: torch.nn.functional.one_hot(t, 6).float(), _ids(2, 4), 5), {}),
+            needs_float=False,
+            scale=False,
+            grad=False,
+            meta=False,
+        ),
+        "suma_lib.attention.sample_markov_chain": Ex(
+            lambda: ((*reversed(_chain()), 2, 4), {"generator": _gen()}),
+            fixed=(0, 1),
+            scale=False,
+            grad=False,
+        ),
+        "suma_lib.attention.markov_conditionals": Ex(
+            lambda: ((_ids(2, 4, high=4), *reversed(_chain())), {}), fixed=(1, 2), scale=False
+        ),
+    }
+)
 
 
-# ---------------------------------------------------------------------------- known failures (not mine)
-# (public name, family) -> reason with the owner. Checked as xfail(strict=False): a fix makes them pass.
+# ---------------------------------------------------------------------------- known failures (not
+# mine)
+# (public name, family) -> reason with the owner. Checked as xfail(strict=False): a fix makes them
+# pass.
 KNOWN: dict[tuple[str, str], str] = {
-    ("suma_lib.attention.softmax_attention", "empty"):
-        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    ("suma_lib.attention.softmax_attention", "batch_mismatch"):
-        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
-    ("suma_lib.attention.attention_weights", "empty"):
-        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    ("suma_lib.attention.attention_weights", "batch_mismatch"):
-        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
-    ("suma_lib.attention.combine_masks", "bad_device"):
-        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    ("suma_lib.attention.draw_orthogonal_features", "bad_device"):
-        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    ("suma_lib.attention.favor_features", "batch_mismatch"):
-        "owner: perf: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
-    ("suma_lib.attention.favor_features", "huge"):
-        "owner: perf: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    ("suma_lib.attention.favor_attention", "nan"):
-        "owner: perf: a NaN input gives a finite output (NaN treated as no weight)",
-    ("suma_lib.attention.favor_attention", "empty"):
-        "owner: perf: an empty tensor leaks a RuntimeError/IndexError from torch",
-    ("suma_lib.attention.favor_attention", "batch_mismatch"):
-        "owner: perf: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
-    ("suma_lib.attention.linear_attention", "nan"):
-        "owner: perf: a NaN input gives a finite output (NaN treated as no weight)",
-    ("suma_lib.attention.linear_attention", "empty"):
-        "owner: perf: an empty tensor leaks a RuntimeError/IndexError from torch",
-    ("suma_lib.attention.linear_attention", "batch_mismatch"):
-        "owner: perf: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
-    ("suma_lib.attention.taylor_feature_map", "empty"):
-        "owner: perf: an empty tensor leaks a RuntimeError/IndexError from torch",
-    ("suma_lib.attention.MultiHeadAttention", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.RealFormerBlock", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.RealFormerBlock", "huge"):
-        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    ("suma_lib.attention.RealFormerEncoder", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.RealFormerEncoder", "huge"):
-        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    ("suma_lib.attention.ResidualAttention", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.ResidualAttention", "huge"):
-        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    ("suma_lib.attention.markov_chain", "bad_device"):
-        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    ("suma_lib.attention.markov_chain", "bad_dtype"):
-        "owner: core: an int dtype reaches torch (use _validation.check_dtype)",
-    ("suma_lib.attention.markov_posterior", "empty"):
-        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    ("suma_lib.attention.markov_posterior", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.residual_attention", "empty"):
-        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    ("suma_lib.attention.residual_attention", "batch_mismatch"):
-        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
-    ("suma_lib.attention.residual_attention", "huge"):
-        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    ("suma_lib.attention.entropy_invariant_attention", "empty"):
-        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    ("suma_lib.attention.entropy_invariant_attention", "batch_mismatch"):
-        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
-    ("suma_lib.attention.noise_change_first_order", "empty"):
-        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    ("suma_lib.attention.noise_change_first_order", "batch_mismatch"):
-        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
-    ("suma_lib.attention.noise_change_first_order", "huge"):
-        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    ("suma_lib.attention.noisy_attention_change", "empty"):
-        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    ("suma_lib.attention.noisy_attention_change", "batch_mismatch"):
-        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
-    ("suma_lib.attention.atrous_mask", "bad_device"):
-        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    ("suma_lib.attention.fixed_mask", "bad_device"):
-        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    ("suma_lib.attention.local_attention", "empty"):
-        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    ("suma_lib.attention.local_attention", "batch_mismatch"):
-        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
-    ("suma_lib.attention.local_attention", "huge"):
-        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    ("suma_lib.attention.local_mask", "bad_device"):
-        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    ("suma_lib.attention.strided_mask", "bad_device"):
-        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    ("suma_lib.attention.attention_scores", "empty"):
-        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    ("suma_lib.attention.attention_scores", "batch_mismatch"):
-        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
-    ("suma_lib.attention.attention_scores", "huge"):
-        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    ("suma_lib.attention.DenseLogits", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.DotProductLogits", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.DotProductLogits", "huge"):
-        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    ("suma_lib.attention.FactorizedDenseLogits", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.FactorizedDenseLogits", "huge"):
-        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    ("suma_lib.attention.FactorizedRandomLogits", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.RandomLogits", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.SynthesizerAttention", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.SequenceTagger", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.partner_task", "bad_device"):
-        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    ("suma_lib.attention.diagonal_free_mask", "bad_device"):
-        "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    ("suma_lib.attention.TTALayer", "empty"):
-        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    ("suma_lib.attention.TTALayer", "batch_mismatch"):
-        "owner: core: batch dimensions that do not broadcast leak a RuntimeError (use _validation.check_compatible)",
-    ("suma_lib.attention.TTALayer", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.TTALayer", "huge"):
-        "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    ("suma_lib.attention.TTAEncoder", "meta_mix"):
-        "owner: core: meta input with CPU parameters/tensors leaks a RuntimeError or computes on CPU",
-    ("suma_lib.attention.pseudo_log_likelihood", "empty"):
-        "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.softmax_attention",
+        "empty",
+    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.softmax_attention",
+        "batch_mismatch",
+    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
+    (
+        "suma_lib.attention.attention_weights",
+        "empty",
+    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.attention_weights",
+        "batch_mismatch",
+    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
+    (
+        "suma_lib.attention.combine_masks",
+        "bad_device",
+    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    (
+        "suma_lib.attention.draw_orthogonal_features",
+        "bad_device",
+    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    (
+        "suma_lib.attention.favor_features",
+        "batch_mismatch",
+    ): "owner: perf: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
+    (
+        "suma_lib.attention.favor_features",
+        "huge",
+    ): "owner: perf: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    (
+        "suma_lib.attention.favor_attention",
+        "nan",
+    ): "owner: perf: a NaN input gives a finite output (NaN treated as no weight)",
+    (
+        "suma_lib.attention.favor_attention",
+        "empty",
+    ): "owner: perf: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.favor_attention",
+        "batch_mismatch",
+    ): "owner: perf: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
+    (
+        "suma_lib.attention.linear_attention",
+        "nan",
+    ): "owner: perf: a NaN input gives a finite output (NaN treated as no weight)",
+    (
+        "suma_lib.attention.linear_attention",
+        "empty",
+    ): "owner: perf: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.linear_attention",
+        "batch_mismatch",
+    ): "owner: perf: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
+    (
+        "suma_lib.attention.taylor_feature_map",
+        "empty",
+    ): "owner: perf: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.MultiHeadAttention",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.RealFormerBlock",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.RealFormerBlock",
+        "huge",
+    ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    (
+        "suma_lib.attention.RealFormerEncoder",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.RealFormerEncoder",
+        "huge",
+    ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    (
+        "suma_lib.attention.ResidualAttention",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.ResidualAttention",
+        "huge",
+    ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    (
+        "suma_lib.attention.markov_chain",
+        "bad_device",
+    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    (
+        "suma_lib.attention.markov_chain",
+        "bad_dtype",
+    ): "owner: core: an int dtype reaches torch (use _validation.check_dtype)",
+    (
+        "suma_lib.attention.markov_posterior",
+        "empty",
+    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.markov_posterior",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.residual_attention",
+        "empty",
+    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.residual_attention",
+        "batch_mismatch",
+    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
+    (
+        "suma_lib.attention.residual_attention",
+        "huge",
+    ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    (
+        "suma_lib.attention.entropy_invariant_attention",
+        "empty",
+    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.entropy_invariant_attention",
+        "batch_mismatch",
+    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
+    (
+        "suma_lib.attention.noise_change_first_order",
+        "empty",
+    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.noise_change_first_order",
+        "batch_mismatch",
+    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
+    (
+        "suma_lib.attention.noise_change_first_order",
+        "huge",
+    ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    (
+        "suma_lib.attention.noisy_attention_change",
+        "empty",
+    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.noisy_attention_change",
+        "batch_mismatch",
+    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
+    (
+        "suma_lib.attention.atrous_mask",
+        "bad_device",
+    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    (
+        "suma_lib.attention.fixed_mask",
+        "bad_device",
+    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    (
+        "suma_lib.attention.local_attention",
+        "empty",
+    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.local_attention",
+        "batch_mismatch",
+    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
+    (
+        "suma_lib.attention.local_attention",
+        "huge",
+    ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    (
+        "suma_lib.attention.local_mask",
+        "bad_device",
+    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    (
+        "suma_lib.attention.strided_mask",
+        "bad_device",
+    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    (
+        "suma_lib.attention.attention_scores",
+        "empty",
+    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.attention_scores",
+        "batch_mismatch",
+    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
+    (
+        "suma_lib.attention.attention_scores",
+        "huge",
+    ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    (
+        "suma_lib.attention.DenseLogits",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.DotProductLogits",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.DotProductLogits",
+        "huge",
+    ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    (
+        "suma_lib.attention.FactorizedDenseLogits",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.FactorizedDenseLogits",
+        "huge",
+    ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    (
+        "suma_lib.attention.FactorizedRandomLogits",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.RandomLogits",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.SynthesizerAttention",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.SequenceTagger",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.partner_task",
+        "bad_device",
+    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    (
+        "suma_lib.attention.diagonal_free_mask",
+        "bad_device",
+    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    (
+        "suma_lib.attention.TTALayer",
+        "empty",
+    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
+    (
+        "suma_lib.attention.TTALayer",
+        "batch_mismatch",
+    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
+    (
+        "suma_lib.attention.TTALayer",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.TTALayer",
+        "huge",
+    ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
+    (
+        "suma_lib.attention.TTAEncoder",
+        "meta_mix",
+    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
+    (
+        "suma_lib.attention.pseudo_log_likelihood",
+        "empty",
+    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
 }
 
 
@@ -616,7 +801,9 @@ def _build(name: str) -> tuple[Callable, list, dict]:
 
 def _slots(ex: Ex, args: list, kwargs: dict) -> list[tuple[Any, torch.Tensor]]:
     """The top-level tensor arguments that may be mutated: ``(position or keyword, tensor)``."""
-    slots: list[tuple[Any, torch.Tensor]] = [(i, a) for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    slots: list[tuple[Any, torch.Tensor]] = [
+        (i, a) for i, a in enumerate(args) if isinstance(a, torch.Tensor)
+    ]
     slots += [(k, v) for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
     return [(key, t) for key, t in slots if key not in ex.fixed]
 
@@ -722,14 +909,6 @@ def _dtype_family(name: str, dtype: torch.dtype) -> bool | None:
     return True
 
 
-def fam_int_tensor(name: str) -> bool | None:
-    return _dtype_family(name, torch.int64)
-
-
-def fam_bool_tensor(name: str) -> bool | None:
-    return _dtype_family(name, torch.bool)
-
-
 def fam_nan(name: str) -> bool | None:
     ex = EXAMPLES[name]
     fn, args, kwargs = _build(name)
@@ -743,9 +922,13 @@ def fam_nan(name: str) -> bool | None:
             bad.view(-1)[0] = bad_value
             _put(args, kwargs, key, bad)
             out = _expect_clean(fn, args, kwargs, must_raise=False)
-            if out is not None and bad_value != bad_value:  # NaN accepted: it must show in the output
+            if (
+                out is not None and bad_value != bad_value
+            ):  # NaN accepted: it must show in the output
                 floats = [o for o in _tensors(out) if o.is_floating_point()]
-                assert not floats or any(bool(torch.isnan(o).any()) for o in floats), "NaN input gave no NaN"
+                assert not floats or any(bool(torch.isnan(o).any()) for o in floats), (
+                    "NaN input gave no NaN"
+                )
     return True
 
 
@@ -782,7 +965,8 @@ def fam_wrong_shape(name: str) -> bool | None:
 
 
 def fam_batch_mismatch(name: str) -> bool | None:
-    """Leading dimensions 2 and 3 on two tensors: they do not broadcast, so a clean error is required."""
+    """Leading dimensions 2 and 3 on two tensors do not broadcast: a clean error or a valid
+    result."""
     ex = EXAMPLES[name]
     fn, args, kwargs = _build(name)
     slots = _slots(ex, args, kwargs)
@@ -874,14 +1058,6 @@ def _extreme(name: str, scale: float) -> bool | None:
     return True
 
 
-def fam_tiny(name: str) -> bool | None:
-    return _extreme(name, 1e-30)
-
-
-def fam_huge(name: str) -> bool | None:
-    return _extreme(name, 1e30)
-
-
 def _cast_family(name: str, dtype: torch.dtype) -> bool | None:
     ex = EXAMPLES[name]
     if dtype in (torch.float16, torch.bfloat16) and not ex.half:
@@ -892,7 +1068,12 @@ def _cast_family(name: str, dtype: torch.dtype) -> bool | None:
     if not slots and not mods:
         return None
     for key, t in [*enumerate(args), *kwargs.items()]:
-        _put(args, kwargs, key, _map_tensors(t, lambda x: x.to(dtype) if x.is_floating_point() else x))
+        _put(
+            args,
+            kwargs,
+            key,
+            _map_tensors(t, lambda x: x.to(dtype) if x.is_floating_point() else x),
+        )
     for m in mods:
         m.to(dtype)
     try:
@@ -904,18 +1085,6 @@ def _cast_family(name: str, dtype: torch.dtype) -> bool | None:
         if o.is_floating_point() and slots:
             assert o.dtype == dtype, f"{dtype} input gave {o.dtype} output"
     return True
-
-
-def fam_float16(name: str) -> bool | None:
-    return _cast_family(name, torch.float16)
-
-
-def fam_bfloat16(name: str) -> bool | None:
-    return _cast_family(name, torch.bfloat16)
-
-
-def fam_float64(name: str) -> bool | None:
-    return _cast_family(name, torch.float64)
 
 
 def fam_meta(name: str) -> bool | None:
@@ -937,7 +1106,9 @@ def fam_meta(name: str) -> bool | None:
     except CLEAN as err:
         raise AssertionError(f"rejected meta input: {err}") from err
     got, want = _tensors(out), _tensors(ref)
-    assert [tuple(o.shape) for o in got] == [tuple(o.shape) for o in want], "meta output has the wrong shape"
+    assert [tuple(o.shape) for o in got] == [tuple(o.shape) for o in want], (
+        "meta output has the wrong shape"
+    )
     assert all(o.device.type == "meta" for o in got), "meta input gave real output"
     return True
 
@@ -954,7 +1125,9 @@ def fam_noncontiguous(name: str) -> bool | None:
     out = _call(fn, args, kwargs)
     for a, b in zip(_tensors(out), _tensors(ref), strict=True):
         if a.is_floating_point():
-            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True), "non-contiguous input changed the result"
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True), (
+                "non-contiguous input changed the result"
+            )
     return True
 
 
@@ -981,13 +1154,25 @@ def fam_requires_grad(name: str) -> bool | None:
     return True
 
 
-FAMILIES = {
-    f.__name__[4:]: f
-    for f in (
-        fam_wrong_type, fam_int_tensor, fam_bool_tensor, fam_nan, fam_empty, fam_wrong_shape,
-        fam_batch_mismatch, fam_meta_mix, fam_bad_device, fam_bad_dtype, fam_tiny, fam_huge,
-        fam_float16, fam_bfloat16, fam_float64, fam_meta, fam_noncontiguous, fam_requires_grad,
-    )
+FAMILIES: dict[str, Callable[[str], bool | None]] = {
+    "wrong_type": fam_wrong_type,
+    "int_tensor": functools.partial(_dtype_family, dtype=torch.int64),
+    "bool_tensor": functools.partial(_dtype_family, dtype=torch.bool),
+    "nan": fam_nan,
+    "empty": fam_empty,
+    "wrong_shape": fam_wrong_shape,
+    "batch_mismatch": fam_batch_mismatch,
+    "meta_mix": fam_meta_mix,
+    "bad_device": fam_bad_device,
+    "bad_dtype": fam_bad_dtype,
+    "tiny": functools.partial(_extreme, scale=1e-30),
+    "huge": functools.partial(_extreme, scale=1e30),
+    "float16": functools.partial(_cast_family, dtype=torch.float16),
+    "bfloat16": functools.partial(_cast_family, dtype=torch.bfloat16),
+    "float64": functools.partial(_cast_family, dtype=torch.float64),
+    "meta": fam_meta,
+    "noncontiguous": fam_noncontiguous,
+    "requires_grad": fam_requires_grad,
 }
 
 
@@ -1013,7 +1198,9 @@ def test_every_example_runs() -> None:
 SWEEP = [(n, fam) for n, ex in EXAMPLES.items() if ex is not None for fam in FAMILIES]
 
 
-@pytest.mark.parametrize(("name", "family"), SWEEP, ids=[f"{n.removeprefix('suma_lib.')}-{f}" for n, f in SWEEP])
+@pytest.mark.parametrize(
+    ("name", "family"), SWEEP, ids=[f"{n.removeprefix('suma_lib.')}-{f}" for n, f in SWEEP]
+)
 def test_sweep(name: str, family: str) -> None:
     try:
         FAMILIES[family](name)

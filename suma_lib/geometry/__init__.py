@@ -2,16 +2,18 @@ r"""Random geometry in high dimensions (Part I of the book).
 
 One module per chapter, every public name re-exported here:
 
-* :mod:`suma_lib.geometry.random_init` — chapter ``init-geometry`` (random directions, initialisation,
-  near-orthogonal random matrices);
+* :mod:`suma_lib.geometry.random_init` — chapter ``init-geometry`` (random directions,
+  initialisation, near-orthogonal random matrices);
 * :mod:`suma_lib.geometry.jl_lemma` — chapter ``jl-lemma-applications`` (random projections, the
   Johnson–Lindenstrauss dimension, sign random projections, randomized SVD).
 
 Chapter: notebooks/init-geometry.md, notebooks/jl-lemma-applications.md
 
-Conventions: torch code is device- and dtype-agnostic (new tensors follow their inputs, or the ``device`` and
-``dtype`` arguments of the samplers), batched over leading dimensions, and draws its randomness from an optional
-:class:`torch.Generator` (which must live on the device the numbers are drawn on). Weight matrices follow
+Conventions: torch code is device- and dtype-agnostic (new tensors follow their inputs, or the
+``device`` and ``dtype`` arguments of the samplers), batched over leading dimensions, and draws its
+randomness from an optional
+:class:`torch.Generator` (which must live on the device the numbers are drawn on). Weight matrices
+follow
 :mod:`torch.nn.init`: a ``Linear`` weight has shape ``(fan_out, fan_in)`` and acts as ``x @ w.T``.
 """
 

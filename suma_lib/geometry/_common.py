@@ -19,14 +19,25 @@ __all__: list[str] = []
 def _placement(
     device: str | torch.device | None, dtype: torch.dtype | None, generator: torch.Generator | None
 ) -> tuple[torch.device | None, torch.dtype]:
-    """Validate the ``device``/``dtype``/``generator`` of a sampler; default to the generator's device."""
+    """Check a sampler's ``device``/``dtype``/``generator``; the device defaults to the
+    generator's."""
     check_generator(generator)
-    dev = (generator.device if generator is not None else None) if device is None else get_device(device)
+    dev = (
+        (generator.device if generator is not None else None)
+        if device is None
+        else get_device(device)
+    )
     dtype = check_dtype(dtype) or torch.get_default_dtype()
-    if generator is not None and dev is not None and dev.type != "meta" and generator.device.type != dev.type:
-        raise ValueError(f"generator lives on {generator.device} but the numbers are drawn on {dev}")
+    if (
+        generator is not None
+        and dev is not None
+        and dev.type != "meta"
+        and generator.device.type != dev.type
+    ):
+        raise ValueError(
+            f"generator lives on {generator.device} but the numbers are drawn on {dev}"
+        )
     return dev, dtype
-
 
 
 def _check_size(size: Any, name: str) -> tuple[int, ...]:
@@ -36,4 +47,3 @@ def _check_size(size: Any, name: str) -> tuple[int, ...]:
     if not isinstance(size, (tuple, list, torch.Size)):
         raise TypeError(f"{name} must be an int or a tuple of ints, got {type(size).__name__}")
     return tuple(check_int(s, name, low=0) for s in size)
-

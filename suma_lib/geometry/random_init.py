@@ -1,8 +1,8 @@
 r"""Random directions and initialisation in high dimensions.
 
 The angle between two random directions (its density and a sampler), the fan-in/fan-out rules of
-LeCun, Xavier and He initialisation, how far a random matrix is from orthogonal, how activations scale
-through a deep random MLP, and exact Gaussian expectations of polynomials (SymPy).
+LeCun, Xavier and He initialisation, how far a random matrix is from orthogonal, how activations
+scale through a deep random MLP, and exact Gaussian expectations of polynomials (SymPy).
 
 Chapter: notebooks/init-geometry.md
 
@@ -46,7 +46,8 @@ _rms = rms  # root mean square over the last axis without overflow
 
 
 def _log_gamma_half_ratio(x: float) -> float:
-    r""":math:`\log\Gamma(x + 1/2) - \log\Gamma(x)` for :math:`x > 0`, accurate also for huge ``x``."""
+    r""":math:`\log\Gamma(x + 1/2) - \log\Gamma(x)` for :math:`x > 0`, accurate for huge ``x``
+    too."""
     if x < 1e4:
         return math.lgamma(x + 0.5) - math.lgamma(x)
     # Asymptotic series; the next term is O(x^-5), far below double precision here.
@@ -55,16 +56,17 @@ def _log_gamma_half_ratio(x: float) -> float:
 
 # ----------------------------------------------------------------------------------------- angles
 def angle_pdf(theta: torch.Tensor, n: int) -> torch.Tensor:
-    r"""Density of the angle between two independent uniformly random directions in :math:`\mathbb{R}^n`.
+    r"""Density of the angle between two independent uniformly random directions in
+    :math:`\mathbb{R}^n`.
 
     .. math:: p_n(\theta) = \frac{\Gamma(n/2)}{\Gamma\left(\frac{n-1}{2}\right)\sqrt{\pi}}\,
        \sin^{n-2}\theta, \qquad 0 \le \theta \le \pi,
 
-    and 0 outside :math:`[0, \pi]`. The constant is computed in double precision from log-gamma values (with
-    an asymptotic series for huge ``n``), so the density stays accurate for ``n`` in the millions, where
-    :math:`\Gamma(n/2)` itself overflows.
+    and 0 outside :math:`[0, \pi]`. The constant is computed in double precision from log-gamma
+    values (with an asymptotic series for huge ``n``), so the density stays accurate for ``n`` in
+    the millions, where :math:`\Gamma(n/2)` itself overflows.
 
-    Chapter: notebooks/init-geometry.ipynb
+    Chapter: notebooks/init-geometry.md
 
     Parameters
     ----------
@@ -93,7 +95,8 @@ def angle_pdf(theta: torch.Tensor, n: int) -> torch.Tensor:
     else:
         # log of the constant: log Γ(n/2) - log Γ((n-1)/2) - log √π
         log_c = _log_gamma_half_ratio((n - 1) / 2) - 0.5 * math.log(math.pi)
-        # sin θ can come out a hair below 0 at θ = π in floating point: clamp. The power (not exp of a
+        # sin θ can come out a hair below 0 at θ = π in floating point: clamp. The power (not exp of
+        # a
         # log) keeps the gradient finite at θ = 0 and π: c·(n-2)·sin^(n-3)θ·cos θ.
         dens = math.exp(log_c) * torch.sin(theta).clamp_min(0).pow(n - 2)
     return torch.where(inside, dens, torch.zeros_like(dens))
@@ -108,16 +111,18 @@ def sample_angles(
 ) -> torch.Tensor:
     r"""Draw angles between two independent uniformly random directions in :math:`\mathbb{R}^n`.
 
-    By rotation invariance the angle between two random directions has the law of the angle between one
-    random direction :math:`x/\|x\|`, :math:`x \sim \mathcal{N}(0, I_n)`, and the fixed axis :math:`e_1`:
+    By rotation invariance the angle between two random directions has the law of the angle between
+    one random direction :math:`x/\|x\|`, :math:`x \sim \mathcal{N}(0, I_n)`, and the fixed axis
+    :math:`e_1`:
 
-    .. math:: \theta = \operatorname{atan2}\left(\sqrt{x_2^2 + \dots + x_n^2},\; x_1\right) \in [0, \pi],
+    .. math:: \theta = \operatorname{atan2}\left(\sqrt{x_2^2 + \dots + x_n^2},\; x_1\right) \in [0,
+    \pi],
 
-    whose density is :func:`angle_pdf`. ``atan2`` keeps full relative accuracy near 0 and :math:`\pi`, where
-    ``arccos`` of a cosine loses it. The cost is :math:`O(n)` per angle; the draws are made in chunks of about
-    :math:`2^{22}` numbers so memory stays bounded.
+    whose density is :func:`angle_pdf`. ``atan2`` keeps full relative accuracy near 0 and
+    :math:`\pi`, where ``arccos`` of a cosine loses it. The cost is :math:`O(n)` per angle; the
+    draws are made in chunks of about :math:`2^{22}` numbers so memory stays bounded.
 
-    Chapter: notebooks/init-geometry.ipynb
+    Chapter: notebooks/init-geometry.md
 
     Parameters
     ----------
@@ -128,8 +133,8 @@ def sample_angles(
     generator : torch.Generator, optional
         Source of randomness; it must live on ``device``.
     device : str or torch.device, optional
-        Where to draw (default: the generator's device, else the CPU); ``"meta"`` gives a meta tensor and
-        ``"auto"`` picks as ``suma_lib.get_device`` does.
+        Where to draw (default: the generator's device, else the CPU); ``"meta"`` gives a meta
+        tensor and ``"auto"`` picks as ``suma_lib.get_device`` does.
     dtype : torch.dtype, optional
         Floating-point dtype (default: torch's default dtype).
 
@@ -152,15 +157,15 @@ def sample_angles(
     return out.reshape(shape)
 
 
-
-# ----------------------------------------------------------------------------------------- initialisation
+# -----------------------------------------------------------------------------------------
+# initialisation
 def fan_in_and_fan_out(shape: Sequence[int] | torch.Tensor) -> tuple[int, int]:
     """Fan-in and fan-out of a weight, with the convention of :mod:`torch.nn.init`.
 
     A weight of shape ``(out, in, *kernel)`` has ``fan_in = in * prod(kernel)`` and
     ``fan_out = out * prod(kernel)`` (a ``Linear`` weight ``(out, in)`` acts as ``x @ w.T``).
 
-    Chapter: notebooks/init-geometry.ipynb
+    Chapter: notebooks/init-geometry.md
 
     Parameters
     ----------
@@ -181,18 +186,21 @@ def fan_in_and_fan_out(shape: Sequence[int] | torch.Tensor) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def init_std(shape: Sequence[int] | torch.Tensor, scheme: str = "lecun", gain: float = 1.0) -> float:
+def init_std(
+    shape: Sequence[int] | torch.Tensor, scheme: str = "lecun", gain: float = 1.0
+) -> float:
     r"""Standard deviation of an initialisation scheme for a weight of the given shape.
 
     .. math:: \sigma^2_{\text{lecun}} = \frac{1}{\text{fan\_in}}, \qquad
        \sigma^2_{\text{xavier}} = \frac{2}{\text{fan\_in} + \text{fan\_out}}, \qquad
        \sigma^2_{\text{he}} = \frac{2}{\text{fan\_in}},
 
-    each multiplied by ``gain**2``. LeCun keeps the second moment of a linear layer's output equal to its
-    input's; He doubles it to make up for ReLU halving it (:math:`\mathbb{E}[\operatorname{relu}(z)^2] =
-    \sigma^2/2`); Xavier (Glorot) compromises between the forward and the backward pass.
+    each multiplied by ``gain**2``. LeCun keeps the second moment of a linear layer's output equal
+    to its input's; He doubles it to make up for ReLU halving it
+    (:math:`\mathbb{E}[\operatorname{relu}(z)^2] = \sigma^2/2`); Xavier (Glorot) compromises between
+    the forward and the backward pass.
 
-    Chapter: notebooks/init-geometry.ipynb
+    Chapter: notebooks/init-geometry.md
 
     Parameters
     ----------
@@ -224,18 +232,20 @@ def normal_init_(
     gain: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Fill ``w`` in place with :math:`\mathcal{N}(0, \sigma^2)`, :math:`\sigma` from :func:`init_std`.
+    r"""Fill ``w`` in place with :math:`\mathcal{N}(0, \sigma^2)`, :math:`\sigma` from
+    :func:`init_std`.
 
-    ``scheme="lecun"`` matches ``torch.nn.init.kaiming_normal_(w, nonlinearity="linear")``, ``"he"`` matches
-    ``kaiming_normal_(w, nonlinearity="relu")`` and ``"xavier"`` matches ``xavier_normal_``: same standard
-    deviation and, for the same generator state, the same numbers.
+    ``scheme="lecun"`` matches ``torch.nn.init.kaiming_normal_(w, nonlinearity="linear")``, ``"he"``
+    matches ``kaiming_normal_(w, nonlinearity="relu")`` and ``"xavier"`` matches ``xavier_normal_``:
+    same standard deviation and, for the same generator state, the same numbers.
 
-    Chapter: notebooks/init-geometry.ipynb
+    Chapter: notebooks/init-geometry.md
 
     Parameters
     ----------
     w : torch.Tensor
-        Floating-point weight, at least 2-D, shape ``(fan_out, fan_in, *kernel)``; any device (``meta`` too).
+        Floating-point weight, at least 2-D, shape ``(fan_out, fan_in, *kernel)``; any device
+        (``meta`` too).
     scheme : {"lecun", "xavier", "he"}
         The rule.
     gain : float
@@ -262,13 +272,15 @@ def uniform_init_(
     gain: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Fill ``w`` in place with :math:`U[-a, a]`, :math:`a = \sqrt{3}\,\sigma`, so that its variance is :math:`\sigma^2`.
+    r"""Fill ``w`` in place with :math:`U[-a, a]`, :math:`a = \sqrt{3}\,\sigma`, so that its
+    variance is :math:`\sigma^2`.
 
     :math:`U[-a, a]` has variance :math:`a^2/3`, so ``scheme="lecun"`` draws from
     :math:`U\left[-\sqrt{3/\text{fan\_in}}, \sqrt{3/\text{fan\_in}}\right]`. The schemes match
-    ``torch.nn.init.kaiming_uniform_`` (``nonlinearity="linear"`` or ``"relu"``) and ``xavier_uniform_``.
+    ``torch.nn.init.kaiming_uniform_`` (``nonlinearity="linear"`` or ``"relu"``) and
+    ``xavier_uniform_``.
 
-    Chapter: notebooks/init-geometry.ipynb
+    Chapter: notebooks/init-geometry.md
 
     Parameters
     ----------
@@ -297,9 +309,9 @@ def orthogonality_error(w: torch.Tensor, norm: str = "fro") -> torch.Tensor:
     r"""How far a (batch of) matrix is from having orthonormal columns (or rows): :math:`\|G - I\|`.
 
     For ``w`` of shape ``(..., m, n)`` the Gram matrix is taken on the smaller side,
-    :math:`G = W^\top W` (:math:`n \times n`) when :math:`m \ge n` and :math:`G = W W^\top` otherwise, since
-    only that one can equal the identity. Norms of :math:`E = G - I` (:math:`k \times k`,
-    :math:`k = \min(m, n)`):
+    :math:`G = W^\top W` (:math:`n \times n`) when :math:`m \ge n` and :math:`G = W W^\top`
+    otherwise, since only that one can equal the identity. Norms of :math:`E = G - I` (:math:`k
+    \times k`, :math:`k = \min(m, n)`):
 
     * ``"fro"``: Frobenius norm :math:`\|E\|_F`;
     * ``"rms"``: root mean square entry :math:`\|E\|_F / k`, the typical size of
@@ -307,11 +319,11 @@ def orthogonality_error(w: torch.Tensor, norm: str = "fro") -> torch.Tensor:
     * ``"spectral"``: operator norm :math:`\|E\|_2 = \max_i |\sigma_i(W)^2 - 1|`;
     * ``"max"``: largest entry :math:`\max_{ij} |E_{ij}|`.
 
-    For :math:`W` with i.i.d. :math:`\mathcal{N}(0, 1/m)` entries, :math:`\mathbb{E}\|E\|_F^2 = n(n+1)/m`,
-    so the entrywise errors shrink like :math:`1/\sqrt{m}` while the spectral error of a square matrix does
-    not shrink at all (it tends to 3, the Marchenko–Pastur edge).
+    For :math:`W` with i.i.d. :math:`\mathcal{N}(0, 1/m)` entries, :math:`\mathbb{E}\|E\|_F^2 =
+    n(n+1)/m`, so the entrywise errors shrink like :math:`1/\sqrt{m}` while the spectral error of a
+    square matrix does not shrink at all (it tends to 3, the Marchenko–Pastur edge).
 
-    Chapter: notebooks/init-geometry.ipynb
+    Chapter: notebooks/init-geometry.md
 
     Parameters
     ----------
@@ -349,22 +361,25 @@ def activation_norms(
     weights: Sequence[torch.Tensor],
     activation: str | Callable[[torch.Tensor], torch.Tensor] = "relu",
 ) -> torch.Tensor:
-    r"""Root-mean-square activation of every layer of a deep bias-free MLP :math:`h_{l+1} = \phi(h_l W_l^\top)`.
+    r"""Root-mean-square activation of every layer of a deep bias-free MLP :math:`h_{l+1} = \phi(h_l
+    W_l^\top)`.
 
-    Returns :math:`\operatorname{rms}(h_l) = \|h_l\|/\sqrt{d_l}` for :math:`l = 0, \dots, L` (:math:`h_0 =
-    x`), computed without overflow. With :math:`W_l` drawn with variance :math:`c/\text{fan\_in}`, the mean
-    square obeys :math:`\mathbb{E}\,\operatorname{rms}(h_{l+1})^2 = c\,\kappa\,\operatorname{rms}(h_l)^2`
-    with :math:`\kappa = 1` for the identity and :math:`\kappa = 1/2` for ReLU, so :math:`c = 2` (He) keeps a
-    ReLU stack's scale and :math:`c = 1` halves the mean square at every layer.
+    Returns :math:`\operatorname{rms}(h_l) = \|h_l\|/\sqrt{d_l}` for :math:`l = 0, \dots, L`
+    (:math:`h_0 = x`), computed without overflow. With :math:`W_l` drawn with variance
+    :math:`c/\text{fan\_in}`, the mean square obeys :math:`\mathbb{E}\,\operatorname{rms}(h_{l+1})^2
+    = c\,\kappa\,\operatorname{rms}(h_l)^2` with :math:`\kappa = 1` for the identity and
+    :math:`\kappa = 1/2` for ReLU, so :math:`c = 2` (He) keeps a ReLU stack's scale and :math:`c =
+    1` halves the mean square at every layer.
 
-    Chapter: notebooks/init-geometry.ipynb
+    Chapter: notebooks/init-geometry.md
 
     Parameters
     ----------
     x : torch.Tensor
         Inputs ``(..., d_0)``, floating point, finite.
     weights : list of torch.Tensor
-        Weights ``W_l`` of shape ``(d_{l+1}, d_l)`` (``torch.nn.Linear`` layout), same dtype and device as ``x``.
+        Weights ``W_l`` of shape ``(d_{l+1}, d_l)`` (``torch.nn.Linear`` layout), same dtype and
+        device as ``x``.
     activation : {"relu", "linear", "tanh"} or callable
         The nonlinearity :math:`\phi` applied after every layer.
 
@@ -382,7 +397,9 @@ def activation_norms(
     elif callable(activation):
         act = activation
     else:
-        raise TypeError(f"activation must be a string or a callable, got {type(activation).__name__}")
+        raise TypeError(
+            f"activation must be a string or a callable, got {type(activation).__name__}"
+        )
     h = x
     out = [_rms(h)]
     for i, w in enumerate(weights):
@@ -401,10 +418,11 @@ def gaussian_expectation(expr: Any, variables: Sequence[Any], std: Any = 1) -> A
     r"""Exact expectation of a polynomial in independent centred Gaussian variables (SymPy).
 
     Expands ``expr`` into monomials and uses :math:`\mathbb{E}[z^{k}] = \sigma^k (k-1)!!` for even
-    :math:`k` and 0 for odd :math:`k`, independently for each variable. This is what a derivation with
-    Gaussian weights needs (e.g. :math:`\mathbb{E}\|Av\|^2`), and much faster than ``sympy.stats``.
+    :math:`k` and 0 for odd :math:`k`, independently for each variable. This is what a derivation
+    with Gaussian weights needs (e.g. :math:`\mathbb{E}\|Av\|^2`), and much faster than
+    ``sympy.stats``.
 
-    Chapter: notebooks/init-geometry.ipynb, notebooks/jl-lemma-applications.ipynb
+    Chapter: notebooks/init-geometry.md, notebooks/jl-lemma-applications.md
 
     Parameters
     ----------
@@ -413,7 +431,8 @@ def gaussian_expectation(expr: Any, variables: Sequence[Any], std: Any = 1) -> A
     variables : list of sympy.Symbol
         The independent :math:`\mathcal{N}(0, \sigma^2)` variables.
     std : number or list
-        :math:`\sigma` (a number or SymPy expression), shared by all variables, or a list with one per variable.
+        :math:`\sigma` (a number or SymPy expression), shared by all variables, or a list with one
+        per variable.
 
     Returns
     -------
@@ -427,7 +446,9 @@ def gaussian_expectation(expr: Any, variables: Sequence[Any], std: Any = 1) -> A
         raise TypeError("variables must be a non-empty list or tuple of sympy Symbols")
     stds = list(std) if isinstance(std, (list, tuple)) else [std] * len(variables)
     if len(stds) != len(variables):
-        raise ValueError(f"std must be one value or one per variable, got {len(stds)} for {len(variables)}")
+        raise ValueError(
+            f"std must be one value or one per variable, got {len(stds)} for {len(variables)}"
+        )
     try:
         stds = [sp.sympify(s) for s in stds]
         poly = sp.Poly(sp.expand(sp.sympify(expr)), *variables)
@@ -436,7 +457,7 @@ def gaussian_expectation(expr: Any, variables: Sequence[Any], std: Any = 1) -> A
     total = sp.Integer(0)
     for monom, coeff in poly.terms():
         term = coeff
-        for power, s in zip(monom, stds):
+        for power, s in zip(monom, stds, strict=False):
             if power % 2:
                 term = 0
                 break
