@@ -114,8 +114,8 @@ def _fill_params(func: Callable) -> Callable:
 # while SoftPlus and GELU are one kernel each. Two remedies, both exact:
 # * eager: few kernels, no torch.where (slow on the CPU), constants cached as 0-dim tensors, and for
 #   squareplus a cheap sqrt(x^2 + b) where one reduction shows that x^2 cannot overflow (hypot otherwise);
-# * fused: for large tensors, the same formulas compiled into one kernel by torch.compile, cached, with the
-#   eager path as fallback where no compiler is available (set SUMA_COMPILE=0 to switch it off).
+# * fused (squareplus): for large tensors, the same formula compiled into one kernel by torch.compile,
+#   cached, with the eager path as fallback where no compiler is available (SUMA_COMPILE=0 switches it off).
 _COMPILE_MIN = 1 << 16  # elements from which the fused kernel pays for its per-call overhead
 _COMPILED: dict[str, Callable | None] = {}
 _CONSTS: dict[tuple, torch.Tensor] = {}
@@ -167,16 +167,7 @@ def _squareplus_kernel(x, b, s, cap: float, grad: bool):
     return (out, out / h) if grad else (out, None)
 
 
-def _smooth_relu_kernel(x, inv_s, s, grad: bool):
-    """Gaussian-smoothed ReLU (and its derivative Phi(x/s)) as one fused expression."""
-    u = torch.clamp(x * inv_s, -_FLAT, _FLAT)
-    a = u.abs()
-    upper = 0.5 * torch.erfc(a * _INV_SQRT_2)  # Phi(-|u|)
-    out = torch.relu(x) + s * (_INV_SQRT_2PI * torch.exp(-0.5 * a * a) - a * upper)
-    return (out, torch.where(u > 0, 1.0 - upper, upper)) if grad else (out, None)
-
-
-_KERNELS = {"squareplus": _squareplus_kernel, "smooth_relu": _smooth_relu_kernel}
+_KERNELS = {"squareplus": _squareplus_kernel}
 
 
 def _squareplus_values(x: torch.Tensor, b: float, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -340,8 +331,7 @@ def smooth_relu(x: torch.Tensor, scale: float = 1.0, kernel: str = "gaussian") -
     :math:`|x|/s \ge 10^4` the result is ReLU itself to the last bit: huge inputs neither overflow nor
     produce NaN, and their gradient is exactly 0 or 1. A width that underflows in the input's dtype (say
     :math:`s = 10^{-50}` in float32) gives the limit, ReLU, with the step (and :math:`\tfrac12` at 0) as
-    gradient. Large tensors (at least 65,536 elements, Gaussian kernel) go through one kernel fused by
-    ``torch.compile`` (see :func:`squareplus`). For the Gaussian kernel and :math:`x \ll -\sigma` the
+    gradient. For the Gaussian kernel and :math:`x \ll -\sigma` the
     two terms nearly cancel, and rounding :math:`x/\sigma` alone moves :math:`\Phi(x/\sigma)` by a relative
     :math:`(x/\sigma)^2` ulp: the absolute error is of order :math:`(x/\sigma)^2` ulp of
     :math:`|x|\Phi(x/\sigma)`, tiny, but not a small relative error.
@@ -384,13 +374,10 @@ def _smooth_relu_values(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """relu * delta_s as relu(x) + s g(|x|/s), g the even, positive remainder; no autograd.
 
-    Gaussian: g(a) = phi(a) - a Phi(-a); logistic: g(a) = log(1 + e^{-a}). With ``grad`` (Gaussian, fused
-    path only) also the derivative Phi(x/s); otherwise None and the backward pass recomputes it.
+    Gaussian: g(a) = phi(a) - a Phi(-a); logistic: g(a) = log(1 + e^{-a}). Returns (value, None): the
+    backward pass computes the derivative itself. (A fused torch.compile kernel was tried: its erfc and exp
+    are not vectorised on the CPU, so it gained little over these eager kernels; not worth a compile.)
     """
-    if kernel == "gaussian":
-        fused = _run_fused("smooth_relu", x, _const(1.0 / scale, x), _const(scale, x), grad) if scale >= 1e-30 else None
-        if fused:
-            return fused
     a = _over_scale(x, scale, absolute=True)
     if kernel == "gaussian":
         g = torch.addcmul(_const(-0.5 * math.log(2 * math.pi), a), a, a, value=-0.5).exp_()
@@ -405,23 +392,20 @@ class _SmoothReLU(torch.autograd.Function):
 
     Autograd through the Gaussian value formula would subtract two nearly equal terms (u phi(u) from
     Phi(u) + u phi(u)) and lose the lower tail of the gradient; the closed form keeps it. The backward
-    pass reuses the step when the fused kernel computed it, and otherwise (and under ``create_graph``)
-    evaluates it with differentiable operations, so second derivatives (the kernel itself) work too.
+    pass evaluates it with differentiable operations, so second derivatives (the kernel itself) work too.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: float, kernel: str) -> torch.Tensor:
-        out, step = _smooth_relu_values(x, scale, kernel, grad=True)
+        out, _ = _smooth_relu_values(x, scale, kernel, grad=True)
         ctx.scale, ctx.kernel = scale, kernel
-        ctx.save_for_backward(x, step)
+        ctx.save_for_backward(x)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, step = ctx.saved_tensors
-        if step is None or torch.is_grad_enabled():
-            step = _cdf(_over_scale(x, ctx.scale), ctx.kernel)
-        return grad * step, None, None
+        (x,) = ctx.saved_tensors
+        return grad * _cdf(_over_scale(x, ctx.scale), ctx.kernel), None, None
 
 
 @_fill_params
