@@ -20,11 +20,10 @@ import argparse
 import datetime
 import math
 import os
-import platform
-import subprocess
 from pathlib import Path
 
 import torch
+from _meta import commit, cpu_name, load
 
 from suma_lib.attention import linear_attention, softmax_attention
 from suma_lib.attention.linear import DEFAULT_CHUNK
@@ -33,19 +32,6 @@ from suma_lib.profiling import crossover_length, measure_time
 LENGTHS = [128, 256, 384, 512, 768, 1024, 1536, 2048]
 CHUNKS = [32, DEFAULT_CHUNK, 128]
 HEADS, HEAD_DIM = 4, 64
-
-
-def commit() -> str:
-    """The checked-out commit (marked when the tree has uncommitted changes), or 'unknown'."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return sha + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
@@ -57,7 +43,7 @@ def main() -> None:
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                        ("cpu" if args.device == "auto" else args.device))
     gen = torch.Generator(device=dev).manual_seed(0)
-    load_before = [f"{v:.2f}" for v in os.getloadavg()]
+    load_before = load()
     ratios = {c: [] for c in CHUNKS}
     times_exact = []
     for n in LENGTHS:
@@ -72,16 +58,10 @@ def main() -> None:
         times_exact.append(best["exact"])
         for c in CHUNKS:
             ratios[c].append(best[c] / best["exact"])
-    load_after = [f"{v:.2f}" for v in os.getloadavg()]
+    load_after = load()
     cross = {c: crossover_length(LENGTHS, ratios[c]) for c in CHUNKS}
     goal_met = math.isfinite(cross[DEFAULT_CHUNK]) and cross[DEFAULT_CHUNK] <= 512
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    cpu = cpu_name()
     clock = "one thread's CPU time" if dev.type == "cpu" else "wall time between CUDA syncs"
 
     def fmt(x: float) -> str:
@@ -93,7 +73,7 @@ def main() -> None:
         f"Machine: {cpu}, {os.cpu_count()} CPUs"
         + (f", {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else "")
         + f", torch {torch.__version__}. Date {datetime.date.today().isoformat()}, commit {commit()}. Load "
-        f"average (1, 5, 15 min) {' '.join(load_before)} when it started and {' '.join(load_after)} when it "
+        f"average (1, 5, 15 min) {load_before} when it started and {load_after} when it "
         f"ended (the machine is shared; {clock} is less sensitive to that than wall time). One batch of "
         f"{HEADS} heads of size {HEAD_DIM}, float32; time ratio linear / exact (below 1: linear is faster), "
         f"best of {args.rounds} alternating rounds of the minimum over {args.repeats} calls.",

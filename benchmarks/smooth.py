@@ -26,12 +26,11 @@ import argparse
 import datetime
 import math
 import os
-import platform
-import subprocess
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _meta import commit, cpu_name, load
 from torch.utils import benchmark
 
 from suma_lib import smooth as S
@@ -125,19 +124,6 @@ def run(
     return rows, met
 
 
-def commit() -> str:
-    """The checked-out commit (and a mark when the tree has changes), or 'unknown'."""
-    try:
-        here = Path(__file__).resolve().parent
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return sha + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 262144, 4194304])
@@ -146,27 +132,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    load_before = [f"{v:.2f}" for v in os.getloadavg()]
+    load_before = load()
     rows, met = [], []
     for dev in devices:
         r, m = run(dev, args.sizes, args.min_time, CANDIDATES, args.rounds)
         rows += r
         met += m
-    load_after = [f"{v:.2f}" for v in os.getloadavg()]
-    cpu = platform.processor() or platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    load_after = load()
+    cpu = cpu_name()
     header = [
         "# suma_lib.smooth: SquarePlus and the Gaussian-smoothed ReLU",
         "",
         f"Machine: {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, one CPU thread"
         + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
         + f". Date {datetime.date.today().isoformat()}, commit {commit()}. Load average (1, 5, 15 min) "
-        f"{' '.join(load_before)} when it started and {' '.join(load_after)} when it ended: the machine is "
+        f"{load_before} when it started and {load_after} when it ended: the machine is "
         "shared, and a load above the number of CPUs makes every time noisier (the ratios less so, since the "
         "candidates are interleaved). float32; time per call (best of "
         f"{args.rounds} interleaved rounds of medians) and its ratio to each peer (above 1: slower than the "

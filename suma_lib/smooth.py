@@ -248,7 +248,8 @@ def squareplus(x: torch.Tensor, b: float = 4.0) -> torch.Tensor:
 
     Speed: tensors of at least 65,536 elements on the CPU or CUDA go through one kernel fused by
     ``torch.compile`` (compiled once per process, a few seconds; switched off by the environment variable
-    ``SUMA_COMPILE=0`` and skipped where no compiler works); smaller ones through five eager kernels. See
+    ``SUMA_COMPILE=0`` and skipped where no compiler works); smaller ones through six eager kernels and one
+    reduction (the overflow test). See
     ``benchmarks/smooth.py`` for the ratios to SoftPlus.
 
     Chapter: notebooks/squareplus.ipynb
