@@ -67,6 +67,24 @@ CANDIDATES = {
 PEERS = ("softplus", "gelu")
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks instead of unmapping them (mallopt), as jemalloc or tcmalloc
+    (which PyTorch recommends for the CPU) do by default; True if it could.
+
+    Otherwise every new tensor of a few megabytes is fresh memory from the kernel, page faults and all, and
+    a call's time depends on the allocator's history more than on the kernel being timed (a 1 MiB SoftPlus
+    measured anywhere between 0.4 and 1.6 ms in one process). It applies to the peers and to suma_lib alike.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 31))
+    except (OSError, AttributeError):
+        return False
+
+
 def goal(name: str, n: int) -> tuple[str, float] | None:
     """The issue-12 goal for this candidate and size: (peer, largest ratio allowed), or None."""
     if name == "squareplus":
@@ -129,7 +147,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 262144, 4194304])
     parser.add_argument("--min-time", type=float, default=0.2, help="seconds of timing per measurement")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (best one is kept)")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (freed large tensors go back to the kernel)")
     args = parser.parse_args()
+    tuned = not args.system_malloc and keep_freed_memory()
     torch.set_num_threads(1)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     load_before = load()
@@ -150,7 +171,11 @@ def main() -> None:
         "shared, and a load above the number of CPUs makes every time noisier (the ratios less so, since the "
         "candidates are interleaved). float32; time per call (best of "
         f"{args.rounds} interleaved rounds of medians) and its ratio to each peer (above 1: slower than the "
-        "peer). Goals (issue 12): `squareplus` ≤ 1.0× `F.softplus` at 262,144 and 4,194,304 elements and "
+        "peer). "
+        + ("Freed memory is kept by the allocator (glibc mallopt, as jemalloc or tcmalloc do), so that page "
+           "faults of fresh tensors do not swamp the kernels being timed; `--system-malloc` switches this off. "
+           if tuned else "glibc's malloc as it is: fresh tensors page-fault, which adds noise at large sizes. ")
+        + "Goals (issue 12): `squareplus` ≤ 1.0× `F.softplus` at 262,144 and 4,194,304 elements and "
         "≤ 1.5× at 4,096, forward and forward + backward; `smooth_relu` (Gaussian) ≤ 1.5× `F.gelu`. "
         f"Met: {sum(met)} of {len(met)}.",
         "",

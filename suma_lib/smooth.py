@@ -158,27 +158,37 @@ def _run_fused(name: str, x: torch.Tensor, *args):
         return None
 
 
-def _squareplus_kernel(x, b, s, cap: float, grad: bool):
-    """SquarePlus (and its derivative out/h) as one fused expression; exact for every finite x."""
+def _safe_root(x, b, cap: float):
+    """(|x|, sqrt(x^2 + b)) without overflow: |x| itself where x^2 would overflow (they agree there)."""
     a = x.abs()
     ac = torch.clamp(a, max=cap)
-    h = torch.maximum(torch.sqrt(ac * ac + b), a)  # = sqrt(x^2 + b), and |x| where x^2 would overflow
-    out = torch.relu(x) + (0.5 * s) * (s / (h + a))
-    return (out, out / h) if grad else (out, None)
+    return a, torch.maximum(torch.sqrt(ac * ac + b), a)
 
 
-_KERNELS = {"squareplus": _squareplus_kernel}
+def _squareplus_kernel(x, b, s, cap: float):
+    """SquarePlus as one fused expression, relu(x) + (s/2) s / (h + |x|); exact for every finite x."""
+    a, h = _safe_root(x, b, cap)
+    return torch.relu(x) + (0.5 * s) * (s / (h + a))
 
 
-def _squareplus_values(x: torch.Tensor, b: float, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """SquarePlus of ``x`` (float32/float64) and, when ``grad``, its derivative; no autograd."""
+def _squareplus_grad_kernel(x, out, grad, b, cap: float):
+    """grad * SquarePlus'(x) = grad * out / h as one fused expression (h recomputed: cheaper than storing it)."""
+    return grad * (out / _safe_root(x, b, cap)[1])
+
+
+_KERNELS = {"squareplus": _squareplus_kernel, "squareplus_grad": _squareplus_grad_kernel}
+
+
+def _squareplus_values(
+    x: torch.Tensor, b: float, grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """SquarePlus of ``x`` (float32/float64), its derivative when ``grad`` (eager path only), and whether
+    the fused kernel computed it (then the backward pass uses the fused derivative); no autograd."""
     s = math.sqrt(b)
     cap, b_lo, b_hi = _SQRT_SAFE[x.dtype]
-    fused = b_lo <= b <= b_hi and _run_fused(
-        "squareplus", x, _const(b, x), _const(s, x), cap, grad
-    )
-    if fused:
-        return fused
+    fused = _run_fused("squareplus", x, _const(b, x), _const(s, x), cap) if b_lo <= b <= b_hi else None
+    if fused is not None:
+        return fused, None, True
     s_t = _const(s, x)
     a = torch.abs(x)
     regular = b_lo <= b <= b_hi  # b and b/2 are normal numbers of the dtype
@@ -190,30 +200,38 @@ def _squareplus_values(x: torch.Tensor, b: float, grad: bool) -> tuple[torch.Ten
         out.addcdiv_(s_t, d, value=0.5 * s)
     else:  # the same without forming s^2, which would under- or overflow
         out.add_(torch.div(s_t, d), alpha=0.5 * s)
-    return out, (torch.div(out, h) if grad else None)
+    return out, (torch.div(out, h) if grad else None), False
 
 
 class _SquarePlus(torch.autograd.Function):
-    """SquarePlus with the derivative out / h (no cancellation) saved from the forward pass.
+    """SquarePlus with the derivative out / h (no cancellation).
 
-    Under ``create_graph`` the backward pass is written with differentiable operations instead, so that
-    second derivatives work.
+    Eager path: the ratio is computed in the forward pass, reusing its square root, and saved. Fused path:
+    the output is saved and the backward pass is one fused kernel that recomputes h (one allocation less
+    than saving the slope, which is what costs at large sizes). Under ``create_graph`` the backward pass is
+    written with differentiable operations instead, so that second derivatives work.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, b: float) -> torch.Tensor:
-        out, slope = _squareplus_values(x, b, grad=True)
-        ctx.b = b
-        ctx.save_for_backward(x, slope)
+        out, slope, fused = _squareplus_values(x, b, grad=True)
+        ctx.b, ctx.fused = b, fused
+        ctx.save_for_backward(x, out if fused else slope)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, slope = ctx.saved_tensors
+        x, saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # double backward: d/dx (out / h), with out and h differentiable
             h = torch.hypot(x, x.new_full((), math.sqrt(ctx.b)))
             return grad * (_SquarePlus.apply(x, ctx.b) / h), None
-        return grad * slope, None
+        if not ctx.fused:
+            return grad * saved, None
+        cap = _SQRT_SAFE[x.dtype][0]
+        result = _run_fused("squareplus_grad", x, saved, grad, _const(ctx.b, x), cap)
+        if result is None:  # the compiler failed after all: the same ratio, eagerly
+            result = grad * (saved / torch.hypot(x, _const(math.sqrt(ctx.b), x)))
+        return result, None
 
 
 def _squareplus_dtype(x: torch.Tensor, b: float) -> torch.dtype:

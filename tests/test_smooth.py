@@ -511,7 +511,8 @@ def test_fused_formulas_match_mpmath(dtype):
     pts = [-BIG[dtype], -1e10, -30.0, -1.0, 0.0, 0.3, 5.0, 1e12, BIG[dtype]]
     x = torch.tensor(pts, dtype=dtype)
     cap = S._SQRT_SAFE[dtype][0]
-    out, slope = S._squareplus_kernel(x, S._const(b, x), S._const(math.sqrt(b), x), cap, True)
+    out = S._squareplus_kernel(x, S._const(b, x), S._const(math.sqrt(b), x), cap)
+    slope = S._squareplus_grad_kernel(x, out, torch.ones_like(x), S._const(b, x), cap)
     eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
     for xi, yi, gi in zip(pts, out.tolist(), slope.tolist()):
         val, der = _squareplus_mp(xi, b)
@@ -535,3 +536,19 @@ def test_fused_path_falls_back_to_eager_when_compiling_fails(monkeypatch):
     torch.testing.assert_close(y, 0.5 * (x + torch.sqrt(x * x + 1.5)))
     (g,) = torch.autograd.grad(r.sum(), x)
     torch.testing.assert_close(g, torch.special.ndtr(x.detach() / 0.5))
+
+
+def test_fused_path_wiring_forward_and_backward(monkeypatch):
+    # torch.compile replaced by the identity: the fused kernels run eagerly, through the same wiring
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    monkeypatch.setattr(S, "_COMPILED", {})
+    monkeypatch.setattr(S, "_COMPILE_MIN", 4)
+    x = torch.tensor([-1e30, -30.0, -1.0, 0.0, 0.5, 40.0, 1e30], dtype=torch.float64, requires_grad=True)
+    y = S.squareplus(x, 1.7)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    assert set(S._COMPILED) == {"squareplus", "squareplus_grad"}  # both fused kernels were used
+    for xi, yi, gi in zip(x.tolist(), y.tolist(), g.tolist()):
+        val, der = _squareplus_mp(xi, 1.7)
+        assert yi == pytest.approx(val, rel=1e-14) and gi == pytest.approx(der, rel=1e-14), xi
+    pts = x.detach()[1:-1].clone().requires_grad_(True)
+    assert torch.autograd.gradgradcheck(lambda z: S.squareplus(z, 1.7), (pts,))
