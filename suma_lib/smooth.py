@@ -192,10 +192,11 @@ def _squareplus_values(
     s_t = _const(s, x)
     a = torch.abs(x)
     regular = b_lo <= b <= b_hi  # b and b/2 are normal numbers of the dtype
+    # one reduction (the overflow test) buys addcmul + sqrt, cheaper than hypot on the CPU at every size
     cheap = regular and x.device.type == "cpu" and x.numel() > 0 and float(a.max()) <= cap
     h = torch.addcmul(_const(b, x), a, a).sqrt_() if cheap else torch.hypot(a, s_t)  # NaN: hypot
     d = a.add_(h)  # h + |x|: no cancellation
-    out = torch.clamp(x, min=0.0)
+    out = torch.relu(x)  # relu(NaN) is NaN
     if regular:  # relu(x) + (s/2) s / (h + |x|), in one kernel
         out.addcdiv_(s_t, d, value=0.5 * s)
     else:  # the same without forming s^2, which would under- or overflow
