@@ -7,7 +7,8 @@ Times, with ``torch.utils.benchmark`` (one thread on the CPU), the forward pass 
 * the same forced onto its eager path (what a machine without a C++ compiler, or ``SUMA_COMPILE=0``, gets),
 * the textbook ``(x + sqrt(x*x + b)) / 2`` (wrong for |x| > 1.8e19 in float32 and cancelling to 0 for
   x << 0; shown for what exactness costs),
-* ``suma_lib.smooth.smooth_relu`` with the Gaussian kernel (ReLU convolved with a Gaussian), shipped and eager,
+* ``suma_lib.smooth.smooth_relu`` with the Gaussian kernel (ReLU convolved with a Gaussian; eager kernels
+  only: a fused version gained little, since its erfc and exp are not vectorised on the CPU),
 
 against ``torch.nn.functional.softplus`` and ``torch.nn.functional.gelu``, for a few tensor sizes, on the CPU
 and on CUDA when present. The candidates are timed in interleaved rounds (a burst of load from other processes
@@ -25,12 +26,11 @@ import argparse
 import datetime
 import math
 import os
-import platform
-import subprocess
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _meta import commit, cpu_name, load
 from torch.utils import benchmark
 
 from suma_lib import smooth as S
@@ -61,11 +61,28 @@ CANDIDATES = {
     "squareplus (eager)": eager(lambda x: S.squareplus(x, B)),
     "squareplus (textbook)": naive_squareplus,
     "smooth_relu (gaussian)": lambda x: S.smooth_relu(x, 1.0),
-    "smooth_relu (gaussian, eager)": eager(lambda x: S.smooth_relu(x, 1.0)),
     "softplus": F.softplus,
     "gelu": F.gelu,
 }
 PEERS = ("softplus", "gelu")
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks instead of unmapping them (mallopt), as jemalloc or tcmalloc
+    (which PyTorch recommends for the CPU) do by default; True if it could.
+
+    Otherwise every new tensor of a few megabytes is fresh memory from the kernel, page faults and all, and
+    a call's time depends on the allocator's history more than on the kernel being timed (a 1 MiB SoftPlus
+    measured anywhere between 0.4 and 1.6 ms in one process). It applies to the peers and to suma_lib alike.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 31))
+    except (OSError, AttributeError):
+        return False
 
 
 def goal(name: str, n: int) -> tuple[str, float] | None:
@@ -125,52 +142,40 @@ def run(
     return rows, met
 
 
-def commit() -> str:
-    """The checked-out commit (and a mark when the tree has changes), or 'unknown'."""
-    try:
-        here = Path(__file__).resolve().parent
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return sha + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 262144, 4194304])
     parser.add_argument("--min-time", type=float, default=0.2, help="seconds of timing per measurement")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (best one is kept)")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (freed large tensors go back to the kernel)")
     args = parser.parse_args()
+    tuned = not args.system_malloc and keep_freed_memory()
     torch.set_num_threads(1)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    load_before = [f"{v:.2f}" for v in os.getloadavg()]
+    load_before = load()
     rows, met = [], []
     for dev in devices:
         r, m = run(dev, args.sizes, args.min_time, CANDIDATES, args.rounds)
         rows += r
         met += m
-    load_after = [f"{v:.2f}" for v in os.getloadavg()]
-    cpu = platform.processor() or platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    load_after = load()
+    cpu = cpu_name()
     header = [
         "# suma_lib.smooth: SquarePlus and the Gaussian-smoothed ReLU",
         "",
         f"Machine: {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, one CPU thread"
         + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
         + f". Date {datetime.date.today().isoformat()}, commit {commit()}. Load average (1, 5, 15 min) "
-        f"{' '.join(load_before)} when it started and {' '.join(load_after)} when it ended: the machine is "
+        f"{load_before} when it started and {load_after} when it ended: the machine is "
         "shared, and a load above the number of CPUs makes every time noisier (the ratios less so, since the "
         "candidates are interleaved). float32; time per call (best of "
         f"{args.rounds} interleaved rounds of medians) and its ratio to each peer (above 1: slower than the "
-        "peer). Goals (issue 12): `squareplus` ≤ 1.0× `F.softplus` at 262,144 and 4,194,304 elements and "
+        "peer). "
+        + ("Freed memory is kept by the allocator (glibc mallopt, as jemalloc or tcmalloc do), so that page "
+           "faults of fresh tensors do not swamp the kernels being timed; `--system-malloc` switches this off. "
+           if tuned else "glibc's malloc as it is: fresh tensors page-fault, which adds noise at large sizes. ")
+        + "Goals (issue 12): `squareplus` ≤ 1.0× `F.softplus` at 262,144 and 4,194,304 elements and "
         "≤ 1.5× at 4,096, forward and forward + backward; `smooth_relu` (Gaussian) ≤ 1.5× `F.gelu`. "
         f"Met: {sum(met)} of {len(met)}.",
         "",

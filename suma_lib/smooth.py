@@ -114,8 +114,8 @@ def _fill_params(func: Callable) -> Callable:
 # while SoftPlus and GELU are one kernel each. Two remedies, both exact:
 # * eager: few kernels, no torch.where (slow on the CPU), constants cached as 0-dim tensors, and for
 #   squareplus a cheap sqrt(x^2 + b) where one reduction shows that x^2 cannot overflow (hypot otherwise);
-# * fused: for large tensors, the same formulas compiled into one kernel by torch.compile, cached, with the
-#   eager path as fallback where no compiler is available (set SUMA_COMPILE=0 to switch it off).
+# * fused (squareplus): for large tensors, the same formula compiled into one kernel by torch.compile,
+#   cached, with the eager path as fallback where no compiler is available (SUMA_COMPILE=0 switches it off).
 _COMPILE_MIN = 1 << 16  # elements from which the fused kernel pays for its per-call overhead
 _COMPILED: dict[str, Callable | None] = {}
 _CONSTS: dict[tuple, torch.Tensor] = {}
@@ -158,71 +158,81 @@ def _run_fused(name: str, x: torch.Tensor, *args):
         return None
 
 
-def _squareplus_kernel(x, b, s, cap: float, grad: bool):
-    """SquarePlus (and its derivative out/h) as one fused expression; exact for every finite x."""
+def _safe_root(x, b, cap: float):
+    """(|x|, sqrt(x^2 + b)) without overflow: |x| itself where x^2 would overflow (they agree there)."""
     a = x.abs()
     ac = torch.clamp(a, max=cap)
-    h = torch.maximum(torch.sqrt(ac * ac + b), a)  # = sqrt(x^2 + b), and |x| where x^2 would overflow
-    out = torch.relu(x) + (0.5 * s) * (s / (h + a))
-    return (out, out / h) if grad else (out, None)
+    return a, torch.maximum(torch.sqrt(ac * ac + b), a)
 
 
-def _smooth_relu_kernel(x, inv_s, s, grad: bool):
-    """Gaussian-smoothed ReLU (and its derivative Phi(x/s)) as one fused expression."""
-    u = torch.clamp(x * inv_s, -_FLAT, _FLAT)
-    a = u.abs()
-    upper = 0.5 * torch.erfc(a * _INV_SQRT_2)  # Phi(-|u|)
-    out = torch.relu(x) + s * (_INV_SQRT_2PI * torch.exp(-0.5 * a * a) - a * upper)
-    return (out, torch.where(u > 0, 1.0 - upper, upper)) if grad else (out, None)
+def _squareplus_kernel(x, b, s, cap: float):
+    """SquarePlus as one fused expression, relu(x) + (s/2) s / (h + |x|); exact for every finite x."""
+    a, h = _safe_root(x, b, cap)
+    return torch.relu(x) + (0.5 * s) * (s / (h + a))
 
 
-_KERNELS = {"squareplus": _squareplus_kernel, "smooth_relu": _smooth_relu_kernel}
+def _squareplus_grad_kernel(x, out, grad, b, cap: float):
+    """grad * SquarePlus'(x) = grad * out / h as one fused expression (h recomputed: cheaper than storing it)."""
+    return grad * (out / _safe_root(x, b, cap)[1])
 
 
-def _squareplus_values(x: torch.Tensor, b: float, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """SquarePlus of ``x`` (float32/float64) and, when ``grad``, its derivative; no autograd."""
+_KERNELS = {"squareplus": _squareplus_kernel, "squareplus_grad": _squareplus_grad_kernel}
+
+
+def _squareplus_values(
+    x: torch.Tensor, b: float, grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """SquarePlus of ``x`` (float32/float64), its derivative when ``grad`` (eager path only), and whether
+    the fused kernel computed it (then the backward pass uses the fused derivative); no autograd."""
     s = math.sqrt(b)
     cap, b_lo, b_hi = _SQRT_SAFE[x.dtype]
-    fused = b_lo <= b <= b_hi and _run_fused(
-        "squareplus", x, _const(b, x), _const(s, x), cap, grad
-    )
-    if fused:
-        return fused
+    fused = _run_fused("squareplus", x, _const(b, x), _const(s, x), cap) if b_lo <= b <= b_hi else None
+    if fused is not None:
+        return fused, None, True
     s_t = _const(s, x)
     a = torch.abs(x)
     regular = b_lo <= b <= b_hi  # b and b/2 are normal numbers of the dtype
+    # one reduction (the overflow test) buys addcmul + sqrt, cheaper than hypot on the CPU at every size
     cheap = regular and x.device.type == "cpu" and x.numel() > 0 and float(a.max()) <= cap
     h = torch.addcmul(_const(b, x), a, a).sqrt_() if cheap else torch.hypot(a, s_t)  # NaN: hypot
     d = a.add_(h)  # h + |x|: no cancellation
-    out = torch.clamp(x, min=0.0)
+    out = torch.relu(x)  # relu(NaN) is NaN
     if regular:  # relu(x) + (s/2) s / (h + |x|), in one kernel
         out.addcdiv_(s_t, d, value=0.5 * s)
     else:  # the same without forming s^2, which would under- or overflow
         out.add_(torch.div(s_t, d), alpha=0.5 * s)
-    return out, (torch.div(out, h) if grad else None)
+    return out, (torch.div(out, h) if grad else None), False
 
 
 class _SquarePlus(torch.autograd.Function):
-    """SquarePlus with the derivative out / h (no cancellation) saved from the forward pass.
+    """SquarePlus with the derivative out / h (no cancellation).
 
-    Under ``create_graph`` the backward pass is written with differentiable operations instead, so that
-    second derivatives work.
+    Eager path: the ratio is computed in the forward pass, reusing its square root, and saved. Fused path:
+    the output is saved and the backward pass is one fused kernel that recomputes h (one allocation less
+    than saving the slope, which is what costs at large sizes). Under ``create_graph`` the backward pass is
+    written with differentiable operations instead, so that second derivatives work.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, b: float) -> torch.Tensor:
-        out, slope = _squareplus_values(x, b, grad=True)
-        ctx.b = b
-        ctx.save_for_backward(x, slope)
+        out, slope, fused = _squareplus_values(x, b, grad=True)
+        ctx.b, ctx.fused = b, fused
+        ctx.save_for_backward(x, out if fused else slope)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, slope = ctx.saved_tensors
+        x, saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # double backward: d/dx (out / h), with out and h differentiable
             h = torch.hypot(x, x.new_full((), math.sqrt(ctx.b)))
             return grad * (_SquarePlus.apply(x, ctx.b) / h), None
-        return grad * slope, None
+        if not ctx.fused:
+            return grad * saved, None
+        cap = _SQRT_SAFE[x.dtype][0]
+        result = _run_fused("squareplus_grad", x, saved, grad, _const(ctx.b, x), cap)
+        if result is None:  # the compiler failed after all: the same ratio, eagerly
+            result = grad * (saved / torch.hypot(x, _const(math.sqrt(ctx.b), x)))
+        return result, None
 
 
 def _squareplus_dtype(x: torch.Tensor, b: float) -> torch.dtype:
@@ -257,7 +267,8 @@ def squareplus(x: torch.Tensor, b: float = 4.0) -> torch.Tensor:
 
     Speed: tensors of at least 65,536 elements on the CPU or CUDA go through one kernel fused by
     ``torch.compile`` (compiled once per process, a few seconds; switched off by the environment variable
-    ``SUMA_COMPILE=0`` and skipped where no compiler works); smaller ones through five eager kernels. See
+    ``SUMA_COMPILE=0`` and skipped where no compiler works); smaller ones through six eager kernels and one
+    reduction (the overflow test). See
     ``benchmarks/smooth.py`` for the ratios to SoftPlus.
 
     Chapter: notebooks/squareplus.ipynb
@@ -340,8 +351,7 @@ def smooth_relu(x: torch.Tensor, scale: float = 1.0, kernel: str = "gaussian") -
     :math:`|x|/s \ge 10^4` the result is ReLU itself to the last bit: huge inputs neither overflow nor
     produce NaN, and their gradient is exactly 0 or 1. A width that underflows in the input's dtype (say
     :math:`s = 10^{-50}` in float32) gives the limit, ReLU, with the step (and :math:`\tfrac12` at 0) as
-    gradient. Large tensors (at least 65,536 elements, Gaussian kernel) go through one kernel fused by
-    ``torch.compile`` (see :func:`squareplus`). For the Gaussian kernel and :math:`x \ll -\sigma` the
+    gradient. For the Gaussian kernel and :math:`x \ll -\sigma` the
     two terms nearly cancel, and rounding :math:`x/\sigma` alone moves :math:`\Phi(x/\sigma)` by a relative
     :math:`(x/\sigma)^2` ulp: the absolute error is of order :math:`(x/\sigma)^2` ulp of
     :math:`|x|\Phi(x/\sigma)`, tiny, but not a small relative error.
@@ -384,13 +394,10 @@ def _smooth_relu_values(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """relu * delta_s as relu(x) + s g(|x|/s), g the even, positive remainder; no autograd.
 
-    Gaussian: g(a) = phi(a) - a Phi(-a); logistic: g(a) = log(1 + e^{-a}). With ``grad`` (Gaussian, fused
-    path only) also the derivative Phi(x/s); otherwise None and the backward pass recomputes it.
+    Gaussian: g(a) = phi(a) - a Phi(-a); logistic: g(a) = log(1 + e^{-a}). Returns (value, None): the
+    backward pass computes the derivative itself. (A fused torch.compile kernel was tried: its erfc and exp
+    are not vectorised on the CPU, so it gained little over these eager kernels; not worth a compile.)
     """
-    if kernel == "gaussian":
-        fused = _run_fused("smooth_relu", x, _const(1.0 / scale, x), _const(scale, x), grad) if scale >= 1e-30 else None
-        if fused:
-            return fused
     a = _over_scale(x, scale, absolute=True)
     if kernel == "gaussian":
         g = torch.addcmul(_const(-0.5 * math.log(2 * math.pi), a), a, a, value=-0.5).exp_()
@@ -405,23 +412,20 @@ class _SmoothReLU(torch.autograd.Function):
 
     Autograd through the Gaussian value formula would subtract two nearly equal terms (u phi(u) from
     Phi(u) + u phi(u)) and lose the lower tail of the gradient; the closed form keeps it. The backward
-    pass reuses the step when the fused kernel computed it, and otherwise (and under ``create_graph``)
-    evaluates it with differentiable operations, so second derivatives (the kernel itself) work too.
+    pass evaluates it with differentiable operations, so second derivatives (the kernel itself) work too.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: float, kernel: str) -> torch.Tensor:
-        out, step = _smooth_relu_values(x, scale, kernel, grad=True)
+        out, _ = _smooth_relu_values(x, scale, kernel, grad=True)
         ctx.scale, ctx.kernel = scale, kernel
-        ctx.save_for_backward(x, step)
+        ctx.save_for_backward(x)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, step = ctx.saved_tensors
-        if step is None or torch.is_grad_enabled():
-            step = _cdf(_over_scale(x, ctx.scale), ctx.kernel)
-        return grad * step, None, None
+        (x,) = ctx.saved_tensors
+        return grad * _cdf(_over_scale(x, ctx.scale), ctx.kernel), None, None
 
 
 @_fill_params

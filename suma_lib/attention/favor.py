@@ -281,16 +281,20 @@ def favor_attention(
     Chapter: ``notebooks/performer.ipynb``.
     """
     _check_common(q, k, v, causal, chunk_size, key_mask, eps)
-    d = q.shape[-1]
-    s = _default_scale(scale, d)
+    qs, ks, vc, omega = _scaled_inputs(q, k, v, omega, n_features, orthogonal, generator, scale)
+    out = _positive_attention(qs, ks, vc, omega, 1.0, None, causal, chunk_size, key_mask, eps)
+    return out.to(q.dtype)
+
+
+def _scaled_inputs(q, k, v, omega, n_features, orthogonal, generator, scale):
+    """sqrt(s) q, sqrt(s) k, v in the compute dtype, and the projection (given or drawn)."""
+    s = _default_scale(scale, q.shape[-1])
     if s <= 0:
         raise ValueError(f"scale must be positive for the softmax kernel, got {s}")
     dtype = _compute_dtype(q.dtype)
     omega = _projection(q, omega, n_features, orthogonal, generator, dtype)
     root = math.sqrt(s)
-    qs, ks, vc = q.to(dtype) * root, k.to(dtype) * root, v.to(dtype)
-    out = _positive_attention(qs, ks, vc, omega, 1.0, None, causal, chunk_size, key_mask, eps)
-    return out.to(q.dtype)
+    return q.to(dtype) * root, k.to(dtype) * root, v.to(dtype), omega
 
 
 def _projection(q, omega, n_features, orthogonal, generator, dtype) -> torch.Tensor:
@@ -428,14 +432,7 @@ def favorpp_attention(
     Chapter: ``notebooks/performer.ipynb`` (Likhosherstov et al., arXiv:2205.15317).
     """
     _check_common(q, k, v, causal, chunk_size, key_mask, eps)
-    d = q.shape[-1]
-    s = _default_scale(scale, d)
-    if s <= 0:
-        raise ValueError(f"scale must be positive for the softmax kernel, got {s}")
-    dtype = _compute_dtype(q.dtype)
-    omega = _projection(q, omega, n_features, orthogonal, generator, dtype)
-    root = math.sqrt(s)
-    qs, ks, vc = q.to(dtype) * root, k.to(dtype) * root, v.to(dtype)
+    qs, ks, vc, omega = _scaled_inputs(q, k, v, omega, n_features, orthogonal, generator, scale)
     # rho and A are functions of the inputs like everything else (autograd sees them too)
     kk = ks if key_mask is None else ks * key_mask.unsqueeze(-1)
     n_keys = ks.shape[-2] if key_mask is None else key_mask.sum(-1, keepdim=True).unsqueeze(-1).clamp(min=1)
@@ -443,7 +440,7 @@ def favorpp_attention(
     k_sq = (kk * kk).sum(-1, keepdim=True).sum(-2, keepdim=True) / n_keys
     q_sq = (qs * qs).sum(-1, keepdim=True).mean(-2, keepdim=True)
     rho = q_sq + k_sq + 2 * (qs.mean(-2, keepdim=True) * k_mean).sum(-1, keepdim=True)  # (..., 1, 1)
-    a = favorpp_parameter(rho.clamp(min=0.0), d)
+    a = favorpp_parameter(rho.clamp(min=0.0), q.shape[-1])
     bias = a * (omega * omega).sum(-1).unsqueeze(-2)  # (..., 1, m)
     out = _positive_attention(qs, ks, vc, omega, torch.sqrt(1 - 4 * a), bias, causal, chunk_size, key_mask, eps)
     return out.to(q.dtype)

@@ -118,15 +118,13 @@ def _stabilise_keys(phi_k: torch.Tensor) -> torch.Tensor:
     """
     # max |.|, ignoring NaN (a NaN key must not switch the stabilisation off for the others; it reaches the
     # output through its own weight)
-    big = torch.linalg.vector_norm(
-        phi_k.detach().nan_to_num(nan=0.0), ord=float("inf"), dim=(-2, -1), keepdim=True
-    )
+    big = phi_k.detach().nan_to_num(nan=0.0).abs_().amax(dim=(-2, -1), keepdim=True)
     return phi_k / torch.where(big > 0, big, torch.ones_like(big))
 
 
 def _stabilise_queries(phi_q: torch.Tensor) -> torch.Tensor:
     """Divide each query's features by their largest magnitude (a detached per-row constant)."""
-    big = torch.linalg.vector_norm(phi_q.detach(), ord=float("inf"), dim=-1, keepdim=True)  # max |.|
+    big = phi_q.detach().abs().amax(dim=-1, keepdim=True)  # max |.|
     return phi_q / torch.where(big > 0, big, torch.ones_like(big))
 
 
@@ -157,6 +155,8 @@ def _kernel_attention(
             return torch.matmul(_safe_div(phi_q, z, eps), state)
         return _safe_div(torch.matmul(phi_q, state), torch.matmul(phi_q, z.transpose(-2, -1)), eps)
 
+    if not per_feature:
+        return _causal_chunks(phi_q, phi_k, v, chunk_size, eps)
     n = phi_q.shape[-2]
     lead = torch.broadcast_shapes(phi_q.shape[:-2], phi_k.shape[:-2], v.shape[:-2])
     f, dv = phi_q.shape[-1], v.shape[-1]
@@ -180,6 +180,47 @@ def _kernel_attention(
         state = state + torch.matmul(fk.transpose(-2, -1), vc)  # S <- S + sum_{j in chunk} phi(k_j) v_j^T
         z = z + fk.sum(dim=-2, keepdim=True)
     return out
+
+
+def _causal_chunks(
+    phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, chunk_size: int, eps: float
+) -> torch.Tensor:
+    r"""Causal kernel attention, all chunks at once (no loop over the sequence).
+
+    With chunks of :math:`C` positions (the last one padded with zero features, which weigh nothing),
+    chunk :math:`c` gets the exact masked quadratic form inside it plus the state of every earlier chunk:
+
+    .. math:: o_i = \frac{\sum_{j \le i,\ j \in c} w_{ij} v_j + \phi(q_i)^\top S_{<c}}
+       {\sum_{j \le i,\ j \in c} w_{ij} + \phi(q_i)^\top z_{<c}}, \qquad
+       S_{<c} = \sum_{c' < c} \phi(K_{c'})^\top V_{c'},
+
+    the exclusive prefix sums :math:`S_{<c}`, :math:`z_{<c}` taken over the :math:`n/C` chunk states by one
+    ``cumsum`` (the chunkwise form of the later linear-attention literature). A handful of batched matrix
+    products whatever :math:`n`; the extra memory is :math:`(n/C)\,f\,d_v + n\,C`, linear in :math:`n`.
+    """
+    n = phi_q.shape[-2]
+    lead = torch.broadcast_shapes(phi_q.shape[:-2], phi_k.shape[:-2], v.shape[:-2])
+    c = min(chunk_size, max(n, 1))
+    pad = (-n) % c
+    dv = v.shape[-1]
+    # values with a column of ones: the same products then give the denominators (last column)
+    fq, fk = (t.expand(*lead, *t.shape[-2:]) for t in (phi_q, phi_k))
+    vc = torch.cat([v.expand(*lead, *v.shape[-2:]), v.new_ones(*lead, n, 1)], dim=-1)
+    if pad:
+        fq, fk, vc = (F.pad(t, (0, 0, 0, pad)) for t in (fq, fk, vc))
+    chunks = (n + pad) // c
+    f = fq.shape[-1]
+    fq = fq.reshape(*lead, chunks, c, f)
+    fk = fk.reshape(*lead, chunks, c, f)
+    vc = vc.reshape(*lead, chunks, c, dv + 1)
+    tril = torch.ones(c, c, dtype=torch.bool, device=fq.device).tril()
+    w = torch.matmul(fq, fk.transpose(-2, -1)).masked_fill_(~tril, 0.0)  # exact inside each chunk
+    states = torch.matmul(fk.transpose(-2, -1), vc)  # (..., chunks, f, d_v + 1): [S_c, z_c]
+    # exclusive prefix over chunks, by a shifted cumsum (no subtraction: NaN and inf stay in their place)
+    before = F.pad(torch.cumsum(states[..., :-1, :, :], dim=-3), (0, 0, 0, 0, 1, 0))
+    num = torch.matmul(w, vc).add_(torch.matmul(fq, before))
+    out = _safe_div(num[..., :dv], num[..., dv:], eps).reshape(*lead, chunks * c, dv)
+    return out[..., :n, :] if pad else out
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
