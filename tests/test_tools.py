@@ -130,7 +130,7 @@ def test_execution_report_has_date_commit_versions_once() -> None:
     assert "**Built**" in text and "from commit" in text and "**Versions**" in text
     assert text.count("torch 2.x") == 1
     row = next(ln for ln in text.splitlines() if ln.startswith("| {doc}"))
-    assert "✅ pass" in row and "| 6 | 3.5 | 7.0 | 2026-11-30 08:00 UTC |" in row
+    assert "✓ pass" in row and "| 6 | 3.5 | 7.0 | 2026-11-30 08:00 UTC |" in row
     assert "A chapter \\| with a pipe" in row
 
 
@@ -140,7 +140,8 @@ def test_benchmarks_page_counts_goals_and_shows_plots(tmp_path: Path) -> None:
         "| b | 2.0 | ≤ 1.1 | not met |\n| c | 0.9 | ≤ 1.1 | ✓ met |\n", encoding="utf-8")
     (tmp_path / "smooth-ratio.svg").write_text("<svg/>", encoding="utf-8")
     page = report.benchmarks_markdown(tmp_path)
-    assert page.startswith("## Smooth") and "**Goals: 2 met, 1 not met**" in page
+    assert "| Smooth | 2 | 1 |" in page and "\n## Smooth" in page
+    assert "**Goals: 2 met, 1 not met**" in page
     assert "```{figure} benchmarks/smooth-ratio.svg" in page
 
 

@@ -289,7 +289,11 @@ def _summary_line(mod: str) -> str:
         return ""
     first = doc.strip().split("\n\n", 1)[0].replace("\n", " ").strip()
     first = re.sub(r"\s*\(?Chapter:.*", "", first)
-    return first.replace("`", "'")
+    first = re.sub(r"\s*\((?:chapter|Part|Parts) [^)]*\)", "", first)  # the chapters are listed anyway
+    first = re.sub(r":math:`([^`]*)`", r"$\1$", first)
+    first = re.sub(r":\w+:`~?([^`]*)`", r"`\1`", first)
+    first = re.sub(r"``([^`]*)``", r"`\1`", first)
+    return first.rstrip(" .;")
 
 
 def api_page_name(mod: str) -> str:
@@ -309,16 +313,17 @@ def split_api(text: str) -> tuple[str, dict[str, str]]:
         for m in _AUTOMODULE.finditer(block.group(1)):
             mod, opts = m.group(1), m.group(2)
             chapters = _module_chapters(mod)
-            chap = ("; chapter " + ", ".join(f"{{doc}}`../notebooks/{s}`" for s in chapters)) if chapters else ""
+            chap = (f"; chapter{'s' if len(chapters) > 1 else ''} " + ", ".join(f"{{doc}}`../notebooks/{s}`" for s in chapters)) if chapters else ""
             page = f"book/api/{api_page_name(mod)}.md"
             pages[page] = (
-                f"# `{mod}`\n\n"
+                f"# {mod}\n\n"
                 + (f"Derived in {', '.join(f'{{doc}}`../../notebooks/{s}`' for s in chapters)}.\n\n"
                    if chapters else "")
                 + f"```{{eval-rst}}\n.. automodule:: {mod}\n{opts}```\n"
             )
             line = _summary_line(mod)
-            items.append(f"- {{doc}}`{mod} <api/{api_page_name(mod)}>`" + (f": {line}" if line else "") + chap)
+            items.append(f"- {{doc}}`{mod} <api/{api_page_name(mod)}>`" + (f": {line}" if line else "")
+                         + chap + ".")
         return "\n".join(items) + "\n"
 
     index = _EVAL_RST.sub(index_of, text)
