@@ -175,6 +175,8 @@ def test_distinct_claims_of_one_cell_are_not_folded() -> None:
     recs = [{"claim": name} for name in ("mean is 0", "variance is 1", "skew is 0", "kurtosis is 3")]
     assert not build_book._is_sweep(recs)
     assert build_book._is_sweep([{"claim": f"gap at n = {n} is below 1e-3"} for n in (8, 16, 32, 64)])
+    assert build_book._is_sweep([{"claim": f"{what} at s = {s}"} for s in (0.1, 1.0, 10.0)
+                                 for what in ("value", "slope")])
 
 
 def test_api_reference_splits_per_module() -> None:

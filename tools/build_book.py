@@ -105,7 +105,8 @@ def _is_sweep(recs: list[dict]) -> bool:
     if len(recs) < SWEEP_MIN:
         return False
     keys = collections.Counter(_sweep_key(r["claim"]) for r in recs)
-    return keys.most_common(1)[0][1] >= 0.75 * len(recs)
+    # One statement at several points, or a few statements each repeated over the same points.
+    return keys.most_common(1)[0][1] >= 0.75 * len(recs) or 3 * len(keys) <= len(recs)
 
 
 def _html_output(html: str, text: str, metadata: dict | None = None) -> dict:
@@ -240,10 +241,25 @@ def library_index(api_text: str | None = None) -> dict[str, str]:
     return index
 
 
+def code_names(code: str) -> set[str]:
+    """The identifiers a cell's code uses (names in strings and comments do not count)."""
+    import io
+    import tokenize
+
+    try:
+        return {t.string for t in tokenize.generate_tokens(io.StringIO(code).readline)
+                if t.type == tokenize.NAME}
+    except (tokenize.TokenError, SyntaxError):
+        return set(re.findall(r"[A-Za-z_]\w*", code))
+
+
 def _link_library(nb: dict, index: dict[str, str]) -> None:
     """End the chapter with links to the API entries of the library functions its code uses."""
-    code = "\n".join(_src(c) for c in nb["cells"] if c.get("cell_type") == "code")
-    used = [full for name, full in index.items() if re.search(rf"\b{re.escape(name)}\b", code)]
+    names: set[str] = set()
+    for c in nb["cells"]:
+        if c.get("cell_type") == "code":
+            names |= code_names(_src(c))
+    used = [full for name, full in index.items() if name in names]
     if not used:
         return
     links = ", ".join(f"{{py:obj}}`~{full}`" for full in used)
