@@ -233,3 +233,10 @@ def test_chapters_link_the_library_functions_they_use() -> None:
     last = staged["cells"][-1]
     assert last["cell_type"] == "markdown" and "{py:obj}`~suma_lib.smooth.squareplus`" in last["source"]
     assert build_book.library_index()["squareplus"] == "suma_lib.smooth.squareplus"
+
+
+def test_a_captioned_figure_without_alt_text_gets_its_caption() -> None:
+    nb = _fake_executed_notebook()
+    nb["cells"][4]["metadata"]["mystnb"] = {"figure": {"caption": "Gap shrinks.", "name": "fig-demo-gap"}}
+    staged = build_book.prepare_chapter(nb, "demo")
+    assert staged["cells"][4]["metadata"]["mystnb"]["image"]["alt"] == "Gap shrinks."

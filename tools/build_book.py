@@ -123,6 +123,17 @@ def _is_raw_python(out: dict) -> bool:
     return bool(re.match(r"^\[?\s*(ClaimRecord\(|\{'item': |<\d+ (claim records|article-map rows)>)", text))
 
 
+def _alt_from_caption(cell: dict) -> None:
+    """A figure cell with a caption but no alt text gets its caption as alt text."""
+    mystnb = cell.get("metadata", {}).get("mystnb")
+    if not isinstance(mystnb, dict):
+        return
+    caption = (mystnb.get("figure") or {}).get("caption")
+    image = mystnb.setdefault("image", {})
+    if caption and not image.get("alt"):
+        image["alt"] = str(caption)
+
+
 def _figure(out: dict) -> None:
     data = out.get("data", {})
     svg = data.get("image/svg+xml")
@@ -153,6 +164,7 @@ def _render_outputs(nb: dict) -> None:
     for cell in nb["cells"]:
         if cell.get("cell_type") != "code":
             continue
+        _alt_from_caption(cell)
         new: list[dict] = []
         run_: list[tuple[dict, dict]] = []
         for out in cell.get("outputs", []):
