@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import tokenize
 from pathlib import Path
 
 _POINTER = re.compile(r"(?:``)?notebooks/([a-z0-9][a-z0-9-]*)(?:\.md|\.ipynb)?(?:``)?")
@@ -21,19 +23,30 @@ _EVERYWHERE = ("suma_lib.claims", "suma_lib.notebook", "suma_lib.plotting", "sum
                "suma_lib.seeding")
 
 
-_CODE: dict[str, dict[str, str]] = {}
+_CODE: dict[str, dict[str, set[str]]] = {}
 
 
-def _chapters(app) -> dict[str, str]:
-    """Slug -> code of the chapter (its notebook's code cells), read once per build."""
+def _names(code: str) -> set[str]:
+    """Identifiers used by a cell's code (not those inside strings or comments)."""
+    try:
+        return {t.string for t in tokenize.generate_tokens(io.StringIO(code).readline)
+                if t.type == tokenize.NAME}
+    except (tokenize.TokenError, SyntaxError):
+        return set(re.findall(r"[A-Za-z_]\w*", code))
+
+
+def _chapters(app) -> dict[str, set[str]]:
+    """Slug -> the identifiers its code cells use, read once per build."""
     key = str(app.srcdir)
     if key not in _CODE:
         cache = {}
         for path in sorted(Path(app.srcdir, "notebooks").glob("*.ipynb")):
             nb = json.loads(path.read_text(encoding="utf-8"))
-            cache[path.stem] = "\n".join(
-                "".join(c.get("source", "")) for c in nb.get("cells", []) if c.get("cell_type") == "code"
-            )
+            names: set[str] = set()
+            for c in nb.get("cells", []):
+                if c.get("cell_type") == "code":
+                    names |= _names("".join(c.get("source", "")))
+            cache[path.stem] = names
         _CODE[key] = cache
     return _CODE[key]
 
@@ -52,8 +65,7 @@ def process_docstring(app, what, name, obj, options, lines) -> None:
     if what not in ("function", "class") or name.startswith(_EVERYWHERE):
         return
     short = name.rsplit(".", 1)[-1]
-    pattern = re.compile(rf"\b{re.escape(short)}\b")
-    used = [slug for slug, code in known.items() if pattern.search(code)]
+    used = [slug for slug, names in known.items() if short in names]
     if used:
         lines.extend(["", "Used in: " + ", ".join(f":doc:`/notebooks/{s}`" for s in used) + "."])
 

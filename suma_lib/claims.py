@@ -49,6 +49,7 @@ __all__ = [
     "reset",
     "summary",
     "symbolic",
+    "symbolic_tex",
 ]
 
 METHODS = ("symbolic", "numeric", "experiment")
@@ -235,7 +236,7 @@ def anchor_of(claim: str, taken: Any = ()) -> str:
     ----------
     claim : str
         The claim's name.
-    taken : collection of str
+    taken : iterable of str
         Anchors already used in the same chapter.
     """
     base = "claim-" + _slug(str(claim))
@@ -333,7 +334,35 @@ def _brief(rec: Any) -> str:
     if tol == "bound":
         return f"{html.escape(_clip(meas))}, bound {html.escape(_clip(exp, 32))}"
     del method
-    return f"{html.escape(_clip(meas))} vs {html.escape(_clip(exp))} <span class=\"suma-tol\">({html.escape(tol)})</span>"
+    tol_html = f'<span class="suma-tol">({html.escape(tol)})</span>'
+    worst = re.search(r"^(.*) with max \|Δ\| (\S+)$", meas)
+    if worst:  # an array: its worst deviation says more than two ranges of values
+        count = re.search(r"\((\d[\d×]* values)", worst.group(1))
+        over = f" over {count.group(1)}" if count else ""
+        return f"max |Δ| {html.escape(worst.group(2))}{over} {tol_html}"
+    return f"{html.escape(_clip(meas))} vs {html.escape(_clip(exp))} {tol_html}"
+
+
+def symbolic_tex(rec: Any) -> tuple[str, str]:
+    """The LaTeX of a symbolic claim's two sides (``("", "")`` for other claims or unreadable ones).
+
+    Records made before claims carried LaTeX hold SymPy's text form; it is parsed back when it is whole
+    (not cut short with "…").
+    """
+    m_tex, e_tex = _get(rec, "measured_tex"), _get(rec, "expected_tex")
+    if m_tex or e_tex or _get(rec, "tolerance") != "exact (SymPy)":
+        return m_tex, e_tex
+    import sympy as sp
+
+    out = []
+    for side in (_get(rec, "measured"), _get(rec, "expected")):
+        if "…" in side:
+            return "", ""
+        try:
+            out.append(_latex(sp.sympify(side)))
+        except (sp.SympifyError, SyntaxError, TypeError, ValueError, AttributeError):
+            return "", ""
+    return out[0], out[1]
 
 
 def render_claim(rec: Any) -> str:
@@ -348,9 +377,9 @@ def render_claim(rec: Any) -> str:
     passed = status == "pass"
     anchor = _get(rec, "anchor") or anchor_of(_get(rec, "claim"))
     rows = [("method", html.escape(_get(rec, "method")))]
-    m_tex, e_tex = _get(rec, "measured_tex"), _get(rec, "expected_tex")
+    m_tex, e_tex = symbolic_tex(rec)
     if m_tex or e_tex:
-        rows.append(("identity", _math_span(f"{m_tex} = {e_tex}", display=True)))
+        rows.append(("identity", _math_span(f"{m_tex} = {e_tex}")))
     else:
         rows.append(("measured", html.escape(_get(rec, "measured"))))
         rows.append(("expected", html.escape(_get(rec, "expected"))))
@@ -520,7 +549,7 @@ def symbolic(claim: str, lhs: Any, rhs: Any = 0, *, method: str = "symbolic") ->
                    measured_tex=_latex(lhs_s), expected_tex=_latex(rhs_s))
 
 
-def _latex(expr: Any, limit: int = 400) -> str:
+def _latex(expr: Any, limit: int = 1000) -> str:
     """LaTeX of a SymPy expression for the page (empty when too long to be read on a line)."""
     import sympy as sp
 

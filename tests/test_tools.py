@@ -130,7 +130,7 @@ def test_execution_report_has_date_commit_versions_once() -> None:
     assert "**Built**" in text and "from commit" in text and "**Versions**" in text
     assert text.count("torch 2.x") == 1
     row = next(ln for ln in text.splitlines() if ln.startswith("| {doc}"))
-    assert "✅ pass" in row and "| 6 | 3.5 | 7.0 | 2026-11-30 08:00 UTC |" in row
+    assert "✓ pass" in row and "| 6 | 3.5 | 7.0 | 2026-11-30 08:00 UTC |" in row
     assert "A chapter \\| with a pipe" in row
 
 
@@ -140,7 +140,8 @@ def test_benchmarks_page_counts_goals_and_shows_plots(tmp_path: Path) -> None:
         "| b | 2.0 | ≤ 1.1 | not met |\n| c | 0.9 | ≤ 1.1 | ✓ met |\n", encoding="utf-8")
     (tmp_path / "smooth-ratio.svg").write_text("<svg/>", encoding="utf-8")
     page = report.benchmarks_markdown(tmp_path)
-    assert page.startswith("## Smooth") and "**Goals: 2 met, 1 not met**" in page
+    assert "| Smooth | 2 | 1 |" in page and "\n## Smooth" in page
+    assert "**Goals: 2 met, 1 not met**" in page
     assert "```{figure} benchmarks/smooth-ratio.svg" in page
 
 
@@ -174,6 +175,8 @@ def test_distinct_claims_of_one_cell_are_not_folded() -> None:
     recs = [{"claim": name} for name in ("mean is 0", "variance is 1", "skew is 0", "kurtosis is 3")]
     assert not build_book._is_sweep(recs)
     assert build_book._is_sweep([{"claim": f"gap at n = {n} is below 1e-3"} for n in (8, 16, 32, 64)])
+    assert build_book._is_sweep([{"claim": f"{what} at s = {s}"} for s in (0.1, 1.0, 10.0)
+                                 for what in ("value", "slope")])
 
 
 def test_api_reference_splits_per_module() -> None:
@@ -230,3 +233,10 @@ def test_chapters_link_the_library_functions_they_use() -> None:
     last = staged["cells"][-1]
     assert last["cell_type"] == "markdown" and "{py:obj}`~suma_lib.smooth.squareplus`" in last["source"]
     assert build_book.library_index()["squareplus"] == "suma_lib.smooth.squareplus"
+
+
+def test_a_captioned_figure_without_alt_text_gets_its_caption() -> None:
+    nb = _fake_executed_notebook()
+    nb["cells"][4]["metadata"]["mystnb"] = {"figure": {"caption": "Gap shrinks.", "name": "fig-demo-gap"}}
+    staged = build_book.prepare_chapter(nb, "demo")
+    assert staged["cells"][4]["metadata"]["mystnb"]["image"]["alt"] == "Gap shrinks."

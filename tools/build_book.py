@@ -105,7 +105,8 @@ def _is_sweep(recs: list[dict]) -> bool:
     if len(recs) < SWEEP_MIN:
         return False
     keys = collections.Counter(_sweep_key(r["claim"]) for r in recs)
-    return keys.most_common(1)[0][1] >= 0.75 * len(recs)
+    # One statement at several points, or a few statements each repeated over the same points.
+    return keys.most_common(1)[0][1] >= 0.75 * len(recs) or 3 * len(keys) <= len(recs)
 
 
 def _html_output(html: str, text: str, metadata: dict | None = None) -> dict:
@@ -120,6 +121,17 @@ def _is_raw_python(out: dict) -> bool:
     text = out.get("data", {}).get("text/plain", "")
     text = "".join(text) if isinstance(text, list) else text
     return bool(re.match(r"^\[?\s*(ClaimRecord\(|\{'item': |<\d+ (claim records|article-map rows)>)", text))
+
+
+def _alt_from_caption(cell: dict) -> None:
+    """A figure cell with a caption but no alt text gets its caption as alt text."""
+    mystnb = cell.get("metadata", {}).get("mystnb")
+    if not isinstance(mystnb, dict):
+        return
+    caption = (mystnb.get("figure") or {}).get("caption")
+    image = mystnb.setdefault("image", {})
+    if caption and not image.get("alt"):
+        image["alt"] = str(caption)
 
 
 def _figure(out: dict) -> None:
@@ -152,6 +164,7 @@ def _render_outputs(nb: dict) -> None:
     for cell in nb["cells"]:
         if cell.get("cell_type") != "code":
             continue
+        _alt_from_caption(cell)
         new: list[dict] = []
         run_: list[tuple[dict, dict]] = []
         for out in cell.get("outputs", []):
@@ -240,10 +253,25 @@ def library_index(api_text: str | None = None) -> dict[str, str]:
     return index
 
 
+def code_names(code: str) -> set[str]:
+    """The identifiers a cell's code uses (names in strings and comments do not count)."""
+    import io
+    import tokenize
+
+    try:
+        return {t.string for t in tokenize.generate_tokens(io.StringIO(code).readline)
+                if t.type == tokenize.NAME}
+    except (tokenize.TokenError, SyntaxError):
+        return set(re.findall(r"[A-Za-z_]\w*", code))
+
+
 def _link_library(nb: dict, index: dict[str, str]) -> None:
     """End the chapter with links to the API entries of the library functions its code uses."""
-    code = "\n".join(_src(c) for c in nb["cells"] if c.get("cell_type") == "code")
-    used = [full for name, full in index.items() if re.search(rf"\b{re.escape(name)}\b", code)]
+    names: set[str] = set()
+    for c in nb["cells"]:
+        if c.get("cell_type") == "code":
+            names |= code_names(_src(c))
+    used = [full for name, full in index.items() if name in names]
     if not used:
         return
     links = ", ".join(f"{{py:obj}}`~{full}`" for full in used)
@@ -289,7 +317,11 @@ def _summary_line(mod: str) -> str:
         return ""
     first = doc.strip().split("\n\n", 1)[0].replace("\n", " ").strip()
     first = re.sub(r"\s*\(?Chapter:.*", "", first)
-    return first.replace("`", "'")
+    first = re.sub(r"\s*\((?:chapter|Part|Parts) [^)]*\)", "", first)  # the chapters are listed anyway
+    first = re.sub(r":math:`([^`]*)`", r"$\1$", first)
+    first = re.sub(r":\w+:`~?([^`]*)`", r"`\1`", first)
+    first = re.sub(r"``([^`]*)``", r"`\1`", first)
+    return first.rstrip(" .;")
 
 
 def api_page_name(mod: str) -> str:
@@ -309,16 +341,17 @@ def split_api(text: str) -> tuple[str, dict[str, str]]:
         for m in _AUTOMODULE.finditer(block.group(1)):
             mod, opts = m.group(1), m.group(2)
             chapters = _module_chapters(mod)
-            chap = ("; chapter " + ", ".join(f"{{doc}}`../notebooks/{s}`" for s in chapters)) if chapters else ""
+            chap = (f"; chapter{'s' if len(chapters) > 1 else ''} " + ", ".join(f"{{doc}}`../notebooks/{s}`" for s in chapters)) if chapters else ""
             page = f"book/api/{api_page_name(mod)}.md"
             pages[page] = (
-                f"# `{mod}`\n\n"
+                f"# {mod}\n\n"
                 + (f"Derived in {', '.join(f'{{doc}}`../../notebooks/{s}`' for s in chapters)}.\n\n"
                    if chapters else "")
                 + f"```{{eval-rst}}\n.. automodule:: {mod}\n{opts}```\n"
             )
             line = _summary_line(mod)
-            items.append(f"- {{doc}}`{mod} <api/{api_page_name(mod)}>`" + (f": {line}" if line else "") + chap)
+            items.append(f"- {{doc}}`{mod} <api/{api_page_name(mod)}>`" + (f": {line}" if line else "")
+                         + chap + ".")
         return "\n".join(items) + "\n"
 
     index = _EVAL_RST.sub(index_of, text)

@@ -178,8 +178,11 @@ def _html_cell(text: str) -> str:
 
 
 def _value_html(rec: dict) -> str:
-    if rec.get("measured_tex") or rec.get("expected_tex"):
-        return _claims._math_span(f"{rec.get('measured_tex', '')} = {rec.get('expected_tex', '')}")
+    m_tex, e_tex = _claims.symbolic_tex(rec)
+    if m_tex or e_tex:
+        return _claims._math_span(f"{m_tex} = {e_tex}")
+    if rec.get("tolerance") == "exact (SymPy)":
+        return "an identity too long to show here (see the chapter)"
     return (f"{_html_cell(rec['measured'])} <span class=\"suma-vs\">vs</span> "
             f"{_html_cell(rec['expected'])}")
 
@@ -298,7 +301,7 @@ def report_markdown(nbs: dict[str, dict], root: Path | None = None) -> str:
         ok = meta.get("status", "ok") == "ok" and all(r["status"] == "pass" for r in claims_of(nb))
         wall = meta.get("seconds")
         rows.append(
-            f"| {{doc}}`{_md(title_of(nb, slug))} <../notebooks/{slug}>` | {'✅ pass' if ok else '❌ fail'} | "
+            f"| {{doc}}`{_md(title_of(nb, slug))} <../notebooks/{slug}>` | {'✓ pass' if ok else '✗ fail'} | "
             f"{len(claims_of(nb))} | {runtime_of(nb):.1f} | "
             f"{f'{wall:.1f}' if isinstance(wall, (int, float)) else '?'} | {meta.get('date', '?')} |"
         )
@@ -319,6 +322,7 @@ def benchmarks_markdown(results_dir: Path, image_prefix: str = "benchmarks") -> 
     results table with a column named like "met" is counted: how many goals are met and not met.
     """
     parts = []
+    verdicts: list[tuple[str, int, int]] = []
     for path in sorted(results_dir.glob("*.md")):
         text = path.read_text(encoding="utf-8")
         lines = text.splitlines()
@@ -331,11 +335,18 @@ def benchmarks_markdown(results_dir: Path, image_prefix: str = "benchmarks") -> 
         met, not_met = _verdicts(lines)
         if met or not_met:
             out.insert(1, f"\n**Goals: {met} met, {not_met} not met** (as the results file says).\n")
+        elif re.search(r"\bgoal", text, re.IGNORECASE):
+            out.insert(1, "\n**Goals: stated, but not marked met or not met in this results file.**\n")
+        verdicts.append((lines[0].lstrip("# ").strip() if levels else path.stem, met, not_met))
         for svg in sorted(results_dir.glob(f"{path.stem}*.svg")):
             out.append(f"\n```{{figure}} {image_prefix}/{svg.name}\n:alt: {svg.stem.replace('-', ' ')}\n\n"
                        f"{svg.stem.replace('-', ' ')}\n```\n")
         parts.append("\n".join(out))
-    return "\n\n".join(parts) if parts else "No benchmark results have been committed yet."
+    if not parts:
+        return "No benchmark results have been committed yet."
+    glance = ["| results | goals met | goals not met |", "|---|---|---|"]
+    glance += [f"| {_md(name)} | {met} | {not_met} |" for name, met, not_met in verdicts]
+    return "\n".join(glance) + "\n\n" + "\n\n".join(parts)
 
 
 def _verdicts(lines: list[str]) -> tuple[int, int]:

@@ -59,7 +59,10 @@ def shoot(browser: str, page: str, width: int, height: int, scheme: int, out: Pa
         "--run-all-compositor-stages-before-draw", f"--screenshot={out}", url,
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    try:
+        subprocess.run(cmd, capture_output=True, timeout=180, check=False)
+    except subprocess.TimeoutExpired:
+        return False
     return out.exists()
 
 
