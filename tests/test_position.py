@@ -17,12 +17,14 @@ from suma_lib.position import (
     LearnedPositionalEmbedding,
     LogNScale,
     PositionalMultiHeadAttention,
+    RoPEBlock,
     RotaryEmbedding,
     Sandwich,
     ShawRelativePosition,
     T5RelativeBias,
     XPos,
     alibi_slopes,
+    alpha_ramp,
     apply_rope,
     apply_xpos,
     equal_mean_positions,
@@ -521,3 +523,42 @@ def test_equal_mean_positions() -> None:
     torch.testing.assert_close(p[:, 1:] - p[:, :-1], (spans / 63)[:, None].expand(4000, 63))
     with pytest.raises(ValueError, match="mean"):
         equal_mean_positions(4, mean=0.0)
+
+
+# ================================================================================== the RoPE block
+def test_rope_block_variants_and_alpha() -> None:
+    torch.manual_seed(0)
+    std = RoPEBlock(16, 2, 32)
+    v2 = RoPEBlock(16, 2, 32, bias=False, norm="rms", gain=False)
+    n_bias = 4 * 16 + 32 + 16  # four attention projections, two FFN layers
+    n_norm = 2 * 2 * 16  # two LayerNorms, gain and bias each
+    assert sum(p.numel() for p in std.parameters()) - sum(p.numel() for p in v2.parameters()) == n_bias + n_norm
+    assert not any("bias" in name for name, _ in v2.named_parameters())
+    x = torch.randn(2, 5, 16, dtype=F64)
+    v2 = v2.double()
+    v2.alpha = 0.0  # the block is the norm alone
+    rms = x / torch.sqrt((x**2).mean(-1, keepdim=True) + 1e-6)
+    torch.testing.assert_close(v2(x), rms / torch.sqrt((rms**2).mean(-1, keepdim=True) + 1e-6))
+    v2.alpha = 1.0
+    out = v2(x, causal=True)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert [alpha_ramp(s, 4) for s in (0, 2, 4, 9)] == [0.0, 0.5, 1.0, 1.0] and alpha_ramp(3, 0) == 1.0
+    with pytest.raises(ValueError, match="norm"):
+        RoPEBlock(16, 2, 32, norm="batch")
+    with pytest.raises(ValueError, match="step"):
+        alpha_ramp(-1, 4)
+
+
+def test_rope_block_standard_equals_brute_force() -> None:
+    torch.manual_seed(1)
+    blk = RoPEBlock(8, 2, 12).double()
+    x = torch.randn(1, 6, 8, dtype=F64)
+    a = blk.attn
+    q, k, v = (lin(x).view(1, 6, 2, 4).transpose(1, 2) for lin in (a.q_proj, a.k_proj, a.v_proj))
+    q, k = apply_rope(q), apply_rope(k)
+    att = torch.softmax(q @ k.mT / 2.0, -1) @ v
+    h = torch.nn.functional.layer_norm(x + a.out_proj(att.transpose(1, 2).reshape(1, 6, 8)), (8,),
+                                       blk.norm1.weight, blk.norm1.bias, 1e-6)
+    ff = blk.ff2(torch.nn.functional.gelu(blk.ff1(h)))
+    ref = torch.nn.functional.layer_norm(h + ff, (8,), blk.norm2.weight, blk.norm2.bias, 1e-6)
+    torch.testing.assert_close(blk(x), ref, rtol=1e-12, atol=1e-12)
