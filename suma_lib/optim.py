@@ -204,7 +204,9 @@ class AdaFactor(_Base):
         \theta_t = \theta_{t-1} - \alpha_t\,\max(\epsilon_2, \mathrm{RMS}(\theta_{t-1}))\,\hat u .
 
     Means instead of the article's sums give the same :math:`\hat v` (the factors cancel) and do not
-    overflow. Vectors and scalars keep an unfactored :math:`v_t`. The step size is
+    overflow; :math:`g/\sqrt{\hat v}` is computed as :math:`g\,(r_i/\bar r)^{-1/2} c_j^{-1/2}`, since
+    the product :math:`r_i c_j` of two statistics near :math:`\epsilon_1` underflows in float32
+    (0/0 where a row and a column of gradients are zero). Vectors and scalars keep an unfactored :math:`v_t`. The step size is
     :math:`\alpha_t = \min(\rho_{\max}, 1/\sqrt t)` when ``lr`` is ``None`` (the paper's relative step
     size), else the constant ``lr`` (the article's advice to pass one). With ``beta1`` a momentum
     :math:`m_t = \beta_1 m_{t-1} + (1-\beta_1)\hat u_t` replaces :math:`\hat u_t` (off by default).
@@ -306,12 +308,14 @@ class AdaFactor(_Base):
                     row, col = state["row"], state["col"]
                     row.lerp_(g2.mean(dim=-1), w)
                     col.lerp_(g2.mean(dim=-2), w)
-                    vhat = row.unsqueeze(-1) * col.unsqueeze(-2) / row.mean(dim=-1)[..., None, None]
+                    # g / sqrt(r c / mean r), one factor at a time: the product r c of two tiny
+                    # statistics (a row and a column of zero gradients) underflows in float32
+                    r_fac = (row / row.mean(dim=-1, keepdim=True)).rsqrt_().unsqueeze(-1)
+                    u = gf * r_fac * col.rsqrt().unsqueeze(-2)
                 else:
                     v = state["v"]
                     v.lerp_(g2, w)
-                    vhat = v
-                u = gf / vhat.sqrt()
+                    u = gf * v.rsqrt()
                 u.div_((rms(u) / group["d"]).clamp_(min=1.0))
                 if group["beta1"] is not None:
                     state["m"].lerp_(u, 1.0 - group["beta1"])

@@ -273,3 +273,22 @@ def test_schedules() -> None:
     with pytest.raises(ValueError, match="beta2"):
         adam_effective_beta2(3, 1.0)
     torch.testing.assert_close(rms(torch.tensor([3.0, -3.0])), torch.tensor(3.0))
+
+
+def test_adafactor_zero_row_and_column_float32_is_finite() -> None:
+    # r_i c_j ~ 1e-60 underflows in float32; the update must stay 0 there, not 0/0
+    p = torch.ones(4, 5, requires_grad=True)
+    opt = AdaFactor([p])
+    for _ in range(3):
+        g = torch.ones(4, 5)
+        g[0] = 0.0
+        g[:, 0] = 0.0
+        p.grad = g
+        opt.step()
+    assert bool(torch.isfinite(p).all()) and bool((p[0] == 1).all()) and bool((p[:, 0] == 1).all())
+    peer = torch.ones(4, 5, requires_grad=True)
+    popt = torch.optim.Adafactor([peer], lr=1e-2)
+    for _ in range(3):
+        peer.grad = g.clone()
+        popt.step()
+    torch.testing.assert_close(p.detach(), peer.detach())
