@@ -136,6 +136,18 @@ class MultiHeadAttention(nn.Module):
     (:meth:`load_torch_weights`) the output equals :class:`torch.nn.MultiheadAttention`'s in ``eval``
     mode.
 
+    Examples
+    --------
+    A position bias (ALiBi-like) and a transform of the queries and keys (RoPE-like), plugged in
+    without subclassing::
+
+        def alibi(q, k):  # (h, n, m): a linear distance penalty, one slope per head
+            h, n, m = q.shape[-3], q.shape[-2], k.shape[-2]
+            dist = (torch.arange(n)[:, None] - torch.arange(m)[None, :]).abs().to(q)
+            return -(2.0 ** -torch.arange(1, h + 1)).to(q)[:, None, None] * dist
+
+        mha = MultiHeadAttention(64, 8, score_bias=alibi, qk_transform=rotary)
+
     Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
     """
 
