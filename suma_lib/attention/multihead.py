@@ -70,6 +70,16 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return _core.merge_heads(x)
 
 
+def _autocast(device: torch.device) -> bool:
+    """Whether torch's autocast is on for ``device``'s type."""
+    try:
+        return torch.is_autocast_enabled(device.type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+    except RuntimeError:  # a device type autocast does not know (meta)
+        return False
+
+
 class MultiHeadAttention(nn.Module):
     r"""Multi-head attention with separate projections and overridable scores (the base of every variant).
 
@@ -252,10 +262,11 @@ class MultiHeadAttention(nn.Module):
         key = query if key is None else check_tensor(key, names[1], min_dim=2, floating=True)
         value = key if value is None else check_tensor(value, names[2], min_dim=2, floating=True)
         ref = next(self.parameters(), None)
+        same_dtype = ref is not None and not _autocast(ref.device)  # autocast mixes dtypes on purpose
         for name, x, width in zip(names, (query, key, value), (self.embed_dim, self.kdim, self.vdim)):
             if x.shape[-1] != width:
                 raise ValueError(f"{name} must have last dimension {width}, got shape {tuple(x.shape)}")
-            if ref is not None and (x.device != ref.device or x.dtype != ref.dtype):
+            if ref is not None and (x.device != ref.device or (same_dtype and x.dtype != ref.dtype)):
                 raise TypeError(
                     f"{name} must have the parameters' dtype and device {ref.dtype}/{ref.device}, "
                     f"got {x.dtype}/{x.device}"
