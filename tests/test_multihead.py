@@ -304,3 +304,17 @@ def test_inputs_on_another_device_than_the_weights() -> None:
         mha(torch.ones(1, 3, 4, dtype=F64))
     with pytest.raises(TypeError, match="qk_transform"):
         MultiHeadAttention(4, 2, qk_transform=3)
+
+
+def test_autocast_and_half_precision() -> None:
+    torch.manual_seed(9)
+    mha = MultiHeadAttention(8, 2)
+    x = torch.randn(2, 5, 8, generator=_gen(3))
+    with torch.no_grad():
+        ref = mha(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = mha(x.bfloat16())
+        huge = mha.bfloat16()(x.bfloat16() * 1e30)  # logits far beyond bfloat16's range
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), ref, rtol=0.05, atol=0.05)
+    assert torch.isfinite(huge).all()

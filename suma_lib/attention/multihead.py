@@ -70,6 +70,16 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return _core.merge_heads(x)
 
 
+def _autocast(device: torch.device) -> bool:
+    """Whether torch's autocast is on for ``device``'s type."""
+    try:
+        return torch.is_autocast_enabled(device.type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+    except RuntimeError:  # a device type autocast does not know (meta)
+        return False
+
+
 class MultiHeadAttention(nn.Module):
     r"""Multi-head attention with separate projections and overridable scores (the base of every variant).
 
@@ -135,6 +145,18 @@ class MultiHeadAttention(nn.Module):
     per-head scores is the same for every head; one with as many is per head. With the same weights
     (:meth:`load_torch_weights`) the output equals :class:`torch.nn.MultiheadAttention`'s in ``eval``
     mode.
+
+    Examples
+    --------
+    A position bias (ALiBi-like) and a transform of the queries and keys (RoPE-like), plugged in
+    without subclassing::
+
+        def alibi(q, k):  # (h, n, m): a linear distance penalty, one slope per head
+            h, n, m = q.shape[-3], q.shape[-2], k.shape[-2]
+            dist = (torch.arange(n)[:, None] - torch.arange(m)[None, :]).abs().to(q)
+            return -(2.0 ** -torch.arange(1, h + 1)).to(q)[:, None, None] * dist
+
+        mha = MultiHeadAttention(64, 8, score_bias=alibi, qk_transform=rotary)
 
     Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
     """
@@ -240,10 +262,11 @@ class MultiHeadAttention(nn.Module):
         key = query if key is None else check_tensor(key, names[1], min_dim=2, floating=True)
         value = key if value is None else check_tensor(value, names[2], min_dim=2, floating=True)
         ref = next(self.parameters(), None)
+        same_dtype = ref is not None and not _autocast(ref.device)  # autocast mixes dtypes on purpose
         for name, x, width in zip(names, (query, key, value), (self.embed_dim, self.kdim, self.vdim)):
             if x.shape[-1] != width:
                 raise ValueError(f"{name} must have last dimension {width}, got shape {tuple(x.shape)}")
-            if ref is not None and (x.device != ref.device or x.dtype != ref.dtype):
+            if ref is not None and (x.device != ref.device or (same_dtype and x.dtype != ref.dtype)):
                 raise TypeError(
                     f"{name} must have the parameters' dtype and device {ref.dtype}/{ref.device}, "
                     f"got {x.dtype}/{x.device}"
