@@ -154,7 +154,7 @@ def _cast_floats(out: Any, dtype: torch.dtype) -> Any:
 
 
 _NUMPY_DTYPES = (torch.float32, torch.float64)
-_NUMPY_MIN_ENTRIES = 1 << 20
+_NUMPY_MIN_ENTRIES = 1 << 16
 
 
 def blas_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -164,7 +164,7 @@ def blas_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     of a few dozen columns) NumPy's BLAS is measured faster than torch's on the CPU in one thread
     (see ``benchmarks/geometry.py``); the two agree to rounding. The NumPy path is taken only when
     torch runs one intra-op thread (``torch.get_num_threads() == 1``) and the operands hold at least
-    ``2**20`` entries: with more threads, alternating between torch's and NumPy's thread pools makes
+    ``2**16`` entries: with more threads, alternating between torch's and NumPy's thread pools makes
     their idle threads compete for the cores, which costs far more than it saves. Every other case
     (GPU, half or complex dtypes, batched operands, tensors that need a gradient) is plain
     ``a @ b``.

@@ -551,7 +551,7 @@ KNOWN: dict[tuple[str, str], str] = {
     (
         "suma_lib.attention.draw_orthogonal_features",
         "bad_device",
-    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
+    ): "owner: perf: a bad device string or number reaches torch (use _validation.check_device)",
     (
         "suma_lib.attention.favor_features",
         "batch_mismatch",
