@@ -332,6 +332,7 @@ class LearnedPositionalEmbedding(nn.Module):
         ``positions`` (integer, broadcastable to ``(..., n)``) defaults to ``offset, ..., offset + n - 1``.
         """
         check_tensor(x, "x", min_dim=2, floating=True)
+        _same_device(self, x=x)
         if x.shape[-1] != self.dim:
             raise ValueError(f"x must have last dimension {self.dim}, got shape {tuple(x.shape)}")
         n = x.shape[-2]
@@ -378,6 +379,19 @@ def _positions(
     if positions.device != device:
         raise TypeError(f"{name} must be on {device}, got {positions.device}")
     return positions.to(work)
+
+
+def _same_device(module: nn.Module | None, **tensors: torch.Tensor) -> None:
+    """A TypeError naming the argument when tensors (and the module's parameters) are on different devices."""
+    ref_name, ref = None, None
+    if module is not None:
+        ref = next(iter(module.parameters()), None)
+        ref_name = "the module's parameters"
+    for name, t in tensors.items():
+        if ref is None:
+            ref_name, ref = name, t
+        elif t.device != ref.device:
+            raise TypeError(f"{name} must be on the device of {ref_name} ({ref.device}), got {t.device}")
 
 
 def _qk_positions(n: int, m: int, q_positions, k_positions, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -448,8 +462,8 @@ def rope_cos_sin(
     r""":math:`\cos p\theta_i` and :math:`\sin p\theta_i`, :math:`\theta_i = \text{base}^{-2i/d}`.
 
     The angles :math:`p\theta_i` are formed in float64 (float32 on MPS), so that large positions keep
-    their accuracy, and the cosines and sines are returned in ``dtype`` (float32 by default: half
-    inputs are rotated in float32 and cast back).
+    their accuracy, and the cosines and sines are returned in ``dtype`` (:func:`apply_rope` asks for
+    float32 for half inputs, which it rotates in float32 and casts back).
 
     Parameters
     ----------
@@ -460,6 +474,7 @@ def rope_cos_sin(
     base : float
         RoPE's base (10000 in RoFormer; larger in long-context models).
     dtype : torch.dtype, optional
+        Of the result: by default that of floating-point positions, float32 for integer ones.
 
     Returns
     -------
@@ -472,7 +487,7 @@ def rope_cos_sin(
     check_tensor(positions, "positions", finite=True)
     if positions.is_complex() or positions.dtype == torch.bool:
         raise TypeError(f"positions must hold real positions, got dtype {positions.dtype}")
-    dt = check_dtype(dtype) or torch.float32
+    dt = check_dtype(dtype) or (positions.dtype if positions.is_floating_point() else torch.float32)
     work = _work_dtype(positions.device)
     omega = sinusoidal_frequencies(d, base, device=positions.device, dtype=work)
     angle = positions.to(work)[..., None] * omega
@@ -631,6 +646,7 @@ def apply_xpos(
         raise ValueError(f"q and k must have the same last dimension, got {d} and {k.shape[-1]}")
     scale_base = check_float(scale_base, "scale_base", low=0.0, low_open=True)
     gamma = check_float(gamma, "gamma", low=0.0, low_open=True)
+    _same_device(None, q=q, k=k)
     qp, kp = _qk_positions(q.shape[-2], k.shape[-2], q_positions, k_positions, q.device)
     if qp.numel() and kp.numel():
         lo = torch.minimum(qp.min(), kp.min())
@@ -689,6 +705,7 @@ class XPos(nn.Module):
 
     def forward(self, q, k, q_positions=None, k_positions=None):
         """Rotate and scale queries and keys."""
+        _check_x(q, "q")
         if q.shape[-1] != self.head_dim:
             raise ValueError(f"q must have last dimension {self.head_dim}, got {tuple(q.shape)}")
         return apply_xpos(
@@ -708,14 +725,14 @@ def log_n_scale(n: int | torch.Tensor, training_length: int) -> torch.Tensor:
     Parameters
     ----------
     n : int or torch.Tensor
-        Number(s) of keys attended to (:math:`\ge 1`).
+        Number(s) of keys attended to (:math:`\ge 1` in practice; any positive value is accepted).
     training_length : int
         :math:`L \ge 2`.
 
     Returns
     -------
     torch.Tensor
-        float64 (float32 on MPS), the shape of ``n``.
+        The shape of ``n``; the dtype of a floating-point ``n``, else float64 (float32 on MPS).
 
     Notes
     -----
@@ -726,11 +743,12 @@ def log_n_scale(n: int | torch.Tensor, training_length: int) -> torch.Tensor:
         check_tensor(n, "n", finite=True)
         if n.is_complex() or n.dtype == torch.bool:
             raise TypeError(f"n must hold real counts, got dtype {n.dtype}")
-        if n.device.type != "meta" and n.numel() and bool((n < 1).any()):
-            raise ValueError("n must be >= 1")
+        if n.device.type != "meta" and n.numel() and bool((n <= 0).any()):
+            raise ValueError("n must be > 0")
+        out_dtype = n.dtype if n.is_floating_point() else _work_dtype(n.device)
         nn_ = n.to(_work_dtype(n.device))
-    else:
-        nn_ = torch.tensor(float(check_int(n, "n", low=1)), dtype=torch.float64)
+        return (torch.log(nn_) / math.log(L)).to(out_dtype)
+    nn_ = torch.tensor(float(check_int(n, "n", low=1)), dtype=torch.float64)
     return torch.log(nn_) / math.log(L)
 
 
@@ -765,6 +783,7 @@ class LogNScale(nn.Module):
         """Scale the queries ``(..., n, d)``; the keys pass through."""
         check_tensor(q, "q", min_dim=2, floating=True)
         check_tensor(k, "k", min_dim=2, floating=True)
+        _same_device(None, q=q, k=k)
         n, m = q.shape[-2], k.shape[-2]
         if self.causal:
             qp, _ = _qk_positions(n, m, q_positions, k_positions, q.device)
@@ -784,12 +803,15 @@ class _Bias(nn.Module):
     def _distance(self, q, k, q_positions, k_positions) -> torch.Tensor:
         check_tensor(q, "q", min_dim=2, floating=True)
         check_tensor(k, "k", min_dim=2, floating=True)
+        _same_device(self, q=q, k=k)
         qp, kp = _qk_positions(q.shape[-2], k.shape[-2], q_positions, k_positions, q.device)
         return kp[..., None, :] - qp[..., :, None]  # (..., n, m): key minus query
 
     @staticmethod
     def _out(bias: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        return bias.to(q.dtype if q.dtype == torch.float64 else torch.float32)
+        """The bias in the queries' dtype, clamped to its finite range (a huge penalty, never -inf)."""
+        info = torch.finfo(q.dtype)
+        return bias.clamp(info.min, info.max).to(q.dtype)
 
 
 def alibi_slopes(
@@ -1001,7 +1023,8 @@ def kerple_bias(
     Returns
     -------
     torch.Tensor
-        Finite, with finite gradients also at distance 0 (where the power form is 0).
+        Finite for finite input (clamped at the dtype's lowest value), with finite gradients also at
+        distance 0 (where the power form is 0).
 
     Notes
     -----
@@ -1023,11 +1046,13 @@ def kerple_bias(
     if kind == "power" and r2.device.type != "meta" and r2.numel() and bool((r2 > 2).any()):
         raise ValueError("r2 must be <= 2 for the power form (a conditionally positive definite kernel)")
     s = distance.abs()
+    info = torch.finfo(s.dtype)
     if kind == "log":
-        return -r1 * torch.log1p(r2 * s)
-    tiny = torch.finfo(s.dtype).tiny
-    powered = torch.exp(r2 * torch.log(s.clamp_min(tiny)))
-    return -r1 * torch.where(s > 0, powered, torch.zeros_like(powered))
+        out = -r1 * torch.log1p(r2 * s)
+    else:
+        powered = torch.exp(r2 * torch.log(s.clamp_min(info.tiny)))  # NaN stays NaN
+        out = -r1 * torch.where(s == 0, torch.zeros_like(powered), powered)
+    return out.clamp_min(info.min)  # a huge distance gives a huge finite penalty
 
 
 class KERPLE(_Bias):
@@ -1095,7 +1120,7 @@ def sandwich_bias(
     Returns
     -------
     torch.Tensor
-        Shape of ``distance``; float64 for float64 input, float32 otherwise.
+        Shape of ``distance``; its dtype if floating-point, float32 for integer distances.
 
     Notes
     -----
@@ -1108,7 +1133,7 @@ def sandwich_bias(
     work = _work_dtype(distance.device)
     omega = sinusoidal_frequencies(d, base, device=distance.device, dtype=work)
     out = (torch.cos(distance.to(work)[..., None] * omega) - 1).sum(-1)
-    return out.to(torch.float64 if distance.dtype == torch.float64 else torch.float32)
+    return out.to(distance.dtype if distance.is_floating_point() else torch.float32)
 
 
 class Sandwich(_Bias):
@@ -1148,7 +1173,7 @@ class Sandwich(_Bias):
     def forward(self, q, k, q_positions=None, k_positions=None):
         """The bias ``(..., h, n, m)``."""
         dist = self._distance(q, k, q_positions, k_positions)
-        b = sandwich_bias(dist, self.dim, self.base)[..., None, :, :]
+        b = sandwich_bias(dist, self.dim, self.base)[..., None, :, :]  # in the work dtype
         return self._out(self.scale.to(device=b.device, dtype=b.dtype)[:, None, None] * b, q)
 
 
@@ -1206,6 +1231,7 @@ class ShawRelativePosition(_Bias):
 
     def forward(self, q, k, q_positions=None, k_positions=None):
         """The term ``(..., h, n, m)`` :math:`q_i \\cdot a^K_{ij} / \\sqrt{d}`."""
+        check_tensor(q, "q", min_dim=2, floating=True)
         if q.shape[-1] != self.head_dim:
             raise ValueError(f"q must have last dimension {self.head_dim}, got {tuple(q.shape)}")
         idx = self.index(q, k, q_positions, k_positions)

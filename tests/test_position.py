@@ -564,3 +564,23 @@ def test_rope_block_standard_equals_brute_force() -> None:
     ff = blk.ff2(torch.nn.functional.gelu(blk.ff1(h)))
     ref = torch.nn.functional.layer_norm(h + ff, (8,), blk.norm2.weight, blk.norm2.bias, 1e-6)
     torch.testing.assert_close(blk(x), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_robust_edges_of_the_score_terms() -> None:
+    # NaN distances propagate; huge distances give a huge finite penalty
+    assert torch.isnan(kerple_bias(torch.tensor([math.nan]), 1.0, 1.5, "power")).all()
+    huge = kerple_bias(torch.tensor([1e30, 0.0]), 1.0, 2.0, "power")
+    assert torch.isfinite(huge).all() and huge[0] == torch.finfo(torch.float32).min and huge[1] == 0
+    # biases follow the queries' dtype, clamped to its range
+    q16 = torch.zeros(1, 2, 3, 4, dtype=torch.float16)
+    for mod in (ALiBi(2), T5RelativeBias(2), Sandwich(2, dim=8)):
+        b = mod(q16, q16)
+        assert b.dtype == torch.float16 and torch.isfinite(b).all()
+    far = ALiBi(2)(q16, q16, torch.tensor([0.0, 1.0, 2.0]), torch.tensor([0.0, 1.0, 1e6]))
+    assert torch.isfinite(far).all()
+    # mixed devices are a TypeError naming the argument
+    with pytest.raises(TypeError, match="k must be on the device"):
+        apply_xpos(torch.zeros(2, 4), torch.zeros(2, 4, device="meta"))
+    with pytest.raises(TypeError, match="x must be on the device"):
+        LearnedPositionalEmbedding(4, 4)(torch.zeros(2, 4, device="meta"))
+    assert float(log_n_scale(torch.tensor([0.5]), 4)) < 0  # any positive n is accepted
