@@ -183,6 +183,8 @@ def _value_html(rec: dict) -> str:
         return _claims._math_span(f"{m_tex} = {e_tex}")
     if rec.get("tolerance") == "exact (SymPy)":
         return "an identity too long to show here (see the chapter)"
+    if rec.get("tolerance") == "holds" and {rec.get("measured"), rec.get("expected")} <= {"True", ""}:
+        return "holds" if rec.get("status") == "pass" else "does not hold"
     return (f"{_html_cell(rec['measured'])} <span class=\"suma-vs\">vs</span> "
             f"{_html_cell(rec['expected'])}")
 
