@@ -74,7 +74,8 @@ def _fake_executed_notebook() -> dict:
     ]
     nb.cells[3].metadata["papermill"] = {"duration": 1.5}
     nb.cells[4].metadata["papermill"] = {"duration": 2.0}
-    nb.metadata["suma"] = {"seconds": 7.0, "status": "ok", "date": "2026-11-30 08:00 UTC", "commit": "abc1234"}
+    nb.metadata["suma"] = {"seconds": 7.0, "status": "ok", "date": "2026-11-30 08:00 UTC", "commit": "abc1234",
+                           "load": 3.5, "cores": 2}
     return json.loads(nbformat.writes(nb))
 
 
@@ -130,7 +131,7 @@ def test_execution_report_has_date_commit_versions_once() -> None:
     assert "**Built**" in text and "from commit" in text and "**Versions**" in text
     assert text.count("torch 2.x") == 1
     row = next(ln for ln in text.splitlines() if ln.startswith("| {doc}"))
-    assert "✓ pass" in row and "| 6 | 3.5 | 7.0 | 2026-11-30 08:00 UTC |" in row
+    assert "✓ pass" in row and "| 6 | 3.5 | 7.0 | 3.5 / 2 | 2026-11-30 08:00 UTC |" in row
     assert "A chapter \\| with a pipe" in row
 
 

@@ -183,6 +183,8 @@ def _value_html(rec: dict) -> str:
         return _claims._math_span(f"{m_tex} = {e_tex}")
     if rec.get("tolerance") == "exact (SymPy)":
         return "an identity too long to show here (see the chapter)"
+    if rec.get("tolerance") == "holds" and {rec.get("measured"), rec.get("expected")} <= {"True", ""}:
+        return "holds" if rec.get("status") == "pass" else "does not hold"
     return (f"{_html_cell(rec['measured'])} <span class=\"suma-vs\">vs</span> "
             f"{_html_cell(rec['expected'])}")
 
@@ -294,8 +296,10 @@ def report_markdown(nbs: dict[str, dict], root: Path | None = None) -> str:
     lines.append("- **Versions**: " + ", ".join(versions))
     total = sum(runtime_of(nb) for nb in nbs.values())
     lines.append(f"- **Time**: {total:.0f} s of cell time in all (papermill's per-cell durations; wall time "
-                 "adds the kernel's start)")
-    rows = ["| chapter | status | claims | cell time (s) | wall (s) | ran at |", "|---|---|---|---|---|---|"]
+                 "adds the kernel's start; *load* is the machine's load average over its cores when the "
+                 "chapter started: times on a busy machine are longer)")
+    rows = ["| chapter | status | claims | cell time (s) | wall (s) | load | ran at |",
+            "|---|---|---|---|---|---|---|"]
     for slug, nb in nbs.items():
         meta = metas[slug]
         ok = meta.get("status", "ok") == "ok" and all(r["status"] == "pass" for r in claims_of(nb))
@@ -303,9 +307,18 @@ def report_markdown(nbs: dict[str, dict], root: Path | None = None) -> str:
         rows.append(
             f"| {{doc}}`{_md(title_of(nb, slug))} <../notebooks/{slug}>` | {'✓ pass' if ok else '✗ fail'} | "
             f"{len(claims_of(nb))} | {runtime_of(nb):.1f} | "
-            f"{f'{wall:.1f}' if isinstance(wall, (int, float)) else '?'} | {meta.get('date', '?')} |"
+            f"{f'{wall:.1f}' if isinstance(wall, (int, float)) else '?'} | {_load(meta)} | "
+            f"{meta.get('date', '?')} |"
         )
     return "\n".join(lines) + "\n\n" + "\n".join(rows) + "\n"
+
+
+def _load(meta: dict) -> str:
+    """The load average when a chapter ran, over the machine's cores (times are slower on a busy one)."""
+    load, cores = meta.get("load"), meta.get("cores")
+    if not isinstance(load, (int, float)):
+        return "?"
+    return f"{load:g}" + (f" / {cores}" if cores else "")
 
 
 def _md(text: str) -> str:

@@ -84,6 +84,7 @@ def execute_one(slug: str, profile: str, timeout: int, out_dir: Path | None = No
     tmp = out.with_suffix(".running.ipynb")
     digest = source_hash(slug, profile)
     start = time.perf_counter()
+    load = round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None
     result = {"slug": slug, "ok": False, "seconds": 0.0, "error": ""}
     try:
         pm.execute_notebook(
@@ -118,6 +119,8 @@ def execute_one(slug: str, profile: str, timeout: int, out_dir: Path | None = No
             "error": result["error"],
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "commit": _commit(),
+            "load": load,  # the machine's 1-minute load average when the run started
+            "cores": os.cpu_count(),
         }
         nbformat.write(nb, str(out))
         tmp.unlink()

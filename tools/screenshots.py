@@ -8,7 +8,8 @@ Usage (from the repository root)::
 
 Each page is rendered at desktop width (1400 px) and phone width (400 px), in the light and the dark theme,
 into ``_build/screenshots/<page>-<width>-<theme>.png``. It needs Debian's ``chromium`` (``apt-get install
-chromium``), which CI does not: this is a review tool, not a test; ``tests/test_html.py`` holds the fast
+chromium``; ``fonts-noto-cjk`` too, or the articles' Chinese titles show as boxes), which CI does not:
+this is a review tool, not a test; ``tests/test_html.py`` holds the fast
 checks that run in the suite.
 """
 
