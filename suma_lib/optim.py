@@ -10,6 +10,7 @@ Chapters: notebooks/adafactor.md, notebooks/exponentiated-gradient.md
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -303,29 +304,45 @@ class AdaFactor(_Base):
                 t = state["step"]
                 w = t ** (-group["c"])  # 1 - beta2_hat
                 gf = g.to(sdt)
-                g2 = gf.square().add_(group["eps1"])
+                eps1 = group["eps1"]
                 if factored:
                     row, col = state["row"], state["col"]
-                    row.lerp_(g2.mean(dim=-1), w)
-                    col.lerp_(g2.mean(dim=-2), w)
+                    # mean_j (g^2 + eps1) through norms: no temporary of the gradient's size
+                    n_c, n_r = g.shape[-1], g.shape[-2]
+                    row.lerp_(
+                        torch.linalg.vector_norm(gf, dim=-1).square_().div_(n_c).add_(eps1), w
+                    )
+                    col.lerp_(
+                        torch.linalg.vector_norm(gf, dim=-2).square_().div_(n_r).add_(eps1), w
+                    )
                     # g / sqrt(r c / mean r), one factor at a time: the product r c of two tiny
                     # statistics (a row and a column of zero gradients) underflows in float32
                     r_fac = (row / row.mean(dim=-1, keepdim=True)).rsqrt_().unsqueeze(-1)
-                    u = gf * r_fac * col.rsqrt().unsqueeze(-2)
+                    u = gf * r_fac
+                    u.mul_(col.rsqrt().unsqueeze(-2))
                 else:
                     v = state["v"]
-                    v.lerp_(g2, w)
+                    v.lerp_(gf.square().add_(eps1), w)
                     u = gf * v.rsqrt()
-                u.div_((rms(u) / group["d"]).clamp_(min=1.0))
-                if group["beta1"] is not None:
-                    state["m"].lerp_(u, 1.0 - group["beta1"])
-                    u = state["m"].clone()
+                root_n = math.sqrt(max(u.numel(), 1))
+                u_rms = torch.linalg.vector_norm(u).div_(root_n)
+                clip = (u_rms / group["d"]).clamp_(min=1.0).reciprocal_()
                 alpha = group["lr"] if group["lr"] is not None else min(group["rho_max"], t**-0.5)
                 if group["scale_parameter"]:
-                    u.mul_(rms(p.to(sdt)).clamp_(min=group["eps2"]) * alpha)
+                    p_rms = torch.linalg.vector_norm(p, dtype=sdt).div_(root_n)
+                    scale = p_rms.clamp_(min=group["eps2"]).mul_(alpha)
                 else:
-                    u.mul_(alpha)
-                p.sub_(u.to(p.dtype))
+                    scale = torch.full((), alpha, device=p.device, dtype=sdt)
+                if group["beta1"] is not None:
+                    state["m"].lerp_(u.mul_(clip), 1.0 - group["beta1"])
+                    u = state["m"]
+                    factor = scale
+                else:
+                    factor = clip.mul_(scale)  # one pass over u: clipping and step size together
+                if p.dtype == sdt:
+                    p.addcmul_(u, factor, value=-1.0)
+                    continue
+                p.sub_((u * factor).to(p.dtype))
         return loss
 
 
