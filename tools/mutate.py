@@ -95,7 +95,28 @@ def main(argv: list[str] | None = None) -> int:
 
 # Each row: the file under suma_lib/, the exact snippet, its broken form, the chapters that must fail, and
 # what the bug is. Snippets must occur exactly once in their file.
-MUTATIONS: tuple[Mutation, ...] = ()
+MUTATIONS: tuple[Mutation, ...] = (
+    Mutation("geometry/random_init.py",
+             "log_c = _log_gamma_half_ratio((n - 1) / 2) - 0.5 * math.log(math.pi)",
+             "log_c = _log_gamma_half_ratio((n - 1) / 2) - 0.5 * math.log(2 * math.pi)",
+             ("init-geometry",), "angle density: wrong normalising constant"),
+    Mutation("geometry/jl_lemma.py",
+             "return math.floor(constant * math.log(n_points) / eps**2) + 1",
+             "return math.floor(constant * math.log(n_points) / eps**2)",
+             ("jl-lemma-applications",), "JL dimension off by one"),
+    Mutation("geometry/jl_lemma.py", "    std = 1.0 / math.sqrt(dim)", "    std = 1.0 / math.sqrt(dim + 1)",
+             ("jl-lemma-applications",), "random projection scale 1/sqrt(n+1)"),
+    Mutation("entropy.py", "return -(p * logp).sum(dim=dim)", "return -1.001 * (p * logp).sum(dim=dim)",
+             ("entropy-normalization",), "entropy off by 0.1%"),
+    Mutation("smooth.py", "    s = math.sqrt(b)\n    cap, b_lo, b_hi", "    s = math.sqrt(1.01 * b)\n    cap, b_lo, b_hi",
+             ("squareplus",), "SquarePlus with b off by 1%"),
+    Mutation("penalty.py", "return torch.linalg.matrix_norm(a, ord=2)", 'return torch.linalg.matrix_norm(a, ord="fro")',
+             ("gradient-penalty-inequality",), "Frobenius norms in place of spectral norms"),
+    Mutation("position.py",
+             "return torch.pow(torch.tensor(base, device=dev, dtype=i.dtype), -2.0 * i / d).to(dt)",
+             "return torch.pow(torch.tensor(base, device=dev, dtype=i.dtype), -2.0 * (i + 1) / d).to(dt)",
+             ("sinusoidal-origin",), "sinusoid frequencies shifted by one index"),
+)
 
 
 if __name__ == "__main__":
