@@ -201,3 +201,12 @@ def test_library_has_no_hidden_device_calls() -> None:
     for path in (ROOT / "suma_lib").rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert ".cuda()" not in text, f"{path} calls .cuda()"
+
+
+def test_readme_module_map_is_current() -> None:
+    from tools import module_map
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert module_map.readme_block(text) == module_map.table(), (
+        "README.md's chapter-to-module table is out of date: python -m tools.module_map --write"
+    )
