@@ -1,6 +1,6 @@
 """Device choice: ``"auto"`` picks CUDA, then Apple's MPS, then the CPU.
 
-Chapter: every chapter (through :func:`suma_lib.setup_notebook`)
+Chapter: every chapter (through :func:`suma_lib.notebook.setup_notebook`)
 """
 
 from __future__ import annotations

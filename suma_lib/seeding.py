@@ -1,6 +1,6 @@
 """Seeding: one call makes a notebook reproducible.
 
-Chapter: every chapter (through :func:`suma_lib.setup_notebook`)
+Chapter: every chapter (through :func:`suma_lib.notebook.setup_notebook`)
 """
 
 from __future__ import annotations

@@ -306,8 +306,7 @@ def sign_lsh(
     With :math:`r_b \sim \mathcal{N}(0, I_d)` the hyperplanes are uniformly random, and for two
     vectors at angle :math:`\theta`
 
-    .. math:: P\left[\operatorname{sgn}(r\cdot x) \ne \operatorname{sgn}(r\cdot y)\right] =
-    \frac{\theta}{\pi},
+    .. math:: P\left[\operatorname{sgn}(r\cdot x) \ne \operatorname{sgn}(r\cdot y)\right] = \frac{\theta}{\pi},
 
     so the fraction of differing bits estimates :math:`\theta/\pi` (see :func:`hamming_angle`).
     Codes of two sets of vectors are comparable only if they use the same hyperplanes: hash them in
@@ -521,7 +520,7 @@ def embedding_entropy(dim: float, n_points: float, grid: int = 20_001) -> float:
     The minimum-entropy argument behind the embedding-size rule :math:`n > 8.33\log N`: model
     :math:`p(i, j) \propto e^{\langle u_i, v_j\rangle}` over all :math:`N^2` pairs, with embeddings
     of norm :math:`\sqrt{n}` in random directions, so :math:`\langle u_i, v_j\rangle =
-    n\cos\theta_{ij}` with :math:`\theta` distributed as :func:`angle_pdf`. Replacing the sums over
+    n\cos\theta_{ij}` with :math:`\theta` distributed as :func:`~suma_lib.geometry.random_init.angle_pdf`. Replacing the sums over
     pairs by :math:`N^2` times an expectation over :math:`\theta`:
 
     .. math:: H \approx 2\log N + \log\mathbb{E}\left[e^{n\cos\theta}\right]

@@ -115,8 +115,7 @@ def sample_angles(
     one random direction :math:`x/\|x\|`, :math:`x \sim \mathcal{N}(0, I_n)`, and the fixed axis
     :math:`e_1`:
 
-    .. math:: \theta = \operatorname{atan2}\left(\sqrt{x_2^2 + \dots + x_n^2},\; x_1\right) \in [0,
-    \pi],
+    .. math:: \theta = \operatorname{atan2}\left(\sqrt{x_2^2 + \dots + x_n^2},\; x_1\right) \in [0, \pi],
 
     whose density is :func:`angle_pdf`. ``atan2`` keeps full relative accuracy near 0 and
     :math:`\pi`, where ``arccos`` of a cosine loses it. The cost is :math:`O(n)` per angle; the
