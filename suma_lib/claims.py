@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from ._claims_render import MAP_STATUSES as _MAP_STATUSES
 from ._claims_render import (  # noqa: F401 (re-exports; tools/ and tests use _fmt, _display, _math_span, _rich)
-    MAP_STATUSES,
     METHODS,
     _ClaimList,
     _display,
@@ -72,6 +72,8 @@ __all__ = [
     "symbolic_tex",
 ]
 
+#: The statuses of an article map's rows (see :func:`article_map`).
+MAP_STATUSES = _MAP_STATUSES
 _RECORDS: list[ClaimRecord] = []
 
 
