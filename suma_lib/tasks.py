@@ -338,6 +338,8 @@ def markov_posterior(x: torch.Tensor, initial: torch.Tensor, transition: torch.T
     ev = torch.nn.functional.one_hot(x, v + 1)[..., :v].to(transition.dtype)
     ev = torch.where((x == v)[..., None], torch.ones_like(ev), ev)  # hidden: every state possible
     n = x.shape[1]
+    if n == 0:  # no positions: an empty posterior
+        return ev
     alpha = [_normalise(initial * ev[:, 0], "x")]
     for t in range(1, n):
         alpha.append(_normalise((alpha[-1] @ transition) * ev[:, t], "x"))

@@ -338,3 +338,38 @@ def test_weights_work_under_vmap() -> None:
     g = torch.Generator().manual_seed(9)
     q, k = torch.randn(4, 3, 5, generator=g), torch.randn(6, 5, generator=g)
     torch.testing.assert_close(vmap(lambda row: attention_weights(row, k))(q), attention_weights(q, k))
+
+
+# ------------------------------------------------- issue 11: batch dimensions that do not broadcast
+@pytest.mark.parametrize("bq, bk", [(2, 3), (0, 2), (3, 0)])
+def test_qkv_batch_mismatch_is_a_clean_value_error(bq: int, bk: int) -> None:
+    """Batch dims 2 vs 3 (or an empty batch against a full one) name the arguments, in every
+    entry point that goes through the shared ``check_qkv``."""
+    from suma_lib.attention import (
+        entropy_invariant_attention,
+        linear_attention,
+        local_attention,
+        residual_attention,
+    )
+
+    q, k, v = torch.randn(bq, 3, 4), torch.randn(bk, 3, 4), torch.randn(bk, 3, 2)
+    calls = [
+        lambda: softmax_attention(q, k, v),
+        lambda: attention_weights(q, k),
+        lambda: residual_attention(q, k, v),
+        lambda: entropy_invariant_attention(q, k, v),
+        lambda: local_attention(q, k, v, 1),
+        lambda: linear_attention(q, k, v),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="do not broadcast"):
+            call()
+    with pytest.raises(ValueError, match="k .* and v .* do not broadcast"):
+        softmax_attention(q, q, torch.randn(bq + 2, 3, 2))
+
+
+def test_qkv_broadcasting_batches_still_work() -> None:
+    q, k, v = torch.randn(2, 1, 3, 4), torch.randn(1, 5, 3, 4), torch.randn(1, 5, 3, 2)
+    out = softmax_attention(q, k, v)
+    ref = torch.softmax(q @ k.mT / 2, -1) @ v
+    assert out.shape == (2, 5, 3, 2) and torch.allclose(out, ref, atol=1e-6)

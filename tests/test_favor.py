@@ -358,3 +358,17 @@ def test_favorpp_attention_matches_its_formula_and_favor_stabilisation():
     assert torch.isnan(favorpp_attention(q, kn, v, omega=omega)).all()
     qg = q.clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda t: favorpp_attention(t, k, v, omega=omega), (qg,))
+
+
+# ------------------------------------------------- issue 11: batch dimensions that do not broadcast
+def test_feature_maps_reject_non_broadcasting_omega() -> None:
+    from suma_lib.attention import favor_features, favorpp_features
+
+    x, omega = torch.randn(2, 3, 4), torch.randn(3, 8, 4)
+    with pytest.raises(ValueError, match="x .* and omega .* do not broadcast"):
+        favor_features(x, omega)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        favorpp_features(x, omega, 0.1)
+    # a shared (m, d) projection and a 1-D x still broadcast
+    assert favor_features(x, omega[0]).shape == (2, 3, 8)
+    assert favor_features(x[0, 0], omega[0]).shape == (8,)

@@ -312,3 +312,9 @@ def test_nan_in_keys_or_values_comes_out_as_nan(feature_map, causal):
         assert torch.isnan(hit).all(), which  # never a silent zero for a query that sees it
         if causal:  # earlier chunks never see it, and the stabilisation ignores the NaN
             torch.testing.assert_close(out[:2], clean[:2])
+
+
+def test_taylor_feature_map_rejects_d_zero() -> None:  # issue 11: empty last axis
+    with pytest.raises(ValueError, match="d >= 1"):
+        taylor_feature_map(torch.randn(3, 0))
+    assert taylor_feature_map(torch.randn(0, 4)).shape[0] == 0

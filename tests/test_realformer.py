@@ -233,3 +233,9 @@ def test_former_argument_names_still_work() -> None:
         ResidualAttention(D, H, d_model=D)
     with pytest.raises(TypeError, match="not both"):
         ResidualAttention(embed_dim=D, num_heads=H, d_model=D)
+
+
+def test_markov_posterior_of_empty_sequences() -> None:  # issue 11: no positions
+    init, trans = markov_chain(4, generator=torch.Generator().manual_seed(0))
+    out = markov_posterior(torch.zeros(2, 0, dtype=torch.long), init, trans)
+    assert out.shape == (2, 0, 4) and out.dtype == trans.dtype

@@ -634,18 +634,6 @@ EXAMPLES.update(
 # pass.
 KNOWN: dict[tuple[str, str], str] = {
     (
-        "suma_lib.attention.favorpp_attention",
-        "empty",
-    ): "owner: rob: an empty tensor leaks a RuntimeError/IndexError from torch",
-    (
-        "suma_lib.attention.favorpp_attention",
-        "batch_mismatch",
-    ): "owner: rob: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
-    (
-        "suma_lib.attention.favorpp_features",
-        "batch_mismatch",
-    ): "owner: rob: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
-    (
         "suma_lib.attention.favorpp_features",
         "huge",
     ): "owner: rob: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
@@ -656,22 +644,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("suma_lib.optim.rms", "bool_tensor"): "owner: p7: a bool tensor leaks a torch error",
     ("suma_lib.optim.rms", "huge"): "owner: p7: inf output at |x| = 1e30 (x**2 overflows)",
     (
-        "suma_lib.attention.softmax_attention",
-        "empty",
-    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    (
-        "suma_lib.attention.softmax_attention",
-        "batch_mismatch",
-    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
-    (
-        "suma_lib.attention.attention_weights",
-        "empty",
-    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    (
-        "suma_lib.attention.attention_weights",
-        "batch_mismatch",
-    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
-    (
         "suma_lib.attention.combine_masks",
         "bad_device",
     ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
@@ -681,10 +653,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ): "owner: perf: a bad device string or number reaches torch (use _validation.check_device)",
     (
         "suma_lib.attention.favor_features",
-        "batch_mismatch",
-    ): "owner: perf: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
-    (
-        "suma_lib.attention.favor_features",
         "huge",
     ): "owner: perf: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
     (
@@ -692,29 +660,9 @@ KNOWN: dict[tuple[str, str], str] = {
         "nan",
     ): "owner: perf: a NaN input gives a finite output (NaN treated as no weight)",
     (
-        "suma_lib.attention.favor_attention",
-        "empty",
-    ): "owner: perf: an empty tensor leaks a RuntimeError/IndexError from torch",
-    (
-        "suma_lib.attention.favor_attention",
-        "batch_mismatch",
-    ): "owner: perf: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
-    (
         "suma_lib.attention.linear_attention",
         "nan",
     ): "owner: perf: a NaN input gives a finite output (NaN treated as no weight)",
-    (
-        "suma_lib.attention.linear_attention",
-        "empty",
-    ): "owner: perf: an empty tensor leaks a RuntimeError/IndexError from torch",
-    (
-        "suma_lib.attention.linear_attention",
-        "batch_mismatch",
-    ): "owner: perf: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
-    (
-        "suma_lib.attention.taylor_feature_map",
-        "empty",
-    ): "owner: perf: an empty tensor leaks a RuntimeError/IndexError from torch",
     (
         "suma_lib.attention.MultiHeadAttention",
         "meta_mix",
@@ -753,52 +701,16 @@ KNOWN: dict[tuple[str, str], str] = {
     ): "owner: core: an int dtype reaches torch (use _validation.check_dtype)",
     (
         "suma_lib.attention.markov_posterior",
-        "empty",
-    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    (
-        "suma_lib.attention.markov_posterior",
         "meta_mix",
     ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
     (
         "suma_lib.attention.residual_attention",
-        "empty",
-    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    (
-        "suma_lib.attention.residual_attention",
-        "batch_mismatch",
-    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
-    (
-        "suma_lib.attention.residual_attention",
         "huge",
     ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    (
-        "suma_lib.attention.entropy_invariant_attention",
-        "empty",
-    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    (
-        "suma_lib.attention.entropy_invariant_attention",
-        "batch_mismatch",
-    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
-    (
-        "suma_lib.attention.noise_change_first_order",
-        "empty",
-    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    (
-        "suma_lib.attention.noise_change_first_order",
-        "batch_mismatch",
-    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
     (
         "suma_lib.attention.noise_change_first_order",
         "huge",
     ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    (
-        "suma_lib.attention.noisy_attention_change",
-        "empty",
-    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    (
-        "suma_lib.attention.noisy_attention_change",
-        "batch_mismatch",
-    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
     (
         "suma_lib.attention.atrous_mask",
         "bad_device",
@@ -807,14 +719,6 @@ KNOWN: dict[tuple[str, str], str] = {
         "suma_lib.attention.fixed_mask",
         "bad_device",
     ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    (
-        "suma_lib.attention.local_attention",
-        "empty",
-    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    (
-        "suma_lib.attention.local_attention",
-        "batch_mismatch",
-    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
     (
         "suma_lib.attention.local_attention",
         "huge",
@@ -827,14 +731,6 @@ KNOWN: dict[tuple[str, str], str] = {
         "suma_lib.attention.strided_mask",
         "bad_device",
     ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    (
-        "suma_lib.attention.attention_scores",
-        "empty",
-    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    (
-        "suma_lib.attention.attention_scores",
-        "batch_mismatch",
-    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
     (
         "suma_lib.attention.attention_scores",
         "huge",
@@ -885,14 +781,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
     (
         "suma_lib.attention.TTALayer",
-        "empty",
-    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
-    (
-        "suma_lib.attention.TTALayer",
-        "batch_mismatch",
-    ): "owner: core: batch dims that do not broadcast leak a RuntimeError (check_compatible)",
-    (
-        "suma_lib.attention.TTALayer",
         "meta_mix",
     ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
     (
@@ -903,10 +791,6 @@ KNOWN: dict[tuple[str, str], str] = {
         "suma_lib.attention.TTAEncoder",
         "meta_mix",
     ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
-    (
-        "suma_lib.attention.pseudo_log_likelihood",
-        "empty",
-    ): "owner: core: an empty tensor leaks a RuntimeError/IndexError from torch",
 }
 
 

@@ -382,3 +382,16 @@ def test_entropy_invariant_attention_with_one_key_and_huge_inputs() -> None:
     torch.testing.assert_close(out[0], v3[0])
     with pytest.raises(ValueError, match="d >= 1"):
         entropy_invariant_attention(torch.ones(2, 0), torch.ones(2, 0), torch.ones(2, 1))
+
+
+# ------------------------------------------------- issue 11: batch dimensions that do not broadcast
+def test_noise_change_rejects_non_broadcasting_batches() -> None:
+    from suma_lib.attention import noise_change_first_order, noisy_attention_change
+
+    s, v = torch.randn(2, 5), torch.randn(3, 5, 2)
+    with pytest.raises(ValueError, match="scores .* and values .* do not broadcast"):
+        noise_change_first_order(s, v, 0.1)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        noisy_attention_change(s, v, 0.1)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        noise_change_first_order(s[:0], v, 0.1)

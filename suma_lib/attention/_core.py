@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .._validation import check_int, check_tensor
+from .._validation import check_compatible, check_int, check_tensor
 
 __all__: list[str] = []  # private module
 
@@ -46,7 +46,12 @@ def check_bool(x: Any, name: str) -> bool:
 
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None) -> None:
-    """Floating ``q (..., n, d)``, ``k (..., m, d)``, optional ``v (..., m, d_v)`` on one device and dtype."""
+    """Floating ``q (..., n, d)``, ``k (..., m, d)``, optional ``v (..., m, d_v)`` on one device and dtype.
+
+    Their batch dimensions (all but the last two) must broadcast; a batch of size zero on one tensor
+    against a non-trivial one on another is such a mismatch, and raises a :class:`ValueError` here instead
+    of a torch error from inside the product.
+    """
     check_tensor(q, "q", min_dim=2, floating=True)
     check_tensor(k, "k", min_dim=2, floating=True)
     if q.shape[-1] != k.shape[-1]:
@@ -55,12 +60,15 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None) -> None:
         raise ValueError("q and k must have a last dimension d >= 1, got d = 0")
     if q.dtype != k.dtype or q.device != k.device:
         raise TypeError(f"q and k must share dtype and device, got {q.dtype}/{q.device} and {k.dtype}/{k.device}")
+    check_compatible(q, k, "q", "k", core_dims=2)
     if v is not None:
         check_tensor(v, "v", min_dim=2, floating=True)
         if v.shape[-2] != k.shape[-2]:
             raise ValueError(f"k and v must have the same length, got {k.shape[-2]} and {v.shape[-2]}")
         if v.dtype != q.dtype or v.device != q.device:
             raise TypeError(f"v must share q's dtype and device, got {v.dtype}/{v.device}")
+        check_compatible(k, v, "k", "v", core_dims=2)
+        check_compatible(q, v, "q", "v", core_dims=2)
 
 
 def check_device(x: torch.Tensor, ref: torch.Tensor, name: str, ref_name: str) -> None:

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from .._validation import check_float, check_generator, check_int, check_tensor
+from .._validation import check_compatible, check_float, check_generator, check_int, check_tensor
 from .exact import _default_scale
 from .linear import DEFAULT_CHUNK, _check_common, _compute_dtype, _kernel_attention
 
@@ -145,6 +145,8 @@ def _check_omega(omega: torch.Tensor, x: torch.Tensor) -> None:
         raise ValueError(f"omega must have d = {x.shape[-1]} columns, got shape {tuple(omega.shape)}")
     if omega.device != x.device:
         raise TypeError(f"omega must be on the inputs' device {x.device}, got {omega.device}")
+    # (..., L, d) against (..., m, d): the leading dimensions must broadcast (a 1-D x has none)
+    check_compatible(x, omega, "x", "omega", core_dims=(min(x.dim(), 2), 2), same_dtype=False)
 
 
 def _row_scale(x: torch.Tensor) -> torch.Tensor:

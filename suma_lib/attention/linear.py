@@ -96,6 +96,8 @@ def taylor_feature_map(x: torch.Tensor) -> torch.Tensor:
     Chapter: ``notebooks/linear-attention.ipynb``.
     """
     check_tensor(x, "x", min_dim=1, floating=True)
+    if x.shape[-1] == 0:
+        raise ValueError("x must have a last dimension d >= 1, got d = 0")
     big = x.abs().amax(dim=-1, keepdim=True)
     xs = x / torch.where(big > 0, big, torch.ones_like(big))
     norm = torch.linalg.vector_norm(xs, dim=-1, keepdim=True)

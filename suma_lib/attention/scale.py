@@ -19,7 +19,14 @@ import math
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_float, check_generator, check_int, check_tensor
+from .._validation import (
+    check_choice,
+    check_compatible,
+    check_float,
+    check_generator,
+    check_int,
+    check_tensor,
+)
 from ..entropy import entropy
 from ._core import check_qkv, prescale
 from .exact import combine_masks, softmax_attention
@@ -343,6 +350,7 @@ def _check_scores_values(scores: torch.Tensor, values: torch.Tensor) -> None:
         )
     if values.dtype != scores.dtype or values.device != scores.device:
         raise TypeError("scores and values must share dtype and device")
+    check_compatible(scores, values, "scores", "values", core_dims=(1, 2))
 
 
 def noisy_attention_change(
