@@ -23,7 +23,14 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import check_float, check_generator, check_int, check_tensor
+from ._validation import (
+    check_device,
+    check_dtype,
+    check_float,
+    check_generator,
+    check_int,
+    check_tensor,
+)
 from .attention._core import check_tokens
 
 __all__ = [
@@ -127,11 +134,10 @@ def partner_task(
 
 
 def _device(device, generator: torch.Generator | None) -> torch.device | None:
-    if device is not None and not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be None, a str or a torch.device, got {type(device).__name__}")
+    device = check_device(device)
     if device is None and generator is not None:
         return generator.device
-    return None if device is None else torch.device(device)
+    return device
 
 
 # ------------------------------------------------------------------------------------ Markov chains
@@ -171,6 +177,7 @@ def markov_chain(
     v = check_int(n_states, "n_states", low=1)
     beta = check_float(sharpness, "sharpness", low=0.0)
     check_generator(generator)
+    dtype = check_dtype(dtype, allow_none=False)
     g = torch.randn(v, v, generator=generator, device=_device(device, generator), dtype=dtype)
     return torch.full((v,), 1.0 / v, device=g.device, dtype=dtype), torch.softmax(beta * g, dim=-1)
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validation import check_float, check_generator, check_int
-from .attention._core import check_bool, check_device, check_tokens, former_names
+from .attention._core import check_bool, check_same_device, check_tokens, former_names
 
 __all__ = ["SequenceTagger", "default_loss", "train", "train_tagger"]
 
@@ -291,7 +291,7 @@ class SequenceTagger(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(..., n, n_classes)`` for token ids ``x`` of shape ``(..., n)``."""
         check_tokens(x, "x", self.vocab)
-        check_device(x, self.embed.weight, "x", "the model's parameters")
+        check_same_device(x, self.embed.weight, "x", "the model's parameters")
         n = x.shape[-1]
         if n > self.max_len:
             raise ValueError(f"x has length {n}, longer than max_len={self.max_len}")

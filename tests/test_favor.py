@@ -372,3 +372,12 @@ def test_feature_maps_reject_non_broadcasting_omega() -> None:
     # a shared (m, d) projection and a 1-D x still broadcast
     assert favor_features(x, omega[0]).shape == (2, 3, 8)
     assert favor_features(x[0, 0], omega[0]).shape == (8,)
+
+
+def test_draw_orthogonal_features_checks_the_device() -> None:  # issue 11
+    from suma_lib.attention import draw_orthogonal_features
+
+    with pytest.raises(ValueError, match="device"):
+        draw_orthogonal_features(8, 4, device="gpu0")
+    with pytest.raises(TypeError, match="device"):
+        draw_orthogonal_features(8, 4, device=1.5)

@@ -239,3 +239,11 @@ def test_markov_posterior_of_empty_sequences() -> None:  # issue 11: no position
     init, trans = markov_chain(4, generator=torch.Generator().manual_seed(0))
     out = markov_posterior(torch.zeros(2, 0, dtype=torch.long), init, trans)
     assert out.shape == (2, 0, 4) and out.dtype == trans.dtype
+
+
+def test_markov_chain_checks_dtype_and_device() -> None:  # issue 11
+    for bad in (torch.int64, "float32"):
+        with pytest.raises(TypeError, match="dtype"):
+            markov_chain(3, dtype=bad)
+    with pytest.raises(ValueError, match="device"):
+        markov_chain(3, device="gpu0")

@@ -644,14 +644,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("suma_lib.optim.rms", "bool_tensor"): "owner: p7: a bool tensor leaks a torch error",
     ("suma_lib.optim.rms", "huge"): "owner: p7: inf output at |x| = 1e30 (x**2 overflows)",
     (
-        "suma_lib.attention.combine_masks",
-        "bad_device",
-    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    (
-        "suma_lib.attention.draw_orthogonal_features",
-        "bad_device",
-    ): "owner: perf: a bad device string or number reaches torch (use _validation.check_device)",
-    (
         "suma_lib.attention.favor_features",
         "huge",
     ): "owner: perf: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
@@ -692,14 +684,6 @@ KNOWN: dict[tuple[str, str], str] = {
         "huge",
     ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
     (
-        "suma_lib.attention.markov_chain",
-        "bad_device",
-    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    (
-        "suma_lib.attention.markov_chain",
-        "bad_dtype",
-    ): "owner: core: an int dtype reaches torch (use _validation.check_dtype)",
-    (
         "suma_lib.attention.markov_posterior",
         "meta_mix",
     ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
@@ -712,25 +696,9 @@ KNOWN: dict[tuple[str, str], str] = {
         "huge",
     ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
     (
-        "suma_lib.attention.atrous_mask",
-        "bad_device",
-    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    (
-        "suma_lib.attention.fixed_mask",
-        "bad_device",
-    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    (
         "suma_lib.attention.local_attention",
         "huge",
     ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    (
-        "suma_lib.attention.local_mask",
-        "bad_device",
-    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    (
-        "suma_lib.attention.strided_mask",
-        "bad_device",
-    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
     (
         "suma_lib.attention.attention_scores",
         "huge",
@@ -771,14 +739,6 @@ KNOWN: dict[tuple[str, str], str] = {
         "suma_lib.attention.SequenceTagger",
         "meta_mix",
     ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
-    (
-        "suma_lib.attention.partner_task",
-        "bad_device",
-    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
-    (
-        "suma_lib.attention.diagonal_free_mask",
-        "bad_device",
-    ): "owner: core: a bad device string or number reaches torch (use _validation.check_device)",
     (
         "suma_lib.attention.TTALayer",
         "meta_mix",

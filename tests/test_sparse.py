@@ -212,7 +212,7 @@ def test_errors_name_the_argument() -> None:
     with pytest.raises(TypeError, match="causal"):
         local_mask(5, 1, causal=1)
     with pytest.raises(TypeError, match="device"):
-        local_mask(5, 1, device=3)
+        local_mask(5, 1, device=3.0)
     q = torch.randn(5, 4)
     with pytest.raises(ValueError, match="window"):
         local_attention(q, q, q, -1)
@@ -249,3 +249,35 @@ def test_reachability_rejects_masks_on_two_devices() -> None:
     cpu = torch.ones(3, 3, dtype=torch.bool)
     with pytest.raises(TypeError, match="masks\\[1\\]"):
         reachability([cpu, cpu.to("meta")])
+
+
+# ------------------------------------------------------- issue 11: bad device strings and numbers
+@pytest.mark.parametrize(
+    "bad, err", [("gpu0", ValueError), (1.5, TypeError), ("cuda:99", ValueError)]
+)
+def test_mask_builders_check_the_device(bad, err) -> None:
+    from suma_lib.attention import (
+        atrous_mask,
+        combine_masks,
+        diagonal_free_mask,
+        fixed_mask,
+        local_mask,
+        strided_mask,
+    )
+    from suma_lib.tasks import markov_chain, partner_task
+
+    calls = [
+        lambda: atrous_mask(4, 2, device=bad),
+        lambda: fixed_mask(4, 2, device=bad),
+        lambda: local_mask(4, 1, device=bad),
+        lambda: strided_mask(4, 2, device=bad),
+        lambda: diagonal_free_mask(4, device=bad),
+        lambda: combine_masks(None, True, 3, 3, device=bad),
+        lambda: markov_chain(3, device=bad),
+        lambda: partner_task(2, 2, 3, device=bad),
+    ]
+    for call in calls:
+        with pytest.raises(err, match="device"):
+            call()
+    assert local_mask(3, 1, device="meta").device.type == "meta"
+    assert torch.equal(local_mask(3, 0, device=torch.device("cpu")), torch.eye(3, dtype=torch.bool))

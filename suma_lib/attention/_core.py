@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .._validation import check_compatible, check_int, check_tensor
+from .._validation import check_compatible, check_device, check_int, check_tensor
 
 __all__: list[str] = []  # private module
 
@@ -71,7 +71,7 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None) -> None:
         check_compatible(q, v, "q", "v", core_dims=2)
 
 
-def check_device(x: torch.Tensor, ref: torch.Tensor, name: str, ref_name: str) -> None:
+def check_same_device(x: torch.Tensor, ref: torch.Tensor, name: str, ref_name: str) -> None:
     """A :class:`TypeError` when ``x`` and ``ref`` live on different devices (e.g. meta and CPU)."""
     if x.device != ref.device:
         raise TypeError(f"{name} must be on the device of {ref_name} ({ref.device}), got {x.device}")
@@ -195,6 +195,7 @@ def combine_masks(
     Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
     """
     check_bool(causal, "causal")
+    device = check_device(device, "device", allow_none=False)
     if mask is not None:
         check_mask(mask, n, m, device)
     if not causal:

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from .._validation import check_compatible, check_float, check_generator, check_int, check_tensor
+from .._validation import check_compatible, check_device, check_float, check_generator, check_int, check_tensor
 from .exact import _default_scale
 from .linear import DEFAULT_CHUNK, _check_common, _compute_dtype, _kernel_attention
 
@@ -88,7 +88,8 @@ def draw_orthogonal_features(
     dtype = torch.float32 if dtype is None else dtype
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
-    target = torch.device(device) if device is not None else (generator.device if generator else torch.device("cpu"))
+    device = check_device(device)
+    target = device if device is not None else (generator.device if generator else torch.device("cpu"))
     # Draw where the generator lives (the meta device needs no values and accepts any generator).
     where = target if generator is None or target.type == "meta" else generator.device
     work = torch.float64 if dtype == torch.float64 else torch.float32

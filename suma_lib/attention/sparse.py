@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_int, check_tensor
+from .._validation import check_device, check_int, check_tensor
 from ._core import check_bool, check_qkv, default_scale, masked_softmax, prescale
 from .exact import softmax_attention
 
@@ -48,9 +48,7 @@ def _grid(
     n = check_int(n, "n", low=0)
     k = check_int(k, "k", low=k_low)
     causal = check_bool(causal, "causal")
-    if device is not None and not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be None, a str or a torch.device, got {type(device).__name__}")
-    idx = torch.arange(n, device=device)
+    idx = torch.arange(n, device=check_device(device))
     return k, causal, idx[:, None], idx[None, :]
 
 

@@ -31,7 +31,8 @@ from torch import nn
 from .._validation import check_choice, check_float, check_int, check_tensor
 from ..tasks import markov_leave_one_out, markov_sample
 from ..training import train
-from ._core import check_device, check_tokens
+from .._validation import check_device
+from ._core import check_same_device, check_tokens
 from .multihead import MultiHeadAttention
 
 __all__ = [
@@ -66,7 +67,7 @@ def diagonal_free_mask(n: int, *, device: torch.device | str | None = None) -> t
         output there is zero (see :func:`~suma_lib.attention.exact.softmax_attention`).
     """
     n = check_int(n, "n", low=0)
-    return ~torch.eye(n, dtype=torch.bool, device=device)
+    return ~torch.eye(n, dtype=torch.bool, device=check_device(device))
 
 
 class DiagonalFreeAttention(MultiHeadAttention):
@@ -250,7 +251,7 @@ class TTAEncoder(nn.Module):
         torch.Tensor, shape ``(..., n, vocab_size)``
         """
         check_tokens(tokens, "tokens", self.vocab_size)
-        check_device(tokens, self.head.weight, "tokens", "the model's parameters")
+        check_same_device(tokens, self.head.weight, "tokens", "the model's parameters")
         return self.forward_embeddings(self.token_embedding(tokens), padding_mask)
 
     def forward_embeddings(
@@ -270,7 +271,7 @@ class TTAEncoder(nn.Module):
         torch.Tensor, shape ``(..., n, vocab_size)``
         """
         check_tensor(token_vectors, "token_vectors", min_dim=2, floating=True)
-        check_device(token_vectors, self.head.weight, "token_vectors", "the model's parameters")
+        check_same_device(token_vectors, self.head.weight, "token_vectors", "the model's parameters")
         n, width = token_vectors.shape[-2:]
         if width != self.token_embedding.embedding_dim:
             raise ValueError(
@@ -318,7 +319,7 @@ def pseudo_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.T
     """
     check_tensor(logits, "logits", min_dim=2, floating=True)
     check_tokens(tokens, "tokens", logits.shape[-1])
-    check_device(tokens, logits, "tokens", "logits")
+    check_same_device(tokens, logits, "tokens", "logits")
     if logits.shape[:-1] != tokens.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} must be tokens' shape {tuple(tokens.shape)} plus (V,)"
