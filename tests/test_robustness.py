@@ -656,37 +656,17 @@ KNOWN: dict[tuple[str, str], str] = {
         "nan",
     ): "owner: perf: a NaN input gives a finite output (NaN treated as no weight)",
     (
-        "suma_lib.attention.MultiHeadAttention",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
-    (
-        "suma_lib.attention.RealFormerBlock",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
-    (
         "suma_lib.attention.RealFormerBlock",
         "huge",
     ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    (
-        "suma_lib.attention.RealFormerEncoder",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
     (
         "suma_lib.attention.RealFormerEncoder",
         "huge",
     ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
     (
         "suma_lib.attention.ResidualAttention",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
-    (
-        "suma_lib.attention.ResidualAttention",
         "huge",
     ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    (
-        "suma_lib.attention.markov_posterior",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
     (
         "suma_lib.attention.residual_attention",
         "huge",
@@ -704,53 +684,17 @@ KNOWN: dict[tuple[str, str], str] = {
         "huge",
     ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
     (
-        "suma_lib.attention.DenseLogits",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
-    (
-        "suma_lib.attention.DotProductLogits",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
-    (
         "suma_lib.attention.DotProductLogits",
         "huge",
     ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
     (
         "suma_lib.attention.FactorizedDenseLogits",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
-    (
-        "suma_lib.attention.FactorizedDenseLogits",
         "huge",
     ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    (
-        "suma_lib.attention.FactorizedRandomLogits",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
-    (
-        "suma_lib.attention.RandomLogits",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
-    (
-        "suma_lib.attention.SynthesizerAttention",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
-    (
-        "suma_lib.attention.SequenceTagger",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
-    (
-        "suma_lib.attention.TTALayer",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
     (
         "suma_lib.attention.TTALayer",
         "huge",
     ): "owner: core: NaN/inf output at |x| = 1e30 (raw q @ k^T or unscaled products)",
-    (
-        "suma_lib.attention.TTAEncoder",
-        "meta_mix",
-    ): "owner: core: meta input with CPU tensors leaks a RuntimeError or computes on CPU",
 }
 
 

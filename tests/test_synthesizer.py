@@ -252,3 +252,23 @@ def test_dot_source_survives_overflow() -> None:
     with torch.no_grad():
         y = layer(torch.randn(2, 5, D, generator=torch.Generator().manual_seed(0)) * 1e25)
     assert torch.isfinite(y).all()
+
+
+# ------------------------------------------------------- issue 11: meta input, CPU parameters
+def test_logit_modules_reject_meta_input_with_cpu_parameters() -> None:
+    from suma_lib import attention as att
+
+    mods = [
+        att.DenseLogits(8, 2, 4),
+        att.DotProductLogits(8, 2),
+        att.FactorizedDenseLogits(8, 2, 4),
+        att.RandomLogits(2, 4),
+        att.FactorizedRandomLogits(2, 4, 2),
+    ]
+    x = torch.randn(2, 4, 8)
+    for mod in mods:
+        with pytest.raises(TypeError, match="x must be on the device of the module's parameters"):
+            mod(x.to("meta"))
+        assert mod(x).device.type == "cpu"  # same device: works
+        out = mod.to("meta")(x.to("meta"))
+        assert out.device.type == "meta"

@@ -24,6 +24,7 @@ gets zeros (never NaN), and infinite logits give the softmax's limit.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import numbers
 from typing import Any
@@ -75,6 +76,18 @@ def check_same_device(x: torch.Tensor, ref: torch.Tensor, name: str, ref_name: s
     """A :class:`TypeError` when ``x`` and ``ref`` live on different devices (e.g. meta and CPU)."""
     if x.device != ref.device:
         raise TypeError(f"{name} must be on the device of {ref_name} ({ref.device}), got {x.device}")
+
+
+def check_module_device(module: torch.nn.Module, x: torch.Tensor, name: str = "x") -> None:
+    """A :class:`TypeError` when ``x`` is not on the device of ``module``'s parameters and buffers.
+
+    Torch would raise its own error for a CPU weight on a meta input, or (for modules whose input only
+    sets a length) silently return CPU values for a meta input; both become one message naming ``name``.
+    A module with neither parameters nor buffers accepts any device.
+    """
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        check_same_device(x, t, name, "the module's parameters")
+        return
 
 
 def default_scale(scale: Any, d: int) -> float:

@@ -36,6 +36,7 @@ from ..training import SequenceTagger, train_tagger
 from ._core import (
     check_bool,
     check_heads,
+    check_module_device,
     clamp_finite,
     default_scale,
     former_names,
@@ -66,9 +67,11 @@ SYNTHESIZER_KINDS = ("dense", "random", "factorized_dense", "factorized_random",
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _check_x(x: torch.Tensor, embed_dim: int, max_len: int | None = None) -> int:
-    """Validate a sequence ``x`` of shape ``(..., n, embed_dim)``; return ``n``."""
+def _check_x(x: torch.Tensor, embed_dim: int, max_len: int | None = None, module: nn.Module | None = None) -> int:
+    """Validate a sequence ``x`` of shape ``(..., n, embed_dim)`` (on ``module``'s device); return ``n``."""
     check_tensor(x, "x", min_dim=2, floating=True)
+    if module is not None:
+        check_module_device(module, x)
     if x.shape[-1] != embed_dim:
         raise ValueError(f"x must have last dimension embed_dim={embed_dim}, got shape {tuple(x.shape)}")
     n = x.shape[-2]
@@ -117,7 +120,7 @@ class DenseLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(..., h, n, n)`` for ``x`` of shape ``(..., n, embed_dim)``."""
-        n = _check_x(x, self.embed_dim, self.max_len)
+        n = _check_x(x, self.embed_dim, self.max_len, self)
         b = self.w2(torch.relu(self.w1(x)))  # (..., n, h * max_len)
         return split_heads(b, self.num_heads)[..., :n]
 
@@ -143,6 +146,7 @@ class _TableLogits(nn.Module):
     def _length(self, x: torch.Tensor) -> int:
         """The sequence length ``n`` of ``x`` (``(..., n, d)``), at most ``max_len``."""
         check_tensor(x, "x", min_dim=2)
+        check_module_device(self, x)
         if x.shape[-2] > self.max_len:
             raise ValueError(f"x has length {x.shape[-2]}, longer than max_len={self.max_len}")
         return x.shape[-2]
@@ -311,7 +315,7 @@ class FactorizedDenseLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(..., h, n, n)`` for ``x`` of shape ``(..., n, embed_dim)``."""
-        n = _check_x(x, self.embed_dim, self.max_len)
+        n = _check_x(x, self.embed_dim, self.max_len, self)
         hid = torch.relu(self.w1(x))
         a = split_heads(self.wa(hid), self.num_heads)  # (..., h, n, a)
         b = split_heads(self.wb(hid), self.num_heads)  # (..., h, n, b)
@@ -347,7 +351,7 @@ class DotProductLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(..., h, n, n)`` for ``x`` of shape ``(..., n, embed_dim)``."""
-        _check_x(x, self.embed_dim)
+        _check_x(x, self.embed_dim, module=self)
         q = split_heads(self.wq(x), self.num_heads)
         k = split_heads(self.wk(x), self.num_heads)
         return scaled_logits(q, k, default_scale(None, q.shape[-1]))
