@@ -381,3 +381,20 @@ def test_draw_orthogonal_features_checks_the_device() -> None:  # issue 11
         draw_orthogonal_features(8, 4, device="gpu0")
     with pytest.raises(TypeError, match="device"):
         draw_orthogonal_features(8, 4, device=1.5)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e5, 1e30])
+def test_feature_maps_never_nan_and_match_float64(scale: float) -> None:  # issue 11
+    from suma_lib.attention import favor_features, favorpp_features
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, generator=gen, dtype=torch.float64) * scale
+    w = torch.randn(8, 4, generator=gen, dtype=torch.float64)
+    for ww in (w, w * scale):
+        for fn, args in ((favor_features, ()), (favorpp_features, (0.05,))):
+            ref = fn(x, ww, *args, log=True)  # float64 holds 1e60
+            out = fn(x.float(), ww.float(), *args, log=True)
+            assert not torch.isnan(out).any()
+            fin = ref.abs() < 1e30
+            assert torch.allclose(out.double()[fin], ref[fin], rtol=1e-5, atol=1e-4)
+            assert torch.equal(torch.sign(out.double()[~fin]), torch.sign(ref[~fin]))

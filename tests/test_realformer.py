@@ -247,3 +247,34 @@ def test_markov_chain_checks_dtype_and_device() -> None:  # issue 11
             markov_chain(3, dtype=bad)
     with pytest.raises(ValueError, match="device"):
         markov_chain(3, device="gpu0")
+
+
+# ------------------------------------------------------- issue 11: LayerNorm at |x| = 1e30
+@pytest.mark.parametrize("scale", [1.0, 1e18, 1e30, 1e38])
+def test_layer_norm_is_finite_and_exact_at_any_scale(scale: float) -> None:
+    from suma_lib.attention import _core
+
+    gen = torch.Generator().manual_seed(0)
+    ln = _core.LayerNorm(8)
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5, generator=gen)
+        ln.bias.uniform_(-1, 1, generator=gen)
+    x64 = torch.randn(3, 8, generator=gen, dtype=torch.float64)
+    ref = F.layer_norm(x64, (8,), ln.weight.double(), ln.bias.double(), ln.eps)  # scale-free
+    out = ln((x64 * scale).float())
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out.double(), ref, atol=1e-5)
+    x = torch.randn(4, 8, generator=gen)
+    assert torch.equal(ln(x), F.layer_norm(x, (8,), ln.weight, ln.bias, ln.eps))  # bit for bit
+    assert torch.equal(ln(torch.full((2, 8), 1e30)), ln.bias.expand(2, 8))  # constant rows: the bias
+    xg = (x * 1e30).requires_grad_(True)
+    ln(xg).square().sum().backward()
+    assert torch.isfinite(xg.grad).all()
+
+
+def test_realformer_block_finite_at_huge_input() -> None:
+    torch.manual_seed(0)
+    for variant in LN_VARIANTS:
+        block = RealFormerBlock(D, H, 16, variant)
+        y, _ = block(torch.randn(2, 3, D) * 1e30)
+        assert torch.isfinite(y).all()

@@ -395,3 +395,18 @@ def test_noise_change_rejects_non_broadcasting_batches() -> None:
         noisy_attention_change(s, v, 0.1)
     with pytest.raises(ValueError, match="do not broadcast"):
         noise_change_first_order(s[:0], v, 0.1)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e20, 1e30])
+def test_noise_change_first_order_scales_with_the_values(scale: float) -> None:  # issue 11
+    from suma_lib.attention import noise_change_first_order
+
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    v = torch.randn(3, 5, 2, generator=gen, dtype=torch.float64)
+    ref = noise_change_first_order(s, v, 0.1)  # float64; the change is linear in v
+    out = noise_change_first_order(s.float(), (v * scale).float(), 0.1)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out.double() / scale, ref, rtol=1e-5)
+    out_s = noise_change_first_order((s * 1e30).float(), v.float(), 0.1)  # one-hot weights: no change
+    assert torch.isfinite(out_s).all()

@@ -184,3 +184,14 @@ def test_normalized_scores_survive_overflow() -> None:
         torch.testing.assert_close(attention_scores(q64, k64, kind, scale=0.7, normalize=True), ref)
         big = attention_scores(q64.float() * 1e25, k64.float() * 1e25, kind, normalize=True)
         assert torch.isfinite(big).all(), kind
+
+
+def test_unnormalized_scores_never_nan_at_huge_input() -> None:  # issue 11
+    from suma_lib.attention import attention_scores
+
+    q, k = torch.randn(3, 4) * 1e30, torch.randn(5, 4) * 1e30
+    for kind in ("exp", "relu2", "relu", "elu1"):
+        out = attention_scores(q, k, kind, normalize=False)
+        assert not torch.isnan(out).any()
+    out = attention_scores(q / 1e30, k / 1e30, "exp", normalize=False)
+    assert torch.allclose(out, torch.exp((q / 1e30) @ (k / 1e30).T), rtol=1e-5)

@@ -272,3 +272,15 @@ def test_logit_modules_reject_meta_input_with_cpu_parameters() -> None:
         assert mod(x).device.type == "cpu"  # same device: works
         out = mod.to("meta")(x.to("meta"))
         assert out.device.type == "meta"
+
+
+def test_factorized_dense_logits_finite_at_huge_input() -> None:  # issue 11
+    from suma_lib import attention as att
+
+    torch.manual_seed(0)
+    mod = att.FactorizedDenseLogits(8, 2, 4)
+    x = torch.randn(2, 4, 8)
+    assert torch.isfinite(mod(x * 1e30)).all()
+    assert torch.equal(mod(x), mod.double()(x.double()).float()) or torch.allclose(
+        mod.float()(x), mod.double()(x.double()).float(), rtol=1e-5, atol=1e-6
+    )

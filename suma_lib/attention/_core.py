@@ -323,6 +323,46 @@ def zero_rows(out: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
     return out.masked_fill(dead, 0.0)
 
 
+class LayerNorm(torch.nn.LayerNorm):
+    r""":class:`torch.nn.LayerNorm` that stays finite when :math:`\sum_t x_t^2` would overflow.
+
+    Rows whose largest entry exceeds :math:`\sqrt{\text{max}/(4D)}` (:math:`D` normalised entries) are
+    normalised as :math:`\hat c / \sqrt{\overline{\hat c^2} + \epsilon/t^2}` with :math:`c = x - \mu`
+    (:math:`\mu` taken from :math:`x/s`) and :math:`\hat c = c/t`, :math:`s, t` powers of two; every other
+    row is exactly torch's. On the CPU the safe path runs only when such a row exists; it computes in
+    float64 (where the device has it), so that a row of equal entries gives exactly the bias.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == 0 or x.device.type == "meta" or not x.is_floating_point():
+            return super().forward(x)
+        dims = tuple(range(-len(self.normalized_shape), 0))
+        work = torch.float32 if x.dtype in _HALF else x.dtype
+        size = math.prod(self.normalized_shape)
+        limit = math.sqrt(torch.finfo(work).max / (4 * size))
+        big = _abs_max(x, dims).to(work) > limit
+        if x.device.type == "cpu":
+            try:
+                if not bool(big.any()):
+                    return super().forward(x)
+            except RuntimeError:  # under torch.func.vmap
+                pass
+        plain = super().forward(torch.where(big, torch.zeros_like(x), x))  # no NaN in its gradient
+        # the safe path in float64 (MPS has none): the mean of equal entries is exact, and so is x - mu
+        xw = x.to(work if x.device.type == "mps" else torch.float64)
+        s = _pow2_near(_abs_max(xw, dims))
+        c = xw - (xw / s).mean(dims, keepdim=True) * s
+        t = _pow2_near(_abs_max(c, dims))
+        ct = c / t
+        y = ct * torch.rsqrt((ct * ct).mean(dims, keepdim=True) + (math.sqrt(self.eps) / t) ** 2)
+        y = y.to(x.dtype)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return torch.where(big, y, plain)
+
+
 def randn(shape: tuple[int, ...], std: float, generator, device, dtype) -> torch.Tensor:
     """Normal draws through an optional generator (on the generator's device), moved to ``device``."""
     gen_device = generator.device if generator is not None else device

@@ -24,6 +24,7 @@ import math
 import torch
 
 from .._validation import check_compatible, check_device, check_float, check_generator, check_int, check_tensor
+from ._core import _pow2_near
 from .exact import _default_scale
 from .linear import DEFAULT_CHUNK, _check_common, _compute_dtype, _kernel_attention
 
@@ -135,9 +136,45 @@ def favor_features(x: torch.Tensor, omega: torch.Tensor, *, log: bool = False) -
     """
     check_tensor(x, "x", min_dim=1, floating=True)
     _check_omega(omega, x)
-    logphi = torch.matmul(x, omega.transpose(-2, -1))  # a fresh (..., L, m) buffer: update it in place
-    logphi = logphi.sub_(0.5 * (x * x).sum(dim=-1, keepdim=True) + 0.5 * math.log(omega.shape[-2]))
+    logphi = None
+    if x.device.type == "cpu":  # the plain formula, kept when it has no NaN (bit for bit as before)
+        logphi = torch.matmul(x, omega.transpose(-2, -1))  # a fresh (..., L, m) buffer: update in place
+        logphi = logphi.sub_(0.5 * (x * x).sum(dim=-1, keepdim=True) + 0.5 * math.log(omega.shape[-2]))
+    if logphi is None or _has_nan(logphi):
+        logphi = _safe_log_features(x, omega, 1.0, 0.0, -0.5 * math.log(omega.shape[-2]))
     return logphi if log else logphi.exp_()
+
+
+def _has_nan(t: torch.Tensor) -> bool:
+    try:
+        return bool(torch.isnan(t).any())
+    except RuntimeError:  # under torch.func.vmap a value cannot steer the control flow
+        return True
+
+
+def _safe_log_features(
+    x: torch.Tensor, omega: torch.Tensor, r: float, alpha: float, const: float
+) -> torch.Tensor:
+    r""":math:`r\,x\cdot\omega + \alpha\lVert\omega\rVert^2 - \lVert x\rVert^2/2 + c`, ``(..., L, m)``, never NaN
+    for finite input.
+
+    With powers of two :math:`X \ge \max|x|/2` (per row of ``x``), :math:`W` (per row of ``omega``) and
+    :math:`S = \max(X, W)`, the bracket
+    :math:`r\tfrac{X}{S}\tfrac{W}{S}\,\hat x\cdot\hat\omega + \alpha\tfrac{W^2}{S^2}\lVert\hat\omega\rVert^2
+    - \tfrac{X^2}{2S^2}\lVert\hat x\rVert^2` is finite (:math:`\hat x = x/X`, :math:`\hat\omega = \omega/W`),
+    and :math:`S(S\cdot[\ldots])` overflows to :math:`\pm\infty` (the feature is then 0 or inf) instead
+    of :math:`\infty - \infty`.
+    """
+    xd, wd = x.detach().abs().amax(-1, keepdim=True), omega.detach().abs().amax(-1, keepdim=True)
+    big_x, big_w = _pow2_near(xd), _pow2_near(wd).transpose(-2, -1)  # (..., L, 1), (..., 1, m)
+    s = torch.maximum(big_x, big_w)
+    px, pw = big_x / s, big_w / s
+    xh, wh = x / big_x, omega / big_w.transpose(-2, -1)
+    t = torch.matmul(xh, wh.transpose(-2, -1))
+    ux = (xh * xh).sum(-1, keepdim=True)
+    uw = (wh * wh).sum(-1).unsqueeze(-2)
+    bracket = (r * px) * pw * t + (alpha * pw) * pw * uw - (0.5 * px) * px * ux
+    return s * (s * bracket) + const
 
 
 def _check_omega(omega: torch.Tensor, x: torch.Tensor) -> None:
@@ -393,10 +430,14 @@ def favorpp_features(x: torch.Tensor, omega: torch.Tensor, a: float, *, log: boo
     _check_omega(omega, x)
     a = check_float(a, "a", high=0.125, high_open=True)
     d, m = x.shape[-1], omega.shape[-2]
-    logphi = torch.matmul(x, omega.transpose(-2, -1)).mul_(math.sqrt(1 - 4 * a))
-    logphi = logphi.add_(a * (omega * omega).sum(-1).unsqueeze(-2))
     const = 0.25 * d * math.log1p(-4 * a) - 0.5 * math.log(m)
-    logphi = logphi.sub_(0.5 * (x * x).sum(dim=-1, keepdim=True) - const)
+    logphi = None
+    if x.device.type == "cpu":  # the plain formula, kept when it has no NaN (bit for bit as before)
+        logphi = torch.matmul(x, omega.transpose(-2, -1)).mul_(math.sqrt(1 - 4 * a))
+        logphi = logphi.add_(a * (omega * omega).sum(-1).unsqueeze(-2))
+        logphi = logphi.sub_(0.5 * (x * x).sum(dim=-1, keepdim=True) - const)
+    if logphi is None or _has_nan(logphi):
+        logphi = _safe_log_features(x, omega, math.sqrt(1 - 4 * a), a, const)
     return logphi if log else logphi.exp_()
 
 

@@ -34,6 +34,7 @@ from ._core import (
     scaled_logits,
     split_heads,
 )
+from . import _core
 from .multihead import MultiHeadAttention
 
 __all__ = [
@@ -262,8 +263,8 @@ class RealFormerBlock(nn.Module):
         self.attn = ResidualAttention(embed_dim, num_heads, **fk)
         e = self.attn.embed_dim
         self.ff = nn.Sequential(nn.Linear(e, ff_dim, **fk), nn.GELU(), nn.Linear(ff_dim, e, **fk))
-        self.ln1 = nn.LayerNorm(e, **fk)
-        self.ln2 = nn.LayerNorm(e, **fk)
+        self.ln1 = _core.LayerNorm(e, **fk)
+        self.ln2 = _core.LayerNorm(e, **fk)
 
     def forward(
         self,
@@ -330,7 +331,7 @@ class RealFormerEncoder(nn.Module):
         self.blocks = nn.ModuleList(
             RealFormerBlock(embed_dim, num_heads, ff_dim, variant, **fk) for _ in range(num_layers)
         )
-        self.final_ln = nn.LayerNorm(embed_dim, **fk) if variant == "pre" else nn.Identity()
+        self.final_ln = _core.LayerNorm(embed_dim, **fk) if variant == "pre" else nn.Identity()
 
     def forward(
         self,

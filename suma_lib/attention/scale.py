@@ -353,6 +353,13 @@ def _check_scores_values(scores: torch.Tensor, values: torch.Tensor) -> None:
     check_compatible(scores, values, "scores", "values", core_dims=(1, 2))
 
 
+def _pow2(x: torch.Tensor) -> torch.Tensor:
+    """A finite power of two ``p > 0`` with ``x / p`` in ``[0, 2]``, for ``x >= 0`` (1 where ``x = 0``)."""
+    fi = torch.finfo(x.dtype)
+    p = torch.exp2(torch.log2(x.clamp_min(fi.tiny)).ceil().clamp(max=math.frexp(fi.max)[1] - 1))
+    return torch.where(x > 0, p, torch.ones_like(p))
+
+
 def noisy_attention_change(
     scores: torch.Tensor,
     values: torch.Tensor,
@@ -452,9 +459,17 @@ def noise_change_first_order(
     noise_std = check_float(noise_std, "noise_std", low=0.0)
     check_choice(noise, "noise", _NOISES)
     p = torch.softmax(scores, dim=-1)
-    o = (p.unsqueeze(-2) @ values).squeeze(-2)
-    spread = ((values - o.unsqueeze(-2)) ** 2).sum(dim=-1)  # ‖v_i − o‖², (..., n)
-    return torch.sqrt(_noise_tau2(noise, noise_std) * (p**2 * spread).sum(dim=-1))
+    # ‖v_i − o‖² overflows for |v| ~ 1e20 (and 0 * inf = NaN where p_i = 0): work with v / c, c a power
+    # of two per attention row (exact), and multiply the root back by c.
+    if values.numel():
+        c = _pow2(values.detach().abs().amax(dim=(-2, -1), keepdim=True))
+    else:  # nothing to scale (and no maximum to take)
+        c = values.new_ones((*values.shape[:-2], 1, 1))
+    vc = values / c
+    o = (p.unsqueeze(-2) @ vc).squeeze(-2)
+    spread = ((vc - o.unsqueeze(-2)) ** 2).sum(dim=-1)  # ‖v_i − o‖² / c², (..., n)
+    rms = torch.sqrt(_noise_tau2(noise, noise_std) * (p**2 * spread).sum(dim=-1))
+    return rms * c.squeeze(-1).squeeze(-1)
 
 
 # ------------------------------------------------------------------ lowest entropy with bounded logits

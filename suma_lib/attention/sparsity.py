@@ -204,7 +204,7 @@ def attention_scores(
         phi = (lambda t: F.elu(t) + 1.0) if kind == "elu1" else F.relu
         q, k = phi(q), phi(k)
     if not normalize:
-        s = c * (q @ k.mT)
+        s = scaled_logits(q, k, c)  # capped, never inf - inf = NaN; exp / square may still overflow
         return {"exp": torch.exp, "relu2": lambda t: F.relu(t) ** 2}.get(kind, lambda t: t)(s)
     # Normalised rows do not depend on a positive factor of the row: drop |c| and the powers of two that
     # keep q k^T from overflowing, then square (relu2) only after dividing by the row's largest entry.

@@ -319,7 +319,8 @@ class FactorizedDenseLogits(nn.Module):
         hid = torch.relu(self.w1(x))
         a = split_heads(self.wa(hid), self.num_heads)  # (..., h, n, a)
         b = split_heads(self.wb(hid), self.num_heads)  # (..., h, n, b)
-        rows = b.unsqueeze(-1) * a.unsqueeze(-2)  # (..., h, n, b, a): entry (p, q) = b_p a_q
+        # (..., h, n, b, a): entry (p, q) = b_p a_q, the overflow-safe logits of a rank-one product
+        rows = scaled_logits(b.unsqueeze(-1), a.unsqueeze(-1), 1.0)
         return rows.flatten(-2)[..., :n]
 
 

@@ -33,6 +33,7 @@ from ..tasks import markov_leave_one_out, markov_sample
 from ..training import train
 from .._validation import check_device
 from ._core import check_same_device, check_tokens
+from . import _core
 from .multihead import MultiHeadAttention
 
 __all__ = [
@@ -132,11 +133,11 @@ class TTALayer(nn.Module):
         dropout = check_float(dropout, "dropout", low=0.0, high=1.0, high_open=True)
         kw = {"device": device, "dtype": dtype}
         self.attn = DiagonalFreeAttention(embed_dim, num_heads, **kw)
-        self.norm1 = nn.LayerNorm(embed_dim, **kw)
+        self.norm1 = _core.LayerNorm(embed_dim, **kw)
         self.ff = nn.Sequential(
             nn.Linear(embed_dim, ff_dim, **kw), nn.GELU(), nn.Linear(ff_dim, embed_dim, **kw)
         )
-        self.norm2 = nn.LayerNorm(embed_dim, **kw)
+        self.norm2 = _core.LayerNorm(embed_dim, **kw)
         self.drop = nn.Dropout(dropout)
 
     def forward(
@@ -223,8 +224,8 @@ class TTAEncoder(nn.Module):
         kw = {"device": device, "dtype": dtype}
         self.token_embedding = nn.Embedding(vocab_size, embed_dim, **kw)
         self.position_embedding = nn.Embedding(max_len, embed_dim, **kw)
-        self.memory_norm = nn.LayerNorm(embed_dim, **kw)
-        self.query_norm = nn.LayerNorm(embed_dim, **kw)
+        self.memory_norm = _core.LayerNorm(embed_dim, **kw)
+        self.query_norm = _core.LayerNorm(embed_dim, **kw)
         self.layers = nn.ModuleList(
             TTALayer(embed_dim, num_heads, ff_dim, dropout, **kw) for _ in range(num_layers)
         )
