@@ -645,14 +645,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("suma_lib.optim.rms", "int_tensor"): "owner: p7: an int tensor leaks a torch error",
     ("suma_lib.optim.rms", "bool_tensor"): "owner: p7: a bool tensor leaks a torch error",
     ("suma_lib.optim.rms", "huge"): "owner: p7: inf output at |x| = 1e30 (x**2 overflows)",
-    (
-        "suma_lib.attention.favor_attention",
-        "nan",
-    ): "owner: perf: a NaN input gives a finite output (NaN treated as no weight)",
-    (
-        "suma_lib.attention.linear_attention",
-        "nan",
-    ): "owner: perf: a NaN input gives a finite output (NaN treated as no weight)",
 }
 
 
