@@ -305,11 +305,7 @@ def test_no_module_imports_a_siblings_private_names() -> None:
 
     import suma_lib.attention as pkg
 
-    # favor.py and linear.py are maintained separately and still take exact's and linear's private names.
-    pending = {"favor.py", "linear.py"}
     for path in Path(pkg.__file__).parent.glob("*.py"):
-        if path.name in pending:
-            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module not in (None, "_core"):
                 private = [a.name for a in node.names if a.name.startswith("_")]

@@ -30,22 +30,26 @@ import numbers
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from .._validation import check_compatible, check_device, check_int, check_tensor
+from .._numerics import work_dtype
+from .._validation import (
+    check_bool,
+    check_compatible,
+    check_device,
+    check_float,
+    check_index_range,
+    check_int,
+    check_tensor,
+)
 
 __all__: list[str] = []  # private module
 
-_HALF = (torch.float16, torch.bfloat16)
+#: Integer token ids in ``[0, high)`` of at least one dimension (the shared check, with ``min_dim=1``).
+check_tokens = functools.partial(check_index_range, min_dim=1)
 
 
 # ------------------------------------------------------------------------------------------- checks
-def check_bool(x: Any, name: str) -> bool:
-    """``x`` itself if it is a bool, else a :class:`TypeError` naming ``name``."""
-    if not isinstance(x, bool):
-        raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
-    return x
-
-
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None) -> None:
     """Floating ``q (..., n, d)``, ``k (..., m, d)``, optional ``v (..., m, d_v)`` on one device and dtype.
 
@@ -101,19 +105,6 @@ def default_scale(scale: Any, d: int) -> float:
     if not math.isfinite(scale):
         raise ValueError(f"scale must be finite, got {scale}")
     return float(scale)
-
-
-def check_tokens(x: Any, name: str, high: int | None = None, *, min_dim: int = 1) -> torch.Tensor:
-    """Integer token ids in ``[0, high)``; negative or too large ids raise a :class:`ValueError` naming ``name``."""
-    check_tensor(x, name, min_dim=min_dim)
-    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor of token ids, got {x.dtype}")
-    if x.device.type != "meta" and x.numel():
-        lo, hi = int(x.min()), int(x.max())
-        if lo < 0 or (high is not None and hi >= high):
-            upper = "" if high is None else f", {high}"
-            raise ValueError(f"{name} must hold ids in [0{upper}), got values in [{lo}, {hi}]")
-    return x
 
 
 def former_names(**former: str):
@@ -247,7 +238,7 @@ def rescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor):
     # (s a) b in float64: a b cannot overflow for narrower inputs, and no 0 * inf (a, b are finite).
     wide = (lambda t: t) if q.dtype == torch.float64 else (lambda t: t.to(torch.float64))
     c = (wide(a) * scale) * wide(b)
-    acc = torch.float32 if q.dtype in _HALF else q.dtype
+    acc = work_dtype(q.dtype)
     c_max = min(torch.finfo(q.dtype).max / 2, torch.finfo(acc).max / (4 * d))
     return q / a, k / b, c.clamp(-c_max, c_max).to(q.dtype)
 
@@ -264,7 +255,7 @@ def prescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor) -> t
     """
     if q.numel() == 0 or k.numel() == 0:  # nothing to overflow (and no maximum to take)
         return q * scale, k
-    work = torch.float32 if q.dtype in _HALF else q.dtype  # half kernels accumulate in float32
+    work = work_dtype(q.dtype)  # half kernels accumulate in float32
     a = _abs_max(q, -1).to(work)
     b = _abs_max(k, (-2, -1)).to(work)
     limit = torch.finfo(work).max / (2 * q.shape[-1])  # |q2 . k| <= d * limit < max
@@ -323,6 +314,144 @@ def zero_rows(out: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
     return out.masked_fill(dead, 0.0)
 
 
+# ------------------------------------------------------------- the kernel (linear) attention engine
+def _safe_div(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
+    """``num / den``, but 0 where ``den <= eps`` (a row with no weight); gradient-safe (the other branch never
+    sees 0). A NaN denominator is not "no weight": it divides, so NaN in the inputs comes out as NaN."""
+    empty = den <= eps
+    return torch.where(empty, 0.0, num / torch.where(empty, torch.ones_like(den), den))
+
+
+def kernel_attention(
+    phi_q: torch.Tensor,
+    phi_k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool,
+    chunk_size: int,
+    per_feature: bool = False,
+    eps: float | None = None,
+) -> torch.Tensor:
+    r"""Attention with weights :math:`\phi(q_i)^\top\phi(k_j)` from precomputed features (shared engine).
+
+    ``per_feature=False`` (kernel form): :math:`o_i = \phi_i^\top S / \phi_i^\top z`.
+    ``per_feature=True`` (the softmax map): each feature column of ``phi_k`` is normalised over the
+    visible keys, :math:`o_i = \sum_f \phi_{if} S_{f\cdot} / z_f`, which is the kernel form with query
+    features :math:`\phi_{if} / z_f` and no denominator.
+    Features are used as given (stabilise them first); the output has the features' dtype.
+    """
+    if eps is None:
+        eps = torch.finfo(phi_q.dtype).tiny
+    if not causal:
+        state = torch.matmul(phi_k.transpose(-2, -1), v)  # sum_j phi(k_j) v_j^T   (f, d_v)
+        z = phi_k.sum(dim=-2, keepdim=True)  # sum_j phi(k_j)   (1, f)
+        if per_feature:
+            return torch.matmul(_safe_div(phi_q, z, eps), state)
+        return _safe_div(torch.matmul(phi_q, state), torch.matmul(phi_q, z.transpose(-2, -1)), eps)
+
+    if not per_feature:
+        return _causal_chunks(phi_q, phi_k, v, chunk_size, eps)
+    n = phi_q.shape[-2]
+    lead = torch.broadcast_shapes(phi_q.shape[:-2], phi_k.shape[:-2], v.shape[:-2])
+    f, dv = phi_q.shape[-1], v.shape[-1]
+    state = phi_q.new_zeros(*lead, f, dv)  # S = sum over earlier chunks of phi(k_j) v_j^T
+    z = phi_q.new_zeros(*lead, 1, f)  # z = sum over earlier chunks of phi(k_j)
+    tril = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=phi_q.device).tril()
+    out = phi_q.new_empty(*lead, n, dv)  # filled chunk by chunk
+    for s in range(0, n, chunk_size):
+        e = min(s + chunk_size, n)  # the last chunk may be shorter: no padding needed
+        fq, fk, vc = phi_q[..., s:e, :], phi_k[..., s:e, :], v[..., s:e, :]
+        mask = tril[: e - s, : e - s]
+        if per_feature:
+            zc = z + fk.cumsum(dim=-2)  # normaliser of each feature over the keys j <= i
+            fq = _safe_div(fq, zc, eps)
+        w = torch.matmul(fq, fk.transpose(-2, -1)).masked_fill(~mask, 0.0)  # exact inside the chunk
+        num = torch.matmul(w, vc) + torch.matmul(fq, state)  # ... plus everything before it
+        if not per_feature:
+            den = w.sum(dim=-1, keepdim=True) + torch.matmul(fq, z.transpose(-2, -1))
+            num = _safe_div(num, den, eps)
+        out[..., s:e, :] = num
+        state = state + torch.matmul(fk.transpose(-2, -1), vc)  # S <- S + sum_{j in chunk} phi(k_j) v_j^T
+        z = z + fk.sum(dim=-2, keepdim=True)
+    return out
+
+
+def _causal_chunks(
+    phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, chunk_size: int, eps: float
+) -> torch.Tensor:
+    r"""Causal kernel attention, all chunks at once (no loop over the sequence).
+
+    With chunks of :math:`C` positions (the last one padded with zero features, which weigh nothing),
+    chunk :math:`c` gets the exact masked quadratic form inside it plus the state of every earlier chunk:
+
+    .. math:: o_i = \frac{\sum_{j \le i,\ j \in c} w_{ij} v_j + \phi(q_i)^\top S_{<c}}
+       {\sum_{j \le i,\ j \in c} w_{ij} + \phi(q_i)^\top z_{<c}}, \qquad
+       S_{<c} = \sum_{c' < c} \phi(K_{c'})^\top V_{c'},
+
+    the exclusive prefix sums :math:`S_{<c}`, :math:`z_{<c}` taken over the :math:`n/C` chunk states by one
+    ``cumsum`` (the chunkwise form of the later linear-attention literature). A handful of batched matrix
+    products whatever :math:`n`; the extra memory is :math:`(n/C)\,f\,d_v + n\,C`, linear in :math:`n`.
+    """
+    n = phi_q.shape[-2]
+    lead = torch.broadcast_shapes(phi_q.shape[:-2], phi_k.shape[:-2], v.shape[:-2])
+    c = min(chunk_size, max(n, 1))
+    pad = (-n) % c
+    dv = v.shape[-1]
+    # values with a column of ones: the same products then give the denominators (last column)
+    fq, fk = (t.expand(*lead, *t.shape[-2:]) for t in (phi_q, phi_k))
+    vc = torch.cat([v.expand(*lead, *v.shape[-2:]), v.new_ones(*lead, n, 1)], dim=-1)
+    if pad:
+        fq, fk, vc = (F.pad(t, (0, 0, 0, pad)) for t in (fq, fk, vc))
+    chunks = (n + pad) // c
+    f = fq.shape[-1]
+    fq = fq.reshape(*lead, chunks, c, f)
+    fk = fk.reshape(*lead, chunks, c, f)
+    vc = vc.reshape(*lead, chunks, c, dv + 1)
+    tril = torch.ones(c, c, dtype=torch.bool, device=fq.device).tril()
+    w = torch.matmul(fq, fk.transpose(-2, -1)).masked_fill_(~tril, 0.0)  # exact inside each chunk
+    states = torch.matmul(fk.transpose(-2, -1), vc)  # (..., chunks, f, d_v + 1): [S_c, z_c]
+    # exclusive prefix over chunks, by a shifted cumsum (no subtraction: NaN and inf stay in their place)
+    before = F.pad(torch.cumsum(states[..., :-1, :, :], dim=-3), (0, 0, 0, 0, 1, 0))
+    num = torch.matmul(w, vc).add_(torch.matmul(fq, before))
+    out = _safe_div(num[..., :dv], num[..., dv:], eps).reshape(*lead, chunks * c, dv)
+    return out[..., :n, :] if pad else out
+
+
+def check_kernel_args(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool,
+    chunk_size: int,
+    key_mask: torch.Tensor | None,
+    eps: float | None,
+) -> None:
+    """The arguments shared by the kernel attentions (linear, FAVOR+, FAVOR++)."""
+    check_qkv(q, k, v)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    check_int(chunk_size, "chunk_size", low=1)
+    if causal and q.shape[-2] != k.shape[-2]:
+        raise ValueError(
+            f"causal attention needs as many queries as keys, got q length {q.shape[-2]} and k length "
+            f"{k.shape[-2]}"
+        )
+    if key_mask is not None:
+        check_tensor(key_mask, "key_mask", min_dim=1)
+        if key_mask.dtype != torch.bool:
+            raise TypeError(f"key_mask must be a boolean tensor (True = keep), got {key_mask.dtype}")
+        if key_mask.shape[-1] != k.shape[-2]:
+            raise ValueError(
+                f"key_mask must have the keys' length {k.shape[-2]} as its last dimension, got shape "
+                f"{tuple(key_mask.shape)}"
+            )
+        if key_mask.device != k.device:
+            raise TypeError(f"key_mask must be on k's device {k.device}, got {key_mask.device}")
+    if eps is not None:
+        check_float(eps, "eps", low=0.0)
+
+
+
 class LayerNorm(torch.nn.LayerNorm):
     r""":class:`torch.nn.LayerNorm` that stays finite when :math:`\sum_t x_t^2` would overflow.
 
@@ -337,7 +466,7 @@ class LayerNorm(torch.nn.LayerNorm):
         if x.numel() == 0 or x.device.type == "meta" or not x.is_floating_point():
             return super().forward(x)
         dims = tuple(range(-len(self.normalized_shape), 0))
-        work = torch.float32 if x.dtype in _HALF else x.dtype
+        work = work_dtype(x.dtype)
         size = math.prod(self.normalized_shape)
         limit = math.sqrt(torch.finfo(work).max / (4 * size))
         big = _abs_max(x, dims).to(work) > limit

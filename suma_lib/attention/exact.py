@@ -27,10 +27,6 @@ from ._core import (
     zero_rows,
 )
 
-# ``check_qkv`` and ``default_scale`` keep their former private names here for modules not yet moved to
-# ``_core`` (favor.py, linear.py).
-_check_qkv, _default_scale = check_qkv, default_scale
-
 __all__ = ["attention_weights", "combine_masks", "softmax_attention"]
 
 

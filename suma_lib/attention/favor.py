@@ -23,10 +23,17 @@ import math
 
 import torch
 
-from .._validation import check_compatible, check_device, check_float, check_generator, check_int, check_tensor
-from ._core import _pow2_near
-from .exact import _default_scale
-from .linear import DEFAULT_CHUNK, _check_common, _compute_dtype, _kernel_attention
+from .._numerics import work_dtype
+from .._validation import (
+    check_compatible,
+    check_device,
+    check_float,
+    check_generator,
+    check_int,
+    check_tensor,
+)
+from ._core import _pow2_near, check_kernel_args, default_scale, kernel_attention
+from .linear import DEFAULT_CHUNK
 
 __all__ = [
     "draw_orthogonal_features",
@@ -241,7 +248,7 @@ def _positive_attention(
     top = lk.detach().nan_to_num(nan=float("-inf")).amax(dim=(-2, -1), keepdim=True)
     phi_k = lk.sub_(_finite_or_zero(top)).exp_()
     del lq, lk
-    return _kernel_attention(phi_q, phi_k, vc, causal=causal, chunk_size=chunk_size, eps=eps)
+    return kernel_attention(phi_q, phi_k, vc, causal=causal, chunk_size=chunk_size, eps=eps)
 
 
 def favor_attention(
@@ -320,7 +327,7 @@ def favor_attention(
 
     Chapter: ``notebooks/performer.ipynb``.
     """
-    _check_common(q, k, v, causal, chunk_size, key_mask, eps)
+    check_kernel_args(q, k, v, causal, chunk_size, key_mask, eps)
     qs, ks, vc, omega = _scaled_inputs(q, k, v, omega, n_features, orthogonal, generator, scale)
     out = _positive_attention(qs, ks, vc, omega, 1.0, None, causal, chunk_size, key_mask, eps)
     return out.to(q.dtype)
@@ -328,10 +335,10 @@ def favor_attention(
 
 def _scaled_inputs(q, k, v, omega, n_features, orthogonal, generator, scale):
     """sqrt(s) q, sqrt(s) k, v in the compute dtype, and the projection (given or drawn)."""
-    s = _default_scale(scale, q.shape[-1])
+    s = default_scale(scale, q.shape[-1])
     if s <= 0:
         raise ValueError(f"scale must be positive for the softmax kernel, got {s}")
-    dtype = _compute_dtype(q.dtype)
+    dtype = work_dtype(q.dtype)
     omega = _projection(q, omega, n_features, orthogonal, generator, dtype)
     root = math.sqrt(s)
     return q.to(dtype) * root, k.to(dtype) * root, v.to(dtype), omega
@@ -475,7 +482,7 @@ def favorpp_attention(
     -----
     Chapter: ``notebooks/performer.ipynb`` (Likhosherstov et al., arXiv:2205.15317).
     """
-    _check_common(q, k, v, causal, chunk_size, key_mask, eps)
+    check_kernel_args(q, k, v, causal, chunk_size, key_mask, eps)
     qs, ks, vc, omega = _scaled_inputs(q, k, v, omega, n_features, orthogonal, generator, scale)
     # rho and A are functions of the inputs like everything else (autograd sees them too)
     kk = ks if key_mask is None else ks * key_mask.unsqueeze(-1)

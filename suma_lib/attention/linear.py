@@ -29,8 +29,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_choice, check_float, check_int, check_tensor
-from .exact import _check_qkv
+from .._numerics import safe_divisor, work_dtype
+from .._validation import check_choice, check_tensor
+from ._core import check_kernel_args, kernel_attention
 
 __all__ = [
     "FEATURE_MAPS",
@@ -99,18 +100,10 @@ def taylor_feature_map(x: torch.Tensor) -> torch.Tensor:
     if x.shape[-1] == 0:
         raise ValueError("x must have a last dimension d >= 1, got d = 0")
     big = x.abs().amax(dim=-1, keepdim=True)
-    xs = x / torch.where(big > 0, big, torch.ones_like(big))
+    xs = x / safe_divisor(big)
     norm = torch.linalg.vector_norm(xs, dim=-1, keepdim=True)
-    unit = xs / torch.where(norm > 0, norm, torch.ones_like(norm))
+    unit = xs / safe_divisor(norm)
     return torch.cat([torch.ones_like(unit[..., :1]), unit], dim=-1)
-
-
-# ----------------------------------------------------------------------------------------- the engine
-def _safe_div(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
-    """``num / den``, but 0 where ``den <= eps`` (a row with no weight); gradient-safe (the other branch never
-    sees 0). A NaN denominator is not "no weight": it divides, so NaN in the inputs comes out as NaN."""
-    empty = den <= eps
-    return torch.where(empty, 0.0, num / torch.where(empty, torch.ones_like(den), den))
 
 
 def _stabilise_keys(phi_k: torch.Tensor) -> torch.Tensor:
@@ -121,146 +114,13 @@ def _stabilise_keys(phi_k: torch.Tensor) -> torch.Tensor:
     # max |.|, ignoring NaN (a NaN key must not switch the stabilisation off for the others; it reaches the
     # output through its own weight)
     big = phi_k.detach().nan_to_num(nan=0.0).abs_().amax(dim=(-2, -1), keepdim=True)
-    return phi_k / torch.where(big > 0, big, torch.ones_like(big))
+    return phi_k / safe_divisor(big)
 
 
 def _stabilise_queries(phi_q: torch.Tensor) -> torch.Tensor:
     """Divide each query's features by their largest magnitude (a detached per-row constant)."""
     big = phi_q.detach().abs().amax(dim=-1, keepdim=True)  # max |.|
-    return phi_q / torch.where(big > 0, big, torch.ones_like(big))
-
-
-def _kernel_attention(
-    phi_q: torch.Tensor,
-    phi_k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    causal: bool,
-    chunk_size: int,
-    per_feature: bool = False,
-    eps: float | None = None,
-) -> torch.Tensor:
-    r"""Attention with weights :math:`\phi(q_i)^\top\phi(k_j)` from precomputed features (shared engine).
-
-    ``per_feature=False`` (kernel form): :math:`o_i = \phi_i^\top S / \phi_i^\top z`.
-    ``per_feature=True`` (the softmax map): each feature column of ``phi_k`` is normalised over the
-    visible keys, :math:`o_i = \sum_f \phi_{if} S_{f\cdot} / z_f`, which is the kernel form with query
-    features :math:`\phi_{if} / z_f` and no denominator.
-    Features are used as given (stabilise them first); the output has the features' dtype.
-    """
-    if eps is None:
-        eps = torch.finfo(phi_q.dtype).tiny
-    if not causal:
-        state = torch.matmul(phi_k.transpose(-2, -1), v)  # sum_j phi(k_j) v_j^T   (f, d_v)
-        z = phi_k.sum(dim=-2, keepdim=True)  # sum_j phi(k_j)   (1, f)
-        if per_feature:
-            return torch.matmul(_safe_div(phi_q, z, eps), state)
-        return _safe_div(torch.matmul(phi_q, state), torch.matmul(phi_q, z.transpose(-2, -1)), eps)
-
-    if not per_feature:
-        return _causal_chunks(phi_q, phi_k, v, chunk_size, eps)
-    n = phi_q.shape[-2]
-    lead = torch.broadcast_shapes(phi_q.shape[:-2], phi_k.shape[:-2], v.shape[:-2])
-    f, dv = phi_q.shape[-1], v.shape[-1]
-    state = phi_q.new_zeros(*lead, f, dv)  # S = sum over earlier chunks of phi(k_j) v_j^T
-    z = phi_q.new_zeros(*lead, 1, f)  # z = sum over earlier chunks of phi(k_j)
-    tril = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=phi_q.device).tril()
-    out = phi_q.new_empty(*lead, n, dv)  # filled chunk by chunk
-    for s in range(0, n, chunk_size):
-        e = min(s + chunk_size, n)  # the last chunk may be shorter: no padding needed
-        fq, fk, vc = phi_q[..., s:e, :], phi_k[..., s:e, :], v[..., s:e, :]
-        mask = tril[: e - s, : e - s]
-        if per_feature:
-            zc = z + fk.cumsum(dim=-2)  # normaliser of each feature over the keys j <= i
-            fq = _safe_div(fq, zc, eps)
-        w = torch.matmul(fq, fk.transpose(-2, -1)).masked_fill(~mask, 0.0)  # exact inside the chunk
-        num = torch.matmul(w, vc) + torch.matmul(fq, state)  # ... plus everything before it
-        if not per_feature:
-            den = w.sum(dim=-1, keepdim=True) + torch.matmul(fq, z.transpose(-2, -1))
-            num = _safe_div(num, den, eps)
-        out[..., s:e, :] = num
-        state = state + torch.matmul(fk.transpose(-2, -1), vc)  # S <- S + sum_{j in chunk} phi(k_j) v_j^T
-        z = z + fk.sum(dim=-2, keepdim=True)
-    return out
-
-
-def _causal_chunks(
-    phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, chunk_size: int, eps: float
-) -> torch.Tensor:
-    r"""Causal kernel attention, all chunks at once (no loop over the sequence).
-
-    With chunks of :math:`C` positions (the last one padded with zero features, which weigh nothing),
-    chunk :math:`c` gets the exact masked quadratic form inside it plus the state of every earlier chunk:
-
-    .. math:: o_i = \frac{\sum_{j \le i,\ j \in c} w_{ij} v_j + \phi(q_i)^\top S_{<c}}
-       {\sum_{j \le i,\ j \in c} w_{ij} + \phi(q_i)^\top z_{<c}}, \qquad
-       S_{<c} = \sum_{c' < c} \phi(K_{c'})^\top V_{c'},
-
-    the exclusive prefix sums :math:`S_{<c}`, :math:`z_{<c}` taken over the :math:`n/C` chunk states by one
-    ``cumsum`` (the chunkwise form of the later linear-attention literature). A handful of batched matrix
-    products whatever :math:`n`; the extra memory is :math:`(n/C)\,f\,d_v + n\,C`, linear in :math:`n`.
-    """
-    n = phi_q.shape[-2]
-    lead = torch.broadcast_shapes(phi_q.shape[:-2], phi_k.shape[:-2], v.shape[:-2])
-    c = min(chunk_size, max(n, 1))
-    pad = (-n) % c
-    dv = v.shape[-1]
-    # values with a column of ones: the same products then give the denominators (last column)
-    fq, fk = (t.expand(*lead, *t.shape[-2:]) for t in (phi_q, phi_k))
-    vc = torch.cat([v.expand(*lead, *v.shape[-2:]), v.new_ones(*lead, n, 1)], dim=-1)
-    if pad:
-        fq, fk, vc = (F.pad(t, (0, 0, 0, pad)) for t in (fq, fk, vc))
-    chunks = (n + pad) // c
-    f = fq.shape[-1]
-    fq = fq.reshape(*lead, chunks, c, f)
-    fk = fk.reshape(*lead, chunks, c, f)
-    vc = vc.reshape(*lead, chunks, c, dv + 1)
-    tril = torch.ones(c, c, dtype=torch.bool, device=fq.device).tril()
-    w = torch.matmul(fq, fk.transpose(-2, -1)).masked_fill_(~tril, 0.0)  # exact inside each chunk
-    states = torch.matmul(fk.transpose(-2, -1), vc)  # (..., chunks, f, d_v + 1): [S_c, z_c]
-    # exclusive prefix over chunks, by a shifted cumsum (no subtraction: NaN and inf stay in their place)
-    before = F.pad(torch.cumsum(states[..., :-1, :, :], dim=-3), (0, 0, 0, 0, 1, 0))
-    num = torch.matmul(w, vc).add_(torch.matmul(fq, before))
-    out = _safe_div(num[..., :dv], num[..., dv:], eps).reshape(*lead, chunks * c, dv)
-    return out[..., :n, :] if pad else out
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulate in float32 for half-precision inputs, in the input's precision otherwise."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def _check_common(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    causal: bool,
-    chunk_size: int,
-    key_mask: torch.Tensor | None,
-    eps: float | None,
-) -> None:
-    _check_qkv(q, k, v)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    check_int(chunk_size, "chunk_size", low=1)
-    if causal and q.shape[-2] != k.shape[-2]:
-        raise ValueError(
-            f"causal attention needs as many queries as keys, got q length {q.shape[-2]} and k length "
-            f"{k.shape[-2]}"
-        )
-    if key_mask is not None:
-        check_tensor(key_mask, "key_mask", min_dim=1)
-        if key_mask.dtype != torch.bool:
-            raise TypeError(f"key_mask must be a boolean tensor (True = keep), got {key_mask.dtype}")
-        if key_mask.shape[-1] != k.shape[-2]:
-            raise ValueError(
-                f"key_mask must have the keys' length {k.shape[-2]} as its last dimension, got shape "
-                f"{tuple(key_mask.shape)}"
-            )
-        if key_mask.device != k.device:
-            raise TypeError(f"key_mask must be on k's device {k.device}, got {key_mask.device}")
-    if eps is not None:
-        check_float(eps, "eps", low=0.0)
+    return phi_q / safe_divisor(big)
 
 
 def linear_attention(
@@ -327,12 +187,12 @@ def linear_attention(
 
     Chapter: ``notebooks/linear-attention.ipynb``.
     """
-    _check_common(q, k, v, causal, chunk_size, key_mask, eps)
+    check_kernel_args(q, k, v, causal, chunk_size, key_mask, eps)
     if isinstance(feature_map, str):
         check_choice(feature_map, "feature_map", FEATURE_MAPS)
     elif not callable(feature_map):
         raise TypeError(f"feature_map must be one of {FEATURE_MAPS} or a callable, got {type(feature_map).__name__}")
-    dtype = _compute_dtype(q.dtype)
+    dtype = work_dtype(q.dtype)
     qc, kc, vc = q.to(dtype), k.to(dtype), v.to(dtype)
     keep = None if key_mask is None else key_mask.unsqueeze(-1)
     per_feature = feature_map == "softmax"
@@ -351,7 +211,7 @@ def linear_attention(
             phi_k = torch.where(keep, phi_k, torch.zeros_like(phi_k))
         phi_q = _stabilise_queries(phi_q)  # one at a time: the unscaled copy is freed before the next
         phi_k = _stabilise_keys(phi_k)
-    out = _kernel_attention(phi_q, phi_k, vc, causal=causal, chunk_size=chunk_size, per_feature=per_feature, eps=eps)
+    out = kernel_attention(phi_q, phi_k, vc, causal=causal, chunk_size=chunk_size, per_feature=per_feature, eps=eps)
     return out.to(q.dtype)
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from .._validation import check_choice, check_int, check_tensor
 from ..tasks import markov_chain, markov_mlm_task, markov_posterior
+from . import _core
 from ._core import (
     check_bool,
     check_qkv,
@@ -34,7 +35,6 @@ from ._core import (
     scaled_logits,
     split_heads,
 )
-from . import _core
 from .multihead import MultiHeadAttention
 
 __all__ = [

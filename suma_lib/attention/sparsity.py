@@ -20,6 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .._numerics import safe_divisor
 from .._validation import check_choice, check_float, check_int, check_tensor
 from ._core import check_bool, check_qkv, masked_softmax, rescale, scaled_logits
 
@@ -40,7 +41,7 @@ def _rescaled_abs(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``|x| / max|x|`` along ``dim`` (rows of zeros stay zero): safe to square for any finite ``x``."""
     a = x.abs()
     top = a.amax(dim=dim, keepdim=True)
-    return a / torch.where(top > 0, top, torch.ones_like(top))
+    return a / safe_divisor(top)
 
 
 def attention_sparsity(
@@ -212,4 +213,4 @@ def attention_scores(
     s = (q1 @ k1.mT) * (math.copysign(1.0, c) if c else 0.0)
     x = _rescaled_abs(F.relu(s), -1) ** 2 if kind == "relu2" else s
     l1 = x.abs().sum(-1, keepdim=True)
-    return x / torch.where(l1 > 0, l1, torch.ones_like(l1))
+    return x / safe_divisor(l1)

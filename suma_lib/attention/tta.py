@@ -28,12 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_choice, check_float, check_int, check_tensor
+from .._validation import check_choice, check_device, check_float, check_int, check_tensor
 from ..tasks import markov_leave_one_out, markov_sample
 from ..training import train
-from .._validation import check_device
-from ._core import check_same_device, check_tokens
 from . import _core
+from ._core import check_same_device, check_tokens
 from .multihead import MultiHeadAttention
 
 __all__ = [
