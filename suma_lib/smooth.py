@@ -534,9 +534,11 @@ def _cdf(u: torch.Tensor, kernel: str) -> torch.Tensor:
 def smooth_floor(x: torch.Tensor, scale: float = 0.1, kernel: str = "gaussian") -> torch.Tensor:
     r"""The floor function convolved with an approximate identity, as a sum of smoothed steps.
 
-    Writing :math:`\lfloor x \rfloor = \sum_{n \ge 1} H(x - n) - \sum_{n \le 0} H(n - x)` with the step
-    :math:`H`, and :math:`H * \delta_s = F(\cdot/s)` with the kernel's distribution function :math:`F`
-    (:math:`\Phi` or the sigmoid), the smoothed floor is a sum of :math:`F` terms. Regrouped around
+    Writing :math:`\lfloor x \rfloor = \sum_{n \ge 1} H(x - n) - \sum_{n \le 0} [x < n]` with the step
+    :math:`H(t) = [t \ge 0]` and the strict indicator in the second sum (so that :math:`\lfloor 0
+    \rfloor = 0`; :math:`[x < n]` differs from :math:`H(n - x)` only at :math:`x = n`, which no
+    convolution sees), and :math:`H * \delta_s = F(\cdot/s)` with the kernel's distribution
+    function :math:`F` (:math:`\Phi` or the sigmoid), the smoothed floor is a sum of :math:`F` terms. Regrouped around
     :math:`n_0 = \lfloor x \rfloor` and :math:`f = x - n_0 \in [0, 1)`, every term is a tail
     probability:
 

@@ -294,8 +294,13 @@ def tilted_entropy(n: float, x: float | np.ndarray, d: int | None = None) -> np.
 
     where :math:`P_x` is the score law :math:`P` tilted by :math:`e^{x t}`. For Gaussian scores
     :math:`H \approx \log n - x^2/2`; for cosines :math:`K'(x) = I_{d/2}(x)/I_{d/2-1}(x)`.
-    The approximation needs :math:`(e^{K(2x) - 2K(x)} - 1)/n \ll 1` (the relative variance of
-    :math:`\sum_i e^{x t_i}`); beyond it the softmax "freezes" on the largest scores.
+    The law-of-large-numbers step needs :math:`(e^{K(2x) - 2K(x)} - 1)/n \ll 1`, the relative variance
+    of :math:`\sum_i e^{x t_i}`; for Gaussian scores :math:`K(2x) - 2K(x) = x^2`, so it needs
+    :math:`x^2 \ll \log n`. That is a condition on the estimate, not yet a change of regime: the
+    softmax "freezes" on the few largest scores (the random-energy-model transition, where the entropy
+    stops growing with :math:`n`) only at :math:`x^2 = 2\log n`, the point where the estimate
+    :math:`\log n - x^2/2` would reach :math:`0`. For :math:`\log n \lesssim x^2 < 2\log n` the sum is
+    dominated by rare large terms and the estimate is unreliable, although no freezing has occurred.
 
     Parameters
     ----------
