@@ -2,16 +2,20 @@ r"""Synthetic tasks for small attention models, with their exact (Bayes-optimal)
 
 * :func:`permutation_task` and :func:`partner_task`: tasks that need positional or content attention
   (chapter ``synthesizer``);
-* a first-order Markov chain over ``V`` states: :func:`markov_chain` draws one, :func:`markov_sample`
+* a first-order Markov chain over ``V`` states: :func:`markov_chain` draws
+  one, :func:`markov_sample`
   draws sequences from it, :func:`markov_mlm_task` hides some positions (a miniature masked language
-  model), :func:`markov_posterior` gives the exact posterior of every position given the visible ones
+  model), :func:`markov_posterior` gives the exact posterior of every position given the visible
+  ones
   (forward-backward) and :func:`markov_leave_one_out` the exact :math:`p(x_i \mid x_{\setminus i})`
   (chapters ``realformer`` and ``faster-mlm``).
 
 Every Markov function takes the chain in one order, ``(initial, transition)``: the distribution
 :math:`\pi` of the first state, shape ``(V,)``, then the row-stochastic matrix
-:math:`P_{ab} = p(x_{t+1} = b \mid x_t = a)`, shape ``(V, V)``, as :func:`markov_chain` returns them.
-(The older :func:`suma_lib.attention.sample_markov_chain` and :func:`suma_lib.attention.markov_conditionals`
+:math:`P_{ab} = p(x_{t+1} = b \mid x_t = a)`, shape ``(V, V)``, as :func:`markov_chain` returns
+them.
+(The older :func:`suma_lib.attention.sample_markov_chain`
+and :func:`suma_lib.attention.markov_conditionals`
 take ``(transition, initial)``; they are thin wrappers of :func:`markov_sample` and
 :func:`markov_leave_one_out`.)
 
@@ -78,7 +82,9 @@ def permutation_task(
     check_generator(generator)
     if perm.shape != (n,):
         raise ValueError(f"perm must be an integer tensor of shape ({n},), got {tuple(perm.shape)}")
-    if perm.device.type != "meta" and not torch.equal(perm.sort().values, torch.arange(n, device=perm.device)):
+    if perm.device.type != "meta" and not torch.equal(
+        perm.sort().values, torch.arange(n, device=perm.device)
+    ):
         raise ValueError("perm must be a permutation of range(n)")
     x = torch.randint(0, vocab, (batch, n), generator=generator, device=perm.device)
     return x, x[:, perm]
@@ -93,9 +99,12 @@ def partner_task(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""A task that needs *content* attention: find the other token with the same symbol, report its payload.
 
-    Each sequence holds :math:`2m` tokens: the symbols :math:`0, \dots, m-1` twice each, in random order,
-    each with an independent uniform payload in :math:`0, \dots, P-1`; token id = symbol :math:`\cdot P` +
-    payload. The target at position :math:`i` is the payload of its partner (the other position with the
+    Each sequence holds :math:`2m` tokens: the symbols :math:`0, \dots, m-1` twice each, in random
+    order,
+    each with an independent uniform payload in :math:`0, \dots, P-1`; token id =
+    symbol :math:`\cdot P` +
+    payload. The target at position :math:`i` is the payload of its partner (the other position with
+    the
     same symbol), so where to look depends on the tokens, not on the positions.
 
     Parameters
@@ -253,7 +262,8 @@ def markov_mlm_task(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Masked-token prediction on sequences of a Markov chain (a miniature MLM).
 
-    Sequences :math:`s_0 \sim \pi,\ s_t \sim P_{s_{t-1}\cdot}` are drawn; each position is hidden with
+    Sequences :math:`s_0 \sim \pi,\ s_t \sim P_{s_{t-1}\cdot}` are drawn; each position is hidden
+    with
     probability ``mask_rate`` (replaced by the id :math:`V`), and the targets are the hidden states.
 
     Parameters
@@ -270,7 +280,8 @@ def markov_mlm_task(
     Returns
     -------
     tuple of torch.Tensor
-        Inputs ``x`` (``(batch, n)``, ids ``0..V``, ``V`` = hidden) and targets ``y`` (the hidden states,
+        Inputs ``x`` (``(batch, n)``, ids ``0..V``, ``V`` = hidden) and targets ``y`` (the hidden
+        states,
         ``-100`` at visible positions).
 
     Notes
@@ -301,10 +312,13 @@ def _normalise(p: torch.Tensor, name: str) -> torch.Tensor:
     return p / total
 
 
-def markov_posterior(x: torch.Tensor, initial: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
+def markov_posterior(
+    x: torch.Tensor, initial: torch.Tensor, transition: torch.Tensor
+) -> torch.Tensor:
     r"""Exact posterior of every position's state given the visible ones (forward-backward).
 
-    With the evidence :math:`e_t(s) = 1` at a hidden position and :math:`[s = x_t]` at a visible one,
+    With the evidence :math:`e_t(s) = 1` at a hidden position and :math:`[s = x_t]` at a visible
+    one,
 
     .. math::
 
@@ -312,7 +326,8 @@ def markov_posterior(x: torch.Tensor, initial: torch.Tensor, transition: torch.T
        \beta_{n-1} = \mathbf{1},\quad \beta_t = P (e_{t+1} \odot \beta_{t+1}), \qquad
        p(s_t = s \mid x) \propto \alpha_t(s)\, \beta_t(s),
 
-    each message renormalised as it goes. Its cross-entropy on the hidden states is the Bayes limit of
+    each message renormalised as it goes. Its cross-entropy on the hidden states is the Bayes limit
+    of
     any predictor of :func:`markov_mlm_task`.
 
     Parameters
@@ -330,7 +345,8 @@ def markov_posterior(x: torch.Tensor, initial: torch.Tensor, transition: torch.T
     Raises
     ------
     ValueError
-        If an id lies outside ``[0, V]``, or the visible states have probability zero under the chain.
+        If an id lies outside ``[0, V]``, or the visible states have probability zero under the
+        chain.
 
     Notes
     -----
@@ -356,15 +372,19 @@ def markov_posterior(x: torch.Tensor, initial: torch.Tensor, transition: torch.T
     return _normalise(torch.stack(alpha, 1) * torch.stack(beta, 1), "x")
 
 
-def markov_leave_one_out(tokens: torch.Tensor, initial: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
+def markov_leave_one_out(
+    tokens: torch.Tensor, initial: torch.Tensor, transition: torch.Tensor
+) -> torch.Tensor:
     r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at once.
 
     Only the two neighbours matter:
 
     .. math:: p(x_i = a \mid x_{\setminus i}) \propto \pi_{i-1 \to a}\; P_{a, x_{i+1}},
-              \qquad \pi_{i-1\to a} = \begin{cases} \pi(a) & i = 1 \\ P_{x_{i-1}, a} & i > 1\end{cases}
+              \qquad \pi_{i-1\to a} = \begin{cases} \pi(a) & i = 1 \\ P_{x_{i-1}, a} & i >
+              1\end{cases}
 
-    (the second factor is 1 at the last position). This is the Bayes-optimal predictor of every token
+    (the second factor is 1 at the last position). This is the Bayes-optimal predictor of every
+    token
     from all the others (what a T-TA model can at best approach); it equals :func:`markov_posterior`
     with only position :math:`i` hidden.
 
@@ -392,7 +412,9 @@ def markov_leave_one_out(tokens: torch.Tensor, initial: torch.Tensor, transition
     v = _check_chain(initial, transition)
     check_tokens(tokens, "tokens", v)
     if tokens.device != transition.device:
-        raise TypeError(f"tokens must be on the chain's device {transition.device}, got {tokens.device}")
+        raise TypeError(
+            f"tokens must be on the chain's device {transition.device}, got {tokens.device}"
+        )
     left = transition[tokens[..., :-1]]  # (..., n-1, V): P[x_{i-1}, a]
     left = torch.cat((initial.expand(*tokens.shape[:-1], 1, v), left), dim=-2)
     right = transition.mT[tokens[..., 1:]]  # (..., n-1, V): P[a, x_{i+1}]
