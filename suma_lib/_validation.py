@@ -254,27 +254,38 @@ def check_device(x: Any, name: str = "device", *, allow_none: bool = True) -> to
     return dev
 
 
-def check_index_range(ids: Any, name: str, size: int) -> torch.Tensor:
+def check_index_range(
+    ids: Any, name: str, size: int | None = None, *, min_dim: int = 0
+) -> torch.Tensor:
     """Check that ``ids`` is an integer tensor of indices in ``[0, size)`` (token ids, class
-    labels).
+    labels); ``size=None`` checks only that no id is negative.
 
     Negative ids are rejected (they would wrap around silently in indexing), and so are ids
     ``>= size`` (torch would raise an IndexError from deep inside, or read past the table). The
-    value check is skipped on the meta device.
+    value check is skipped on the meta device. The attention modules use it as ``check_tokens``
+    (with ``min_dim=1``).
 
     Raises
     ------
     TypeError
         If ``ids`` is not a tensor of an integer dtype (bool included).
     ValueError
-        If an id lies outside ``[0, size)``.
+        If ``ids`` has fewer than ``min_dim`` dimensions or an id lies outside ``[0, size)``.
     """
     if not isinstance(ids, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of integer ids, got {type(ids).__name__}")
+    if ids.dim() < min_dim:
+        raise ValueError(
+            f"{name} must have at least {min_dim} dimension(s), got shape {tuple(ids.shape)}"
+        )
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must have an integer dtype, got {ids.dtype}")
+        raise TypeError(f"{name} must be an integer tensor of ids, got dtype {ids.dtype}")
     if ids.device.type != "meta" and ids.numel():
         lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= size:
-            raise ValueError(f"{name} must lie in [0, {size}), got values in [{lo}, {hi}]")
+        if lo < 0 or (size is not None and hi >= size):
+            upper = "" if size is None else f", {size}"
+            raise ValueError(
+                f"{name} must hold ids in [0{upper}): every id of {name} must lie in [0{upper}), "
+                f"got values in [{lo}, {hi}]"
+            )
     return ids

@@ -1,20 +1,24 @@
 r"""The self-orthogonality regulariser (chapter ``self-orthogonality``).
 
-For a Gaussian (or any rotation-invariant) input :math:`x`, the signs of two projections agree with a
+For a Gaussian (or any rotation-invariant) input :math:`x`, the signs of two projections agree with
+a
 probability fixed by the angle :math:`\theta_{ij}` between the kernels:
 
 .. math:: \vartheta_{ij} = \mathbb{E}_x\bigl[\operatorname{sgn}(x^\top w_i)\,\operatorname{sgn}(x^\top w_j)\bigr]
    = 1 - \frac{2\theta_{ij}}{\pi},
 
-which vanishes exactly when :math:`w_i \perp w_j`. The regulariser of Zhang et al. (arXiv:2001.01275)
+which vanishes exactly when :math:`w_i \perp w_j`. The regulariser of Zhang et al.
+(arXiv:2001.01275)
 estimates :math:`\vartheta_{ij}` from the layer's own batch, with :math:`\operatorname{sgn} \approx
 \tanh(s\,\cdot)` so that it has a gradient, and penalises
 
 .. math:: R = \lambda_1 \Bigl(\sum_{i \ne j} \vartheta_{ij}\Bigr)^2 + \lambda_2 \sum_{i \ne j} \vartheta_{ij}^2,
    \qquad \lambda_1 = 100,\ \lambda_2 = 1.
 
-Kernels are the rows of ``weight`` (the layout of :class:`torch.nn.Linear`, ``(k, d)``); the inputs are
-``x`` of shape ``(..., b, d)``. For a convolution, pass ``weight.flatten(1)`` and the unfolded patches
+Kernels are the rows of ``weight`` (the layout of :class:`torch.nn.Linear`, ``(k, d)``); the inputs
+are
+``x`` of shape ``(..., b, d)``. For a convolution, pass ``weight.flatten(1)`` and the unfolded
+patches
 ``F.unfold(x, kernel_size).transpose(1, 2)``.
 
 Chapter: ``notebooks/self-orthogonality.ipynb``.
@@ -75,7 +79,9 @@ def pairwise_angles(weight: torch.Tensor) -> torch.Tensor:
     _check_weight(weight)
     if weight.device.type != "meta" and weight.numel() and bool((weight == 0).all(dim=-1).any()):
         raise ValueError("weight has a zero row; the angle of a zero kernel is undefined")
-    u = unit(weight)  # rescaled by the largest entry first: rows of norm 1e20 or 1e-30 work in float32
+    u = unit(
+        weight
+    )  # rescaled by the largest entry first: rows of norm 1e20 or 1e-30 work in float32
     diff = (u.unsqueeze(-2) - u.unsqueeze(-3)).norm(dim=-1)
     summ = (u.unsqueeze(-2) + u.unsqueeze(-3)).norm(dim=-1)
     return 2 * torch.atan2(diff, summ)
@@ -96,22 +102,30 @@ def _check_inputs(x: torch.Tensor, weight: torch.Tensor, sharpness: float) -> fl
 
 def _check_sharpness(sharpness: float) -> float:
     if isinstance(sharpness, bool) or not isinstance(sharpness, (int, float)):
-        raise TypeError(f"sharpness must be a positive float (or math.inf), got {type(sharpness).__name__}")
+        raise TypeError(
+            f"sharpness must be a positive float (or math.inf), got {type(sharpness).__name__}"
+        )
     if not sharpness > 0:  # also rejects NaN
         raise ValueError(f"sharpness must be > 0 (math.inf for the exact sign), got {sharpness}")
     return float(sharpness)
 
 
-def sign_correlation(x: torch.Tensor, weight: torch.Tensor, *, sharpness: float = 10.0) -> torch.Tensor:
+def sign_correlation(
+    x: torch.Tensor, weight: torch.Tensor, *, sharpness: float = 10.0
+) -> torch.Tensor:
     r"""Batch estimate of :math:`\vartheta_{ij} = \mathbb{E}[\operatorname{sgn}(x^\top w_i)\operatorname{sgn}(x^\top w_j)]`.
 
-    With :math:`Y = X W^\top` (``(..., b, k)``), each column :math:`t_i = \tanh(s\,Y_{:,i})` is normalised to
+    With :math:`Y = X W^\top` (``(..., b, k)``), each column :math:`t_i = \tanh(s\,Y_{:,i})` is
+    normalised to
     unit length along the batch and :math:`\vartheta = \hat T^\top \hat T`. For the exact sign
     (``sharpness=math.inf``, with :math:`\operatorname{sgn}(0) = -1`) every column has length
-    :math:`\sqrt b` and this is the plain average :math:`\frac1b\sum_\alpha \operatorname{sgn}\operatorname{sgn}`,
+    :math:`\sqrt b` and this is the plain
+    average :math:`\frac1b\sum_\alpha \operatorname{sgn}\operatorname{sgn}`,
     whose expectation is :math:`1 - 2\theta_{ij}/\pi` for rotation-invariant :math:`x`. For finite
-    :math:`s` it is the cosine similarity of the tanh features: close to :math:`1 - 2\theta/\pi` when
-    :math:`s\lVert w\rVert\sigma_x \gg 1` and close to :math:`\cos\theta` when it is :math:`\ll 1`; both
+    :math:`s` it is the cosine similarity of the tanh features: close to :math:`1 - 2\theta/\pi`
+    when
+    :math:`s\lVert w\rVert\sigma_x \gg 1` and close to :math:`\cos\theta` when it is :math:`\ll 1`;
+    both
     vanish at :math:`\theta = \pi/2`.
 
     Parameters
@@ -121,13 +135,15 @@ def sign_correlation(x: torch.Tensor, weight: torch.Tensor, *, sharpness: float 
     weight : torch.Tensor, shape ``(..., k, d)``
         The kernels (rows); leading dimensions broadcast against ``x``'s.
     sharpness : float
-        :math:`s` in :math:`\operatorname{sgn}(y) \approx \tanh(s y)`; ``math.inf`` uses the exact sign
+        :math:`s` in :math:`\operatorname{sgn}(y) \approx \tanh(s y)`; ``math.inf`` uses the exact
+        sign
         (no gradient). The paper uses 10.
 
     Returns
     -------
     torch.Tensor, shape ``(..., k, k)``
-        Symmetric with unit diagonal; a kernel whose tanh features are all zero (e.g. a zero kernel) gets
+        Symmetric with unit diagonal; a kernel whose tanh features are all zero (e.g. a zero kernel)
+        gets
         a zero row and column instead of NaN.
 
     Notes
@@ -160,8 +176,10 @@ def self_orthogonality_loss(
 ) -> torch.Tensor:
     r"""The self-orthogonality regulariser :math:`\lambda_1(\sum_{i\ne j}\vartheta_{ij})^2 + \lambda_2\sum_{i\ne j}\vartheta_{ij}^2`.
 
-    :math:`\vartheta` is :func:`sign_correlation` of the batch ``x`` and the kernels ``weight``. The first
-    term asks the *mean* normalised angle to be :math:`\pi/2`; the second asks every pair to be orthogonal.
+    :math:`\vartheta` is :func:`sign_correlation` of the batch ``x`` and the kernels ``weight``. The
+    first
+    term asks the *mean* normalised angle to be :math:`\pi/2`; the second asks every pair to be
+    orthogonal.
 
     Parameters
     ----------
@@ -195,13 +213,15 @@ def self_orthogonality_loss(
 class SelfOrthogonality(nn.Module):
     r"""The self-orthogonality regulariser as a module: ``reg(x, weight)`` returns :math:`R`.
 
-    Add it to the task loss for each regularised layer, with the layer's input batch and its kernels, e.g.
+    Add it to the task loss for each regularised layer, with the layer's input batch and its
+    kernels, e.g.
     ``loss = task + reg(h, layer.weight)``; see :func:`self_orthogonality_loss` for the formula.
 
     Parameters
     ----------
     lambda1, lambda2 : float
-        Weights of the squared sum and of the sum of squares of the off-diagonal :math:`\vartheta_{ij}`.
+        Weights of the squared sum and of the sum of squares of the
+        off-diagonal :math:`\vartheta_{ij}`.
     sharpness : float
         :math:`s` in :math:`\operatorname{sgn} \approx \tanh(s\,\cdot)`.
 
@@ -210,7 +230,9 @@ class SelfOrthogonality(nn.Module):
     Chapter: ``notebooks/self-orthogonality.ipynb``.
     """
 
-    def __init__(self, lambda1: float = 100.0, lambda2: float = 1.0, sharpness: float = 10.0) -> None:
+    def __init__(
+        self, lambda1: float = 100.0, lambda2: float = 1.0, sharpness: float = 10.0
+    ) -> None:
         super().__init__()
         self.lambda1 = check_float(lambda1, "lambda1", low=0.0)
         self.lambda2 = check_float(lambda2, "lambda2", low=0.0)
@@ -241,9 +263,12 @@ def fit_teacher_student(
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     r"""Train a two-layer ReLU student on a random teacher, optionally with the self-orthogonality regulariser.
 
-    The teacher is :math:`y = \sum_{j=1}^{r} \operatorname{relu}(u_j^\top x)` with random unit vectors
-    :math:`u_j \in \mathbb{R}^d`; the student is ``Linear(d, k) -> ReLU -> Linear(k, 1)`` trained by Adam on
-    fresh Gaussian batches, with :class:`SelfOrthogonality` ``(*lambdas)`` on its first layer (no regulariser
+    The teacher is :math:`y = \sum_{j=1}^{r} \operatorname{relu}(u_j^\top x)` with random unit
+    vectors
+    :math:`u_j \in \mathbb{R}^d`; the student is ``Linear(d, k) -> ReLU -> Linear(k, 1)`` trained by
+    Adam on
+    fresh Gaussian batches, with :class:`SelfOrthogonality` ``(*lambdas)`` on its first layer (no
+    regulariser
     when ``lambdas`` is ``None``).
 
     Parameters
@@ -265,8 +290,10 @@ def fit_teacher_student(
     Returns
     -------
     tuple
-        ``(angles_at_init, angles_after, relative_test_mse)``: the :func:`pairwise_angles` of the first
-        layer's kernels before and after training, and the test MSE divided by the target's variance.
+        ``(angles_at_init, angles_after, relative_test_mse)``: the :func:`pairwise_angles` of the
+        first
+        layer's kernels before and after training, and the test MSE divided by the target's
+        variance.
 
     Notes
     -----
@@ -280,7 +307,8 @@ def fit_teacher_student(
     device = check_device(device, allow_none=False)
     g = make_generator(seed, device)
     teacher = F.normalize(torch.randn(r, d, generator=g, device=device), dim=-1)
-    # The student's default initialisation draws from torch's global generator: seed it inside a fork so
+    # The student's default initialisation draws from torch's global generator: seed it inside a
+    # fork so
     # that the caller's global random state is left as it was.
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=cuda):
@@ -293,7 +321,9 @@ def fit_teacher_student(
         loss = (model(xb) - torch.relu(xb @ teacher.T).sum(-1, keepdim=True)).pow(2).mean()
         return loss if reg is None else loss + reg(xb, model[0].weight)
 
-    train(net, lambda: torch.randn(batch, d, generator=g, device=device), steps, loss=objective, lr=lr)
+    train(
+        net, lambda: torch.randn(batch, d, generator=g, device=device), steps, loss=objective, lr=lr
+    )
     xt = torch.randn(8192, d, generator=g, device=device)
     yt = torch.relu(xt @ teacher.T).sum(-1, keepdim=True)
     with torch.no_grad():

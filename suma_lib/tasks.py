@@ -2,16 +2,20 @@ r"""Synthetic tasks for small attention models, with their exact (Bayes-optimal)
 
 * :func:`permutation_task` and :func:`partner_task`: tasks that need positional or content attention
   (chapter ``synthesizer``);
-* a first-order Markov chain over ``V`` states: :func:`markov_chain` draws one, :func:`markov_sample`
+* a first-order Markov chain over ``V`` states: :func:`markov_chain` draws
+  one, :func:`markov_sample`
   draws sequences from it, :func:`markov_mlm_task` hides some positions (a miniature masked language
-  model), :func:`markov_posterior` gives the exact posterior of every position given the visible ones
+  model), :func:`markov_posterior` gives the exact posterior of every position given the visible
+  ones
   (forward-backward) and :func:`markov_leave_one_out` the exact :math:`p(x_i \mid x_{\setminus i})`
   (chapters ``realformer`` and ``faster-mlm``).
 
 Every Markov function takes the chain in one order, ``(initial, transition)``: the distribution
 :math:`\pi` of the first state, shape ``(V,)``, then the row-stochastic matrix
-:math:`P_{ab} = p(x_{t+1} = b \mid x_t = a)`, shape ``(V, V)``, as :func:`markov_chain` returns them.
-(The older :func:`suma_lib.attention.sample_markov_chain` and :func:`suma_lib.attention.markov_conditionals`
+:math:`P_{ab} = p(x_{t+1} = b \mid x_t = a)`, shape ``(V, V)``, as :func:`markov_chain` returns
+them.
+(The older :func:`suma_lib.attention.sample_markov_chain`
+and :func:`suma_lib.attention.markov_conditionals`
 take ``(transition, initial)``; they are thin wrappers of :func:`markov_sample` and
 :func:`markov_leave_one_out`.)
 
@@ -23,7 +27,14 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import check_float, check_generator, check_int, check_tensor
+from ._validation import (
+    check_device,
+    check_dtype,
+    check_float,
+    check_generator,
+    check_int,
+    check_tensor,
+)
 from .attention._core import check_tokens
 
 __all__ = [
@@ -71,7 +82,9 @@ def permutation_task(
     check_generator(generator)
     if perm.shape != (n,):
         raise ValueError(f"perm must be an integer tensor of shape ({n},), got {tuple(perm.shape)}")
-    if perm.device.type != "meta" and not torch.equal(perm.sort().values, torch.arange(n, device=perm.device)):
+    if perm.device.type != "meta" and not torch.equal(
+        perm.sort().values, torch.arange(n, device=perm.device)
+    ):
         raise ValueError("perm must be a permutation of range(n)")
     x = torch.randint(0, vocab, (batch, n), generator=generator, device=perm.device)
     return x, x[:, perm]
@@ -86,9 +99,12 @@ def partner_task(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""A task that needs *content* attention: find the other token with the same symbol, report its payload.
 
-    Each sequence holds :math:`2m` tokens: the symbols :math:`0, \dots, m-1` twice each, in random order,
-    each with an independent uniform payload in :math:`0, \dots, P-1`; token id = symbol :math:`\cdot P` +
-    payload. The target at position :math:`i` is the payload of its partner (the other position with the
+    Each sequence holds :math:`2m` tokens: the symbols :math:`0, \dots, m-1` twice each, in random
+    order,
+    each with an independent uniform payload in :math:`0, \dots, P-1`; token id =
+    symbol :math:`\cdot P` +
+    payload. The target at position :math:`i` is the payload of its partner (the other position with
+    the
     same symbol), so where to look depends on the tokens, not on the positions.
 
     Parameters
@@ -127,11 +143,10 @@ def partner_task(
 
 
 def _device(device, generator: torch.Generator | None) -> torch.device | None:
-    if device is not None and not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be None, a str or a torch.device, got {type(device).__name__}")
+    device = check_device(device)
     if device is None and generator is not None:
         return generator.device
-    return None if device is None else torch.device(device)
+    return device
 
 
 # ------------------------------------------------------------------------------------ Markov chains
@@ -171,6 +186,7 @@ def markov_chain(
     v = check_int(n_states, "n_states", low=1)
     beta = check_float(sharpness, "sharpness", low=0.0)
     check_generator(generator)
+    dtype = check_dtype(dtype, allow_none=False)
     g = torch.randn(v, v, generator=generator, device=_device(device, generator), dtype=dtype)
     return torch.full((v,), 1.0 / v, device=g.device, dtype=dtype), torch.softmax(beta * g, dim=-1)
 
@@ -246,7 +262,8 @@ def markov_mlm_task(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Masked-token prediction on sequences of a Markov chain (a miniature MLM).
 
-    Sequences :math:`s_0 \sim \pi,\ s_t \sim P_{s_{t-1}\cdot}` are drawn; each position is hidden with
+    Sequences :math:`s_0 \sim \pi,\ s_t \sim P_{s_{t-1}\cdot}` are drawn; each position is hidden
+    with
     probability ``mask_rate`` (replaced by the id :math:`V`), and the targets are the hidden states.
 
     Parameters
@@ -263,7 +280,8 @@ def markov_mlm_task(
     Returns
     -------
     tuple of torch.Tensor
-        Inputs ``x`` (``(batch, n)``, ids ``0..V``, ``V`` = hidden) and targets ``y`` (the hidden states,
+        Inputs ``x`` (``(batch, n)``, ids ``0..V``, ``V`` = hidden) and targets ``y`` (the hidden
+        states,
         ``-100`` at visible positions).
 
     Notes
@@ -294,10 +312,13 @@ def _normalise(p: torch.Tensor, name: str) -> torch.Tensor:
     return p / total
 
 
-def markov_posterior(x: torch.Tensor, initial: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
+def markov_posterior(
+    x: torch.Tensor, initial: torch.Tensor, transition: torch.Tensor
+) -> torch.Tensor:
     r"""Exact posterior of every position's state given the visible ones (forward-backward).
 
-    With the evidence :math:`e_t(s) = 1` at a hidden position and :math:`[s = x_t]` at a visible one,
+    With the evidence :math:`e_t(s) = 1` at a hidden position and :math:`[s = x_t]` at a visible
+    one,
 
     .. math::
 
@@ -305,7 +326,8 @@ def markov_posterior(x: torch.Tensor, initial: torch.Tensor, transition: torch.T
        \beta_{n-1} = \mathbf{1},\quad \beta_t = P (e_{t+1} \odot \beta_{t+1}), \qquad
        p(s_t = s \mid x) \propto \alpha_t(s)\, \beta_t(s),
 
-    each message renormalised as it goes. Its cross-entropy on the hidden states is the Bayes limit of
+    each message renormalised as it goes. Its cross-entropy on the hidden states is the Bayes limit
+    of
     any predictor of :func:`markov_mlm_task`.
 
     Parameters
@@ -323,7 +345,8 @@ def markov_posterior(x: torch.Tensor, initial: torch.Tensor, transition: torch.T
     Raises
     ------
     ValueError
-        If an id lies outside ``[0, V]``, or the visible states have probability zero under the chain.
+        If an id lies outside ``[0, V]``, or the visible states have probability zero under the
+        chain.
 
     Notes
     -----
@@ -338,6 +361,8 @@ def markov_posterior(x: torch.Tensor, initial: torch.Tensor, transition: torch.T
     ev = torch.nn.functional.one_hot(x, v + 1)[..., :v].to(transition.dtype)
     ev = torch.where((x == v)[..., None], torch.ones_like(ev), ev)  # hidden: every state possible
     n = x.shape[1]
+    if n == 0:  # no positions: an empty posterior
+        return ev
     alpha = [_normalise(initial * ev[:, 0], "x")]
     for t in range(1, n):
         alpha.append(_normalise((alpha[-1] @ transition) * ev[:, t], "x"))
@@ -347,15 +372,19 @@ def markov_posterior(x: torch.Tensor, initial: torch.Tensor, transition: torch.T
     return _normalise(torch.stack(alpha, 1) * torch.stack(beta, 1), "x")
 
 
-def markov_leave_one_out(tokens: torch.Tensor, initial: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
+def markov_leave_one_out(
+    tokens: torch.Tensor, initial: torch.Tensor, transition: torch.Tensor
+) -> torch.Tensor:
     r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at once.
 
     Only the two neighbours matter:
 
     .. math:: p(x_i = a \mid x_{\setminus i}) \propto \pi_{i-1 \to a}\; P_{a, x_{i+1}},
-              \qquad \pi_{i-1\to a} = \begin{cases} \pi(a) & i = 1 \\ P_{x_{i-1}, a} & i > 1\end{cases}
+              \qquad \pi_{i-1\to a} = \begin{cases} \pi(a) & i = 1 \\ P_{x_{i-1}, a} & i >
+              1\end{cases}
 
-    (the second factor is 1 at the last position). This is the Bayes-optimal predictor of every token
+    (the second factor is 1 at the last position). This is the Bayes-optimal predictor of every
+    token
     from all the others (what a T-TA model can at best approach); it equals :func:`markov_posterior`
     with only position :math:`i` hidden.
 
@@ -383,7 +412,9 @@ def markov_leave_one_out(tokens: torch.Tensor, initial: torch.Tensor, transition
     v = _check_chain(initial, transition)
     check_tokens(tokens, "tokens", v)
     if tokens.device != transition.device:
-        raise TypeError(f"tokens must be on the chain's device {transition.device}, got {tokens.device}")
+        raise TypeError(
+            f"tokens must be on the chain's device {transition.device}, got {tokens.device}"
+        )
     left = transition[tokens[..., :-1]]  # (..., n-1, V): P[x_{i-1}, a]
     left = torch.cat((initial.expand(*tokens.shape[:-1], 1, v), left), dim=-2)
     right = transition.mT[tokens[..., 1:]]  # (..., n-1, V): P[a, x_{i+1}]

@@ -1,17 +1,21 @@
 r"""One small training loop for the book's small models.
 
-:func:`train` minimises a loss with a torch optimiser over ``steps`` mini-batches and returns the history:
+:func:`train` minimises a loss with a torch optimiser over ``steps`` mini-batches and returns the
+history:
 
 .. math:: \theta_{t+1} = \operatorname{opt}\bigl(\theta_t, \nabla_\theta \mathcal{L}(\theta_t; B_t)\bigr),
    \qquad t = 0, \dots, T-1,
 
 where the batches :math:`B_t` come from a sampler (a function that returns a fresh batch), from an
 iterable of batches, or are drawn with replacement from a dataset of tensors with the caller's
-``generator``. The loop itself never draws from torch's global random state (a model with dropout still
-does, as in any torch code), so a caller's seeded state is left as it was. A progress bar is shown only
+``generator``. The loop itself never draws from torch's global random state (a model with dropout
+still
+does, as in any torch code), so a caller's seeded state is left as it was. A progress bar is shown
+only
 for long runs in a terminal (never in CI, in papermill or in a notebook unless asked for).
 
-Chapters: ``notebooks/synthesizer.ipynb``, ``notebooks/realformer.ipynb``, ``notebooks/faster-mlm.ipynb``,
+Chapters: ``notebooks/synthesizer.ipynb``, ``notebooks/realformer.ipynb``,
+``notebooks/faster-mlm.ipynb``,
 ``notebooks/self-orthogonality.ipynb``.
 """
 
@@ -28,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validation import check_float, check_generator, check_int
-from .attention._core import check_bool, check_device, check_tokens, former_names
+from .attention._core import check_bool, check_same_device, check_tokens, former_names
 
 __all__ = ["SequenceTagger", "default_loss", "train", "train_tagger"]
 
@@ -42,7 +46,8 @@ def default_loss(model: nn.Module, batch: Any) -> torch.Tensor:
     .. math:: \mathcal{L} = -\frac{1}{|T|}\sum_{t \in T} \log \operatorname{softmax}(f(x))_{t, y_t}
        \quad\text{or}\quad \mathcal{L} = \operatorname{mean}\,(f(x) - y)^2
 
-    For integer targets the model's output is ``(..., classes)`` with ``y`` of shape ``(...)``; entries of
+    For integer targets the model's output is ``(..., classes)`` with ``y`` of shape ``(...)``;
+    entries of
     ``y`` equal to ``-100`` are ignored (:func:`torch.nn.functional.cross_entropy`'s convention).
     """
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
@@ -67,13 +72,17 @@ class _Progress:
         self.last = now
         width = 30
         done = width * step // max(self.steps, 1)
-        sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {step}/{self.steps} loss {loss.item():.4g}")
+        sys.stderr.write(
+            f"\r[{'#' * done}{'.' * (width - done)}] {step}/{self.steps} loss {loss.item():.4g}"
+        )
         if step == self.steps:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
 
-def _batches(data: Any, batch_size: int | None, generator: torch.Generator | None) -> Callable[[], Any]:
+def _batches(
+    data: Any, batch_size: int | None, generator: torch.Generator | None
+) -> Callable[[], Any]:
     """A function returning the next batch, whatever form ``data`` has."""
     if isinstance(data, torch.Tensor) or (
         isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data)
@@ -134,8 +143,10 @@ def train(
         Any model; it is in training mode during the loop and back in its former mode afterwards.
     data : callable, iterable or tensors
         Where the batches come from: a function ``data() -> batch`` (a fresh batch each call, e.g.
-        ``lambda: task(64, generator=g)``), an iterable of batches (started again when it runs out), or a
-        dataset, a tensor or a tuple of tensors sharing the first dimension, from which each step draws
+        ``lambda: task(64, generator=g)``), an iterable of batches (started again when it runs out),
+        or a
+        dataset, a tensor or a tuple of tensors sharing the first dimension, from which each step
+        draws
         ``batch_size`` rows with replacement using ``generator``.
     steps : int
         Number of optimiser steps (0 is allowed: nothing is trained).
@@ -143,14 +154,16 @@ def train(
         An optimiser over the model's parameters, or a factory ``optimizer(params)``; Adam with
         learning rate ``lr`` by default.
     loss : callable, optional
-        ``loss(model, batch) -> scalar tensor``; :func:`default_loss` by default (cross-entropy or mean
+        ``loss(model, batch) -> scalar tensor``; :func:`default_loss` by default (cross-entropy or
+        mean
         squared error on ``(x, y)``).
     lr : float
         Learning rate of the default optimiser.
     batch_size : int, optional
         Rows per step when ``data`` is a dataset.
     generator : torch.Generator, optional
-        Draws the rows of a dataset (on the dataset's device); the global random state is never used.
+        Draws the rows of a dataset (on the dataset's device); the global random state is never
+        used.
     max_grad_norm : float, optional
         Clip the gradients' total norm to this value before each step.
     eval_fn : callable, optional
@@ -160,7 +173,8 @@ def train(
         Evaluation period in steps.
     progress : bool, optional
         Show a progress bar on stderr. ``None`` (default): only for runs of at least
-        :data:`LONG_RUN` steps with stderr a terminal and no ``CI`` environment variable (so chapters run
+        :data:`LONG_RUN` steps with stderr a terminal and no ``CI`` environment variable (so
+        chapters run
         by papermill are silent).
 
     Returns
@@ -194,7 +208,9 @@ def train(
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     elif not isinstance(optimizer, torch.optim.Optimizer):
         if not callable(optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer or a factory, got {type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer or a factory, got {type(optimizer).__name__}"
+            )
         optimizer = optimizer(model.parameters())
     if progress is None:
         progress = steps >= LONG_RUN and sys.stderr.isatty() and "CI" not in os.environ
@@ -223,7 +239,12 @@ def train(
             losses.append(value.detach().reshape(()))
             if bar is not None:
                 bar.update(step, losses[-1])
-            if eval_fn is not None and eval_every is not None and step % eval_every == 0 and step < steps:
+            if (
+                eval_fn is not None
+                and eval_every is not None
+                and step % eval_every == 0
+                and step < steps
+            ):
                 evaluate(step)
         if eval_fn is not None:
             evaluate(steps)
@@ -233,7 +254,8 @@ def train(
     return history
 
 
-# ------------------------------------------------------------------ a per-position model and its loop
+# ------------------------------------------------------------------ a per-position model and its
+# loop
 class SequenceTagger(nn.Module):
     r"""Token + learned position embeddings, a body, and a linear read-out per position.
 
@@ -253,7 +275,8 @@ class SequenceTagger(nn.Module):
     body : torch.nn.Module
         Maps ``(..., n, embed_dim)`` to ``(..., n, embed_dim)`` (an attention layer, an encoder).
     residual : bool
-        Add the embeddings to the body's output (for a bare attention layer; an encoder has its own).
+        Add the embeddings to the body's output (for a bare attention layer; an encoder has its
+        own).
     device, dtype : optional
         Factory arguments.
 
@@ -291,7 +314,7 @@ class SequenceTagger(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(..., n, n_classes)`` for token ids ``x`` of shape ``(..., n)``."""
         check_tokens(x, "x", self.vocab)
-        check_device(x, self.embed.weight, "x", "the model's parameters")
+        check_same_device(x, self.embed.weight, "x", "the model's parameters")
         n = x.shape[-1]
         if n > self.max_len:
             raise ValueError(f"x has length {n}, longer than max_len={self.max_len}")
@@ -310,7 +333,8 @@ def train_tagger(
 ) -> dict:
     r"""Train a per-position classifier with Adam on fresh batches; report its curve and held-out score.
 
-    Minimises the mean cross-entropy :math:`-\frac{1}{|T|}\sum_{(b,i) \in T} \log p_\theta(y_{bi} \mid x_b)` over
+    Minimises the mean
+    cross-entropy :math:`-\frac{1}{|T|}\sum_{(b,i) \in T} \log p_\theta(y_{bi} \mid x_b)` over
     the targets :math:`T` (entries equal to ``-100`` are ignored).
 
     Parameters
@@ -328,13 +352,16 @@ def train_tagger(
     eval_data : tuple of torch.Tensor, optional
         Held-out ``(x, y)`` scored after training.
 
-    A thin wrapper of :func:`suma_lib.training.train` (Adam, :func:`~suma_lib.training.default_loss`).
+    A thin wrapper of :func:`suma_lib.training.train`
+    (Adam, :func:`~suma_lib.training.default_loss`).
 
     Returns
     -------
     dict
-        ``"losses"`` (a float CPU tensor of the training losses), and with ``eval_data`` also ``"eval_loss"``
-        (mean cross-entropy in nats) and ``"eval_accuracy"`` (fraction of targets predicted by the arg-max).
+        ``"losses"`` (a float CPU tensor of the training losses), and with ``eval_data`` also
+        ``"eval_loss"``
+        (mean cross-entropy in nats) and ``"eval_accuracy"`` (fraction of targets predicted by the
+        arg-max).
 
     Notes
     -----
@@ -348,7 +375,9 @@ def train_tagger(
         model,
         lambda: sample(batch),
         steps,
-        lambda params: torch.optim.Adam(params, lr=lr, foreach=True),  # one kernel per op for all tensors
+        lambda params: torch.optim.Adam(
+            params, lr=lr, foreach=True
+        ),  # one kernel per op for all tensors
     )
     model.train()
     out = {"losses": history["loss"]}
@@ -360,5 +389,7 @@ def train_tagger(
             y = y.flatten()
             keep = y != -100
             out["eval_loss"] = nn.functional.cross_entropy(logits[keep], y[keep]).item()
-            out["eval_accuracy"] = (logits[keep].argmax(-1) == y[keep]).to(torch.float64).mean().item()
+            out["eval_accuracy"] = (
+                (logits[keep].argmax(-1) == y[keep]).to(torch.float64).mean().item()
+            )
     return out

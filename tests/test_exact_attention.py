@@ -44,8 +44,18 @@ def ref(q, k, v, **kw):
 @pytest.mark.parametrize("causal", [False, True])
 def test_matches_explicit_reference(shape, causal):
     q, k, v = rand(*shape, seed=1), rand(*shape, seed=2), rand(*shape[:-1], 3, seed=3)
-    torch.testing.assert_close(softmax_attention(q, k, v, causal=causal), ref(q, k, v, causal=causal), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(attention_weights(q, k, causal=causal), ref_weights(q, k, causal=causal), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        softmax_attention(q, k, v, causal=causal),
+        ref(q, k, v, causal=causal),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    torch.testing.assert_close(
+        attention_weights(q, k, causal=causal),
+        ref_weights(q, k, causal=causal),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 @settings(max_examples=30, deadline=None)
@@ -95,15 +105,23 @@ def test_float_additive_masks():
     q, k, v = rand(4, 7, 3, seed=10), rand(4, 7, 3, seed=11), rand(4, 7, 2, seed=12)
     bias = rand(7, 7, seed=13)  # a real-valued additive bias (e.g. relative positions)
     torch.testing.assert_close(softmax_attention(q, k, v, mask=bias), ref(q, k, v, mask=bias))
-    torch.testing.assert_close(softmax_attention(q, k, v, mask=bias, causal=True), ref(q, k, v, mask=bias, causal=True))
-    torch.testing.assert_close(softmax_attention(q, k, v, mask=bias.float()), ref(q, k, v, mask=bias))
+    torch.testing.assert_close(
+        softmax_attention(q, k, v, mask=bias, causal=True), ref(q, k, v, mask=bias, causal=True)
+    )
+    torch.testing.assert_close(
+        softmax_attention(q, k, v, mask=bias.float()), ref(q, k, v, mask=bias)
+    )
 
 
 def test_causal_is_top_left_aligned_for_unequal_lengths():
     for n, m in ((5, 8), (8, 5)):
         q, k, v = rand(n, 3, seed=14), rand(m, 3, seed=15), rand(m, 2, seed=16)
-        torch.testing.assert_close(softmax_attention(q, k, v, causal=True), ref(q, k, v, causal=True))
-        assert combine_masks(None, True, n, m, device=q.device).equal(torch.ones(n, m, dtype=torch.bool).tril())
+        torch.testing.assert_close(
+            softmax_attention(q, k, v, causal=True), ref(q, k, v, causal=True)
+        )
+        assert combine_masks(None, True, n, m, device=q.device).equal(
+            torch.ones(n, m, dtype=torch.bool).tril()
+        )
 
 
 def test_leading_dimensions_broadcast_and_scale():
@@ -121,7 +139,8 @@ def test_bfloat16_and_float16(causal):
     for dtype in (torch.bfloat16, torch.float16):
         out = softmax_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask=mask, causal=causal)
         assert out.dtype == dtype
-        # Input rounding (bf16 keeps 8 significant bits, relative 4e-3) propagates to ~1e-2 in the output.
+        # Input rounding (bf16 keeps 8 significant bits, relative 4e-3) propagates to ~1e-2 in the
+        # output.
         torch.testing.assert_close(out.double(), expected, rtol=3e-2, atol=3e-2)
 
 
@@ -139,15 +158,26 @@ def test_extreme_values():
 def test_meta_device():
     q, k, v = (torch.empty(2, 3, 5, 4, device="meta") for _ in range(3))
     assert softmax_attention(q, k, v, causal=True).device.type == "meta"
-    assert softmax_attention(q, k, v, mask=torch.ones(5, 5, dtype=torch.bool, device="meta")).shape == (2, 3, 5, 4)
-    assert softmax_attention(q, k, v, mask=torch.zeros(5, 5, device="meta"), causal=True).shape == (2, 3, 5, 4)
+    assert softmax_attention(
+        q, k, v, mask=torch.ones(5, 5, dtype=torch.bool, device="meta")
+    ).shape == (2, 3, 5, 4)
+    assert softmax_attention(q, k, v, mask=torch.zeros(5, 5, device="meta"), causal=True).shape == (
+        2,
+        3,
+        5,
+        4,
+    )
     assert attention_weights(q, k, causal=True).shape == (2, 3, 5, 5)
 
 
 def test_gradients():
     q, k, v = (rand(1, 4, 3, seed=s).requires_grad_() for s in (27, 28, 29))
-    mask = torch.tensor([[True, False, True, True], [False] * 4, [True] * 4, [False, False, True, False]])
-    assert torch.autograd.gradcheck(lambda a, b, c: softmax_attention(a, b, c, mask=mask, causal=True), (q, k, v))
+    mask = torch.tensor(
+        [[True, False, True, True], [False] * 4, [True] * 4, [False, False, True, False]]
+    )
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: softmax_attention(a, b, c, mask=mask, causal=True), (q, k, v)
+    )
     out = softmax_attention(q, k, v, mask=mask)
     out.sum().backward()
     assert torch.isfinite(q.grad).all() and (q.grad[0, 1] == 0).all()
@@ -211,12 +241,16 @@ def test_rescaling_is_exact_so_masked_keys_change_nothing() -> None:
     mask[:, 5] = False
     k2 = k.clone()
     k2[..., 5, :] *= 1e3  # a masked key with a much larger norm changes the global key scale
-    assert torch.equal(softmax_attention(q, k, v, mask=mask), softmax_attention(q, k2, v, mask=mask))
+    assert torch.equal(
+        softmax_attention(q, k, v, mask=mask), softmax_attention(q, k2, v, mask=mask)
+    )
 
 
 def test_gradients_match_the_unscaled_formula() -> None:
     g = torch.Generator().manual_seed(2)
-    q, k, v = (torch.randn(2, 5, 3, dtype=torch.float64, generator=g, requires_grad=True) for _ in range(3))
+    q, k, v = (
+        torch.randn(2, 5, 3, dtype=torch.float64, generator=g, requires_grad=True) for _ in range(3)
+    )
     out = softmax_attention(q, k, v, scale=0.7)
     ref = torch.softmax(0.7 * q @ k.transpose(-2, -1), -1) @ v
     grads = torch.autograd.grad(out.square().sum(), (q, k, v))
@@ -225,7 +259,8 @@ def test_gradients_match_the_unscaled_formula() -> None:
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-# ----------------------------------------------------------------------------- the private core module
+# ----------------------------------------------------------------------------- the private core
+# module
 
 
 def test_core_split_merge_round_trip() -> None:
@@ -305,15 +340,17 @@ def test_no_module_imports_a_siblings_private_names() -> None:
 
     import suma_lib.attention as pkg
 
-    # favor.py and linear.py are maintained separately and still take exact's and linear's private names.
-    pending = {"favor.py", "linear.py"}
     for path in Path(pkg.__file__).parent.glob("*.py"):
-        if path.name in pending:
-            continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module not in (None, "_core"):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.level == 1
+                and node.module not in (None, "_core")
+            ):
                 private = [a.name for a in node.names if a.name.startswith("_")]
-                assert not private, f"{path.name} imports private names of .{node.module}: {private}"
+                assert not private, (
+                    f"{path.name} imports private names of .{node.module}: {private}"
+                )
 
 
 # ----------------------------------------------------------------------------- issue 11 regressions
@@ -337,4 +374,41 @@ def test_weights_work_under_vmap() -> None:
 
     g = torch.Generator().manual_seed(9)
     q, k = torch.randn(4, 3, 5, generator=g), torch.randn(6, 5, generator=g)
-    torch.testing.assert_close(vmap(lambda row: attention_weights(row, k))(q), attention_weights(q, k))
+    torch.testing.assert_close(
+        vmap(lambda row: attention_weights(row, k))(q), attention_weights(q, k)
+    )
+
+
+# ------------------------------------------------- issue 11: batch dimensions that do not broadcast
+@pytest.mark.parametrize("bq, bk", [(2, 3), (0, 2), (3, 0)])
+def test_qkv_batch_mismatch_is_a_clean_value_error(bq: int, bk: int) -> None:
+    """Batch dims 2 vs 3 (or an empty batch against a full one) name the arguments, in every
+    entry point that goes through the shared ``check_qkv``."""
+    from suma_lib.attention import (
+        entropy_invariant_attention,
+        linear_attention,
+        local_attention,
+        residual_attention,
+    )
+
+    q, k, v = torch.randn(bq, 3, 4), torch.randn(bk, 3, 4), torch.randn(bk, 3, 2)
+    calls = [
+        lambda: softmax_attention(q, k, v),
+        lambda: attention_weights(q, k),
+        lambda: residual_attention(q, k, v),
+        lambda: entropy_invariant_attention(q, k, v),
+        lambda: local_attention(q, k, v, 1),
+        lambda: linear_attention(q, k, v),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="do not broadcast"):
+            call()
+    with pytest.raises(ValueError, match="k .* and v .* do not broadcast"):
+        softmax_attention(q, q, torch.randn(bq + 2, 3, 2))
+
+
+def test_qkv_broadcasting_batches_still_work() -> None:
+    q, k, v = torch.randn(2, 1, 3, 4), torch.randn(1, 5, 3, 4), torch.randn(1, 5, 3, 2)
+    out = softmax_attention(q, k, v)
+    ref = torch.softmax(q @ k.mT / 2, -1) @ v
+    assert out.shape == (2, 5, 3, 2) and torch.allclose(out, ref, atol=1e-6)

@@ -32,7 +32,8 @@ def rand(*shape, dtype=F64, seed=0):
 def favor_ref(q, k, v, omega, causal=False, key_mask=None):
     """Independent float64 reference, stable in log space: w_ij = sum_l exp(a_il + b_jl), rows normalised.
 
-    a_il = omega_l.q~_i - |q~_i|^2/2, b_jl likewise for keys, q~ = q d^{-1/4}; the 1/m factor cancels.
+    a_il = omega_l.q~_i - |q~_i|^2/2, b_jl likewise for keys, q~ = q d^{-1/4}; the 1/m factor
+    cancels.
     """
     d = q.shape[-1]
     qs, ks = q * d**-0.25, k * d**-0.25
@@ -104,9 +105,16 @@ def test_projection_errors():
 @pytest.mark.parametrize("orthogonal", [False, True])
 def test_estimator_is_unbiased(orthogonal):
     """mean over draws of phi(x).phi(y) = e^{x.y}, within 5 standard errors."""
-    x, y = torch.tensor([[0.3, -0.5, 0.2, 0.4]], dtype=F64), torch.tensor([[0.1, 0.6, -0.3, 0.2]], dtype=F64)
-    draws = 3000  # 3000 independent omegas of 8 rows (two orthogonal blocks each), drawn in one call
-    w = draw_orthogonal_features(8 * draws, 4, gen(0), dtype=F64, orthogonal=orthogonal).reshape(draws, 8, 4)
+    x, y = (
+        torch.tensor([[0.3, -0.5, 0.2, 0.4]], dtype=F64),
+        torch.tensor([[0.1, 0.6, -0.3, 0.2]], dtype=F64),
+    )
+    draws = (
+        3000  # 3000 independent omegas of 8 rows (two orthogonal blocks each), drawn in one call
+    )
+    w = draw_orthogonal_features(8 * draws, 4, gen(0), dtype=F64, orthogonal=orthogonal).reshape(
+        draws, 8, 4
+    )
     est = torch.stack([(favor_features(x, wi) @ favor_features(y, wi).T).squeeze() for wi in w])
     target = math.exp(float(x @ y.T))
     assert abs(est.mean().item() - target) < 5 * est.std().item() / math.sqrt(len(est))
@@ -130,7 +138,13 @@ def test_matches_log_space_reference(causal, chunk):
 
 
 @settings(max_examples=20, deadline=None)
-@given(n=st.integers(1, 20), d=st.integers(1, 5), m=st.integers(1, 12), causal=st.booleans(), seed=st.integers(0, 999))
+@given(
+    n=st.integers(1, 20),
+    d=st.integers(1, 5),
+    m=st.integers(1, 12),
+    causal=st.booleans(),
+    seed=st.integers(0, 999),
+)
 def test_random_sizes_match_reference(n, d, m, causal, seed):
     q, k, v = rand(n, d, seed=seed), rand(n, d, seed=seed + 1), rand(n, 2, seed=seed + 2)
     omega = draw_orthogonal_features(m, d, gen(seed), dtype=F64)
@@ -167,7 +181,8 @@ def test_converges_to_softmax_attention():
     q, k, v = rand(1, 24, 4, seed=12) * 0.7, rand(1, 24, 4, seed=13) * 0.7, rand(1, 24, 3, seed=14)
     exact = softmax_attention(q, k, v)
     errs = [
-        (favor_attention(q, k, v, m, generator=gen(15)) - exact).abs().mean().item() for m in (8, 256, 8192)
+        (favor_attention(q, k, v, m, generator=gen(15)) - exact).abs().mean().item()
+        for m in (8, 256, 8192)
     ]
     assert errs[2] < errs[1] < errs[0]
     assert errs[2] < 0.02  # ~ 1/sqrt(m) scaling: 8192 features leave a percent-level error
@@ -183,7 +198,9 @@ def test_peer_performer_pytorch_same_projection():
     fk = pp.softmax_kernel(k, projection_matrix=omega, is_query=False, eps=0.0)
     peer = pp.linear_attention(fq, fk, v)
     torch.testing.assert_close(favor_attention(q, k, v, omega=omega), peer, rtol=1e-9, atol=1e-11)
-    fast = pp.FastAttention(dim_heads=16, nb_features=64)  # the module draws its own orthogonal omega
+    fast = pp.FastAttention(
+        dim_heads=16, nb_features=64
+    )  # the module draws its own orthogonal omega
     q32, k32, v32 = q.float(), k.float(), v.float()
     ours = favor_attention(q32, k32, v32, omega=fast.projection_matrix)
     with_eps = fast(q32, k32, v32)
@@ -200,12 +217,15 @@ def test_masks_extremes_and_dtypes():
         out = favor_attention(q, k, v, omega=omega, causal=causal, key_mask=keep, chunk_size=3)
         assert (out[1] == 0).all() and torch.isfinite(out).all()
         torch.testing.assert_close(out, favor_ref(q, k, v, omega, causal, keep))
-        huge = favor_attention(q.float() * 1e30, k.float() * 1e30, v.float(), 8, generator=gen(1), causal=causal)
+        huge = favor_attention(
+            q.float() * 1e30, k.float() * 1e30, v.float(), 8, generator=gen(1), causal=causal
+        )
         assert torch.isfinite(huge).all()
     for dtype in (torch.bfloat16, torch.float16):
         out = favor_attention(q.to(dtype), k.to(dtype), v.to(dtype), omega=omega.to(dtype))
         assert out.dtype == dtype
-        # Rounding q, k, v and omega to dtype dominates (bf16: 2^-8 relative); features accumulate in fp32.
+        # Rounding q, k, v and omega to dtype dominates (bf16: 2^-8 relative); features accumulate
+        # in fp32.
         torch.testing.assert_close(out.double(), favor_ref(q, k, v, omega), rtol=5e-2, atol=5e-2)
 
 
@@ -219,13 +239,17 @@ def test_meta_device(causal):
 def test_gradients():
     q, k, v = (rand(5, 3, seed=s).requires_grad_() for s in (20, 21, 22))
     omega = draw_orthogonal_features(6, 3, gen(23), dtype=F64)
-    assert torch.autograd.gradcheck(lambda a, b, c: favor_attention(a, b, c, omega=omega, causal=True, chunk_size=2), (q, k, v))
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: favor_attention(a, b, c, omega=omega, causal=True, chunk_size=2), (q, k, v)
+    )
 
 
 def test_flop_counts():
     d, m = 64, 266
     assert favor_flops(2000, d, m) == 2 * favor_flops(1000, d, m)  # linear in n
-    assert softmax_attention_flops(2000, d) == 4 * softmax_attention_flops(1000, d)  # quadratic in n
+    assert softmax_attention_flops(2000, d) == 4 * softmax_attention_flops(
+        1000, d
+    )  # quadratic in n
     # Leading terms: 8nmd vs 4n^2 d (d_v = d) cross near n = 2m.
     assert softmax_attention_flops(m, d) < favor_flops(m, d, m)
     assert softmax_attention_flops(4 * m, d) > favor_flops(4 * m, d, m)
@@ -257,7 +281,8 @@ def test_errors_name_the_argument():
         favor_features([1.0], rand(3, 1))
 
 
-# ----------------------------------------------------------------- NaN and huge inputs (issue 11, item 8)
+# ----------------------------------------------------------------- NaN and huge inputs (issue 11,
+# item 8)
 @pytest.mark.parametrize("causal", [False, True])
 def test_nan_in_keys_or_values_comes_out_as_nan(causal):
     q, k, v = rand(6, 8, seed=1), rand(6, 8, seed=2), rand(6, 3, seed=3)
@@ -291,7 +316,8 @@ def test_huge_queries_stay_finite_and_reach_their_limit():
     assert not torch.isnan(favor_attention(k, q, v[:5], omega=omega)).any()
 
 
-# ----------------------------------------------------------------- FAVOR++ (optimised positive features)
+# ----------------------------------------------------------------- FAVOR++ (optimised positive
+# features)
 def test_favorpp_parameter_minimises_the_relative_variance():
     from suma_lib.attention import favorpp_parameter
 
@@ -315,19 +341,33 @@ def test_favorpp_features_unbiased_with_the_predicted_lower_variance():
     x, y = rand(d, seed=11), rand(d, seed=12)
     x, y = x / x.norm(), x / x.norm() + 0.5 * y / y.norm()  # |x + y|^2 near 5: FAVOR+ is noisy
     rho = float(((x + y) ** 2).sum())
-    omega = draw_orthogonal_features(m * draws, d, gen(13), orthogonal=False, dtype=F64).reshape(draws, m, d)
+    omega = draw_orthogonal_features(m * draws, d, gen(13), orthogonal=False, dtype=F64).reshape(
+        draws, m, d
+    )
     target = math.exp(float(x @ y))
     var = {}
     for a in (0.0, favorpp_parameter(rho, d)):
-        est = (favorpp_features(x[None], omega, a) * favorpp_features(y[None], omega, a)).sum(-1).squeeze(-1)
-        theory = ((1 - 4 * a) ** d * (1 - 8 * a) ** (-d / 2) * math.exp(rho / (1 - 8 * a)) - 1) * target**2 / m
+        est = (
+            (favorpp_features(x[None], omega, a) * favorpp_features(y[None], omega, a))
+            .sum(-1)
+            .squeeze(-1)
+        )
+        theory = (
+            ((1 - 4 * a) ** d * (1 - 8 * a) ** (-d / 2) * math.exp(rho / (1 - 8 * a)) - 1)
+            * target**2
+            / m
+        )
         assert abs(est.mean().item() - target) < 4 * est.std().item() / draws**0.5  # unbiased
         sq = (est - target) ** 2
-        assert abs(sq.mean().item() - theory) < 4 * sq.std().item() / draws**0.5  # the variance formula
+        assert (
+            abs(sq.mean().item() - theory) < 4 * sq.std().item() / draws**0.5
+        )  # the variance formula
         var[a] = sq.mean().item()
     assert var[favorpp_parameter(rho, d)] < 0.8 * var[0.0]
     # a = 0 is FAVOR+
-    torch.testing.assert_close(favorpp_features(x[None], omega[0], 0.0), favor_features(x[None], omega[0]))
+    torch.testing.assert_close(
+        favorpp_features(x[None], omega[0], 0.0), favor_features(x[None], omega[0])
+    )
     with pytest.raises(ValueError, match="a"):
         favorpp_features(x[None], omega[0], 0.2)
 
@@ -349,7 +389,9 @@ def test_favorpp_attention_matches_its_formula_and_favor_stabilisation():
         if causal:
             logw = logw.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), -math.inf)
         expected = torch.softmax(logw, -1) @ v
-        torch.testing.assert_close(favorpp_attention(q, k, v, omega=omega, causal=causal, chunk_size=4), expected)
+        torch.testing.assert_close(
+            favorpp_attention(q, k, v, omega=omega, causal=causal, chunk_size=4), expected
+        )
     # finite at |q| = 1e38, NaN propagates, gradients flow
     big = favorpp_attention(q.float() * 1e38, k.float(), v.float(), omega=omega.float())
     assert torch.isfinite(big).all()
@@ -358,3 +400,43 @@ def test_favorpp_attention_matches_its_formula_and_favor_stabilisation():
     assert torch.isnan(favorpp_attention(q, kn, v, omega=omega)).all()
     qg = q.clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda t: favorpp_attention(t, k, v, omega=omega), (qg,))
+
+
+# ------------------------------------------------- issue 11: batch dimensions that do not broadcast
+def test_feature_maps_reject_non_broadcasting_omega() -> None:
+    from suma_lib.attention import favor_features, favorpp_features
+
+    x, omega = torch.randn(2, 3, 4), torch.randn(3, 8, 4)
+    with pytest.raises(ValueError, match="x .* and omega .* do not broadcast"):
+        favor_features(x, omega)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        favorpp_features(x, omega, 0.1)
+    # a shared (m, d) projection and a 1-D x still broadcast
+    assert favor_features(x, omega[0]).shape == (2, 3, 8)
+    assert favor_features(x[0, 0], omega[0]).shape == (8,)
+
+
+def test_draw_orthogonal_features_checks_the_device() -> None:  # issue 11
+    from suma_lib.attention import draw_orthogonal_features
+
+    with pytest.raises(ValueError, match="device"):
+        draw_orthogonal_features(8, 4, device="gpu0")
+    with pytest.raises(TypeError, match="device"):
+        draw_orthogonal_features(8, 4, device=1.5)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e5, 1e30])
+def test_feature_maps_never_nan_and_match_float64(scale: float) -> None:  # issue 11
+    from suma_lib.attention import favor_features, favorpp_features
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, generator=gen, dtype=torch.float64) * scale
+    w = torch.randn(8, 4, generator=gen, dtype=torch.float64)
+    for ww in (w, w * scale):
+        for fn, args in ((favor_features, ()), (favorpp_features, (0.05,))):
+            ref = fn(x, ww, *args, log=True)  # float64 holds 1e60
+            out = fn(x.float(), ww.float(), *args, log=True)
+            assert not torch.isnan(out).any()
+            fin = ref.abs() < 1e30
+            assert torch.allclose(out.double()[fin], ref[fin], rtol=1e-5, atol=1e-4)
+            assert torch.equal(torch.sign(out.double()[~fin]), torch.sign(ref[~fin]))

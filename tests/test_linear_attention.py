@@ -20,7 +20,8 @@ def rand(*shape, dtype=F64, seed=0):
     return torch.randn(*shape, generator=g, dtype=dtype)
 
 
-# ----------------------------------------------------------------- independent references (quadratic)
+# ----------------------------------------------------------------- independent references
+# (quadratic)
 def elu1(x):
     return torch.where(x > 0, x + 1, torch.exp(x))
 
@@ -91,7 +92,9 @@ def test_random_sizes_match_reference(n, d, chunk, causal, seed):
 def test_callable_feature_map_and_cross_attention():
     q, k, v = rand(3, 8, 4, seed=7), rand(3, 11, 4, seed=8), rand(3, 11, 2, seed=9)
     phi = lambda x: torch.relu(x) ** 2 + 0.1
-    torch.testing.assert_close(linear_attention(q, k, v, phi), kernel_ref(q, k, v, phi), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        linear_attention(q, k, v, phi), kernel_ref(q, k, v, phi), rtol=1e-10, atol=1e-12
+    )
 
 
 def test_leading_dimensions_broadcast():
@@ -107,10 +110,15 @@ def test_peer_performer_pytorch_kernel_form():
     pp = pytest.importorskip("performer_pytorch.performer_pytorch")
     q, k, v = rand(1, 2, 32, 4, seed=13), rand(1, 2, 32, 4, seed=14), rand(1, 2, 32, 3, seed=15)
     fq, fk = elu1(q), elu1(k)
-    torch.testing.assert_close(linear_attention(q, k, v), pp.linear_attention(fq, fk, v), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        linear_attention(q, k, v), pp.linear_attention(fq, fk, v), rtol=1e-10, atol=1e-12
+    )
     peer = pp.causal_linear_attention_noncuda(fq, fk, v, chunk_size=4, eps=1e-6)
-    # The peer adds eps = 1e-6 to each prefix sum of phi(k) (entries of order 1..32): relative bias ~1e-6.
-    torch.testing.assert_close(linear_attention(q, k, v, causal=True, chunk_size=5), peer, rtol=1e-5, atol=1e-6)
+    # The peer adds eps = 1e-6 to each prefix sum of phi(k) (entries of order 1..32): relative bias
+    # ~1e-6.
+    torch.testing.assert_close(
+        linear_attention(q, k, v, causal=True, chunk_size=5), peer, rtol=1e-5, atol=1e-6
+    )
 
 
 # ----------------------------------------------------------------- properties
@@ -133,8 +141,12 @@ def test_taylor_similarity_is_non_negative(seed, d):
 
 def test_feature_maps_values():
     x = torch.tensor([[-2.0, 0.0, 3.0]], dtype=F64)
-    torch.testing.assert_close(elu_feature_map(x), torch.tensor([[torch.e**-2, 1.0, 4.0]], dtype=F64))
-    torch.testing.assert_close(taylor_feature_map(torch.tensor([[3.0, 4.0]])), torch.tensor([[1.0, 0.6, 0.8]]))
+    torch.testing.assert_close(
+        elu_feature_map(x), torch.tensor([[torch.e**-2, 1.0, 4.0]], dtype=F64)
+    )
+    torch.testing.assert_close(
+        taylor_feature_map(torch.tensor([[3.0, 4.0]])), torch.tensor([[1.0, 0.6, 0.8]])
+    )
     assert taylor_feature_map(torch.zeros(1, 3)).tolist() == [[1.0, 0.0, 0.0, 0.0]]
 
 
@@ -163,12 +175,18 @@ def test_key_mask_and_fully_masked_rows():
             if causal:
                 assert (out[0, :3] == 0).all()
         ref = kernel_ref(q, k, v, elu1, causal, key_mask=keep)
-        torch.testing.assert_close(linear_attention(q, k, v, causal=causal, key_mask=keep, chunk_size=5), ref)
+        torch.testing.assert_close(
+            linear_attention(q, k, v, causal=causal, key_mask=keep, chunk_size=5), ref
+        )
 
 
 @pytest.mark.parametrize("name", ["elu", "taylor", "softmax"])
 def test_extreme_inputs_give_finite_outputs(name):
-    q, k, v = rand(2, 9, 4, dtype=torch.float32, seed=26) * 1e30, rand(2, 9, 4, dtype=torch.float32, seed=27) * 1e30, rand(2, 9, 3, dtype=torch.float32, seed=28)
+    q, k, v = (
+        rand(2, 9, 4, dtype=torch.float32, seed=26) * 1e30,
+        rand(2, 9, 4, dtype=torch.float32, seed=27) * 1e30,
+        rand(2, 9, 3, dtype=torch.float32, seed=28),
+    )
     for causal in (False, True):
         out = linear_attention(q, k, v, name, causal=causal, chunk_size=4)
         assert torch.isfinite(out).all()
@@ -177,21 +195,30 @@ def test_extreme_inputs_give_finite_outputs(name):
 
 def test_large_elu_features_do_not_overflow():
     """elu(x)+1 ~ 1e30 would give products of 1e60 in float32 without the stabilisation."""
-    q, k, v = rand(7, 3, seed=29).abs() * 1e30, rand(7, 3, seed=30).abs() * 1e30, rand(7, 2, seed=31)
-    ref = kernel_ref(q / 1e30, k / 1e30, v, lambda x: x)  # elu(x)+1 = x+1 ~ x at this scale; exact ratio
+    q, k, v = (
+        rand(7, 3, seed=29).abs() * 1e30,
+        rand(7, 3, seed=30).abs() * 1e30,
+        rand(7, 2, seed=31),
+    )
+    ref = kernel_ref(
+        q / 1e30, k / 1e30, v, lambda x: x
+    )  # elu(x)+1 = x+1 ~ x at this scale; exact ratio
     out = linear_attention(q.float(), k.float(), v.float(), causal=False)
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------- dtypes, devices, gradients
-@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 3e-3), (torch.float32, 1e-5)])
+@pytest.mark.parametrize(
+    "dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 3e-3), (torch.float32, 1e-5)]
+)
 @pytest.mark.parametrize("causal", [False, True])
 def test_low_precision(dtype, tol, causal):
     q, k, v = rand(2, 40, 8, seed=32), rand(2, 40, 8, seed=33), rand(2, 40, 4, seed=34)
     ref = kernel_ref(q, k, v, elu1, causal)
     out = linear_attention(q.to(dtype), k.to(dtype), v.to(dtype), causal=causal, chunk_size=16)
     assert out.dtype == dtype
-    # Tolerance: rounding the inputs to dtype (bf16: 8 bits, relative 2^-8) dominates; accumulation is fp32.
+    # Tolerance: rounding the inputs to dtype (bf16: 8 bits, relative 2^-8) dominates; accumulation
+    # is fp32.
     torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
 
 
@@ -209,7 +236,8 @@ def test_gradients_match_finite_differences():
     q, k, v = (rand(5, 2, seed=s).requires_grad_() for s in (35, 36, 37))
     for name in ("elu", "softmax", "taylor"):
         assert torch.autograd.gradcheck(
-            lambda a, b, c, name=name: linear_attention(a, b, c, name, causal=True, chunk_size=2), (q, k, v)
+            lambda a, b, c, name=name: linear_attention(a, b, c, name, causal=True, chunk_size=2),
+            (q, k, v),
         )
 
 
@@ -251,7 +279,9 @@ def test_crossover_length():
     # ratio = (n / 100)^-1 crosses 1 at n = 100 exactly; interpolation is exact for a power law.
     ns = [25.0, 50.0, 200.0, 400.0]
     assert crossover_length(ns, [100 / n for n in ns]) == pytest.approx(100.0)
-    assert crossover_length([1, 2, 4, 8], [3, 1.5, 1.2, 0.6]) == pytest.approx(4 * 2 ** (math.log(1.2) / math.log(2)))
+    assert crossover_length([1, 2, 4, 8], [3, 1.5, 1.2, 0.6]) == pytest.approx(
+        4 * 2 ** (math.log(1.2) / math.log(2))
+    )
     assert math.isnan(crossover_length([1, 2], [0.5, 0.2]))  # already faster
     assert math.isnan(crossover_length([1, 2], [2.0, 1.5]))  # never faster
     with pytest.raises(ValueError, match="ratios"):
@@ -297,12 +327,17 @@ def test_errors_name_the_argument():
         elu_feature_map(torch.ones(3, dtype=torch.long))
 
 
-# ----------------------------------------------------------------- NaN propagates (issue 11, item 8)
+# ----------------------------------------------------------------- NaN propagates (issue 11, item
+# 8)
 @pytest.mark.parametrize("feature_map", ["elu", "taylor", "softmax"])
 @pytest.mark.parametrize("causal", [False, True])
 def test_nan_in_keys_or_values_comes_out_as_nan(feature_map, causal):
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g), torch.randn(6, 3, generator=g))
+    q, k, v = (
+        torch.randn(6, 8, generator=g),
+        torch.randn(6, 8, generator=g),
+        torch.randn(6, 3, generator=g),
+    )
     clean = linear_attention(q, k, v, feature_map=feature_map, causal=causal, chunk_size=2)
     for which in ("k", "v"):
         kk, vv = k.clone(), v.clone()
@@ -312,3 +347,9 @@ def test_nan_in_keys_or_values_comes_out_as_nan(feature_map, causal):
         assert torch.isnan(hit).all(), which  # never a silent zero for a query that sees it
         if causal:  # earlier chunks never see it, and the stabilisation ignores the NaN
             torch.testing.assert_close(out[:2], clean[:2])
+
+
+def test_taylor_feature_map_rejects_d_zero() -> None:  # issue 11: empty last axis
+    with pytest.raises(ValueError, match="d >= 1"):
+        taylor_feature_map(torch.randn(3, 0))
+    assert taylor_feature_map(torch.randn(0, 4)).shape[0] == 0

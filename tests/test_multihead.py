@@ -28,7 +28,8 @@ def _randn(*shape, seed=0):
     return torch.randn(*shape, generator=_gen(seed), dtype=F64)
 
 
-# --------------------------------------------------------------------------------- against torch's MHA
+# --------------------------------------------------------------------------------- against torch's
+# MHA
 @given(
     batch=st.integers(1, 3),
     n=st.integers(1, 9),
@@ -54,7 +55,8 @@ def test_equals_torch_multihead_attention(batch, n, m, heads, kv_dims, bias, see
         torch.testing.assert_close(
             ours(q, k, v), peer(q, k, v, need_weights=False)[0], rtol=1e-10, atol=1e-12
         )
-        # torch's boolean mask marks forbidden pairs, one mask per (batch, head); fully masked rows give NaN
+        # torch's boolean mask marks forbidden pairs, one mask per (batch, head); fully masked rows
+        # give NaN
         # in torch, so compare only rows with at least one allowed key.
         alive = allowed.any(-1)
         theirs = peer(
@@ -190,14 +192,19 @@ def _alibi(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """A fixed linear distance penalty per head (ALiBi-like), shape (h, n, m)."""
     h, n, m = q.shape[-3], q.shape[-2], k.shape[-2]
     slopes = 2.0 ** -torch.arange(1, h + 1, dtype=q.dtype, device=q.device)
-    dist = (torch.arange(n, device=q.device)[:, None] - torch.arange(m, device=q.device)[None, :]).abs()
+    dist = (
+        torch.arange(n, device=q.device)[:, None] - torch.arange(m, device=q.device)[None, :]
+    ).abs()
     return -slopes[:, None, None] * dist.to(q.dtype)
 
 
 def _by_hand(mha: MultiHeadAttention, x: torch.Tensor, bias=None, transform=None, mask=None):
     """softmax(q k^T / sqrt(d) + B + M) v, head by head, in float64 from the module's weights."""
     h, d = mha.num_heads, mha.head_dim
-    q, k, v = (lin(x).unflatten(-1, (h, d)).transpose(-3, -2) for lin in (mha.q_proj, mha.k_proj, mha.v_proj))
+    q, k, v = (
+        lin(x).unflatten(-1, (h, d)).transpose(-3, -2)
+        for lin in (mha.q_proj, mha.k_proj, mha.v_proj)
+    )
     if transform is not None:
         q, k = transform(q, k)
     s = q @ k.mT / math.sqrt(d)
@@ -217,7 +224,9 @@ def test_score_bias_hook_on_fused_and_explicit_paths() -> None:
     keep[..., 0] = True
     with torch.no_grad():
         ref = _by_hand(mha, x, bias=_alibi, mask=keep[:, None])
-        torch.testing.assert_close(mha(x, mask=keep), ref, rtol=1e-10, atol=1e-12)  # fused (additive mask)
+        torch.testing.assert_close(
+            mha(x, mask=keep), ref, rtol=1e-10, atol=1e-12
+        )  # fused (additive mask)
         out, w = mha(x, mask=keep, return_weights=True)  # explicit scores
         torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(w.sum(-1), torch.ones(2, 3, 6, dtype=F64))
@@ -239,7 +248,9 @@ def test_qk_transform_hook_and_rotation_invariance() -> None:
         for fn in (rotate, shift):
             mha = MultiHeadAttention(8, 2, qk_transform=fn, dtype=F64)
             mha.load_state_dict(plain.state_dict())
-            torch.testing.assert_close(mha(x), _by_hand(mha, x, transform=fn), rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(
+                mha(x), _by_hand(mha, x, transform=fn), rtol=1e-10, atol=1e-12
+            )
             if fn is rotate:
                 torch.testing.assert_close(mha(x), plain(x), rtol=1e-10, atol=1e-12)
 
@@ -273,7 +284,9 @@ def test_batch_first_false_and_dropout() -> None:
     peer = torch.nn.MultiheadAttention(8, 2, dtype=F64).eval()  # torch's default layout (L, N, E)
     ours = MultiHeadAttention.from_torch(peer)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), peer(x, x, x, need_weights=False)[0], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            ours(x), peer(x, x, x, need_weights=False)[0], rtol=1e-10, atol=1e-12
+        )
     drop = MultiHeadAttention(8, 2, dropout=0.5, dtype=F64)
     drop.load_state_dict(first.state_dict())
     with torch.no_grad():

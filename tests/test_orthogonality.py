@@ -44,7 +44,9 @@ def test_pairwise_angles_match_arccos(k: int, d: int, seed: int) -> None:
     w = torch.randn(k, d, generator=gen(seed), dtype=F64)
     u = w.numpy() / np.linalg.norm(w.numpy(), axis=1, keepdims=True)
     peer = np.arccos(np.clip(u @ u.T, -1, 1))
-    np.testing.assert_allclose(pairwise_angles(w), peer, atol=1e-6)  # arccos loses digits near 0 and π
+    np.testing.assert_allclose(
+        pairwise_angles(w), peer, atol=1e-6
+    )  # arccos loses digits near 0 and π
     assert torch.all(pairwise_angles(w).diagonal() == 0)
 
 
@@ -59,7 +61,8 @@ def test_pairwise_angles_accurate_for_nearly_parallel_and_batched() -> None:
     torch.testing.assert_close(pairwise_angles(batch)[1, 2], pairwise_angles(batch[1, 2]))
 
 
-# ----------------------------------------------------------------------------------------- ϑ estimate
+# ----------------------------------------------------------------------------------------- ϑ
+# estimate
 def test_sign_correlation_exact_sign_is_average_and_matches_angle() -> None:
     x = torch.randn(200_000, 10, generator=gen(2), dtype=F64)
     w = torch.randn(4, 10, generator=gen(3), dtype=F64)
@@ -75,7 +78,9 @@ def test_sign_correlation_scale_limits() -> None:
     x = torch.randn(100_000, 6, generator=gen(4), dtype=F64)
     w = torch.randn(3, 6, generator=gen(5), dtype=F64)
     w = w / w.norm(dim=-1, keepdim=True)
-    cos = torch.nn.functional.cosine_similarity(x @ w.T, x @ w.T, dim=0)  # = 1: sanity of the helper below
+    cos = torch.nn.functional.cosine_similarity(
+        x @ w.T, x @ w.T, dim=0
+    )  # = 1: sanity of the helper below
     assert torch.allclose(cos, torch.ones(3, dtype=F64))
     y = x @ w.T
     corr = (y / y.norm(dim=0)).T @ (y / y.norm(dim=0))  # the sample cosine of the projections
@@ -97,16 +102,27 @@ def test_sign_correlation_batched_and_zero_kernel() -> None:
     assert torch.isfinite(c0).all() and c0[1].abs().max().item() == 0.0
 
 
-# ----------------------------------------------------------------------------------------- regulariser
+# -----------------------------------------------------------------------------------------
+# regulariser
 @settings(max_examples=30, deadline=None)
-@given(k=hst.integers(1, 6), b=hst.integers(1, 40), seed=hst.integers(0, 10**6),
-       lam1=hst.floats(0, 200), lam2=hst.floats(0, 5), s=hst.floats(0.1, 50))
-def test_loss_matches_numpy_peer(k: int, b: int, seed: int, lam1: float, lam2: float, s: float) -> None:
+@given(
+    k=hst.integers(1, 6),
+    b=hst.integers(1, 40),
+    seed=hst.integers(0, 10**6),
+    lam1=hst.floats(0, 200),
+    lam2=hst.floats(0, 5),
+    s=hst.floats(0.1, 50),
+)
+def test_loss_matches_numpy_peer(
+    k: int, b: int, seed: int, lam1: float, lam2: float, s: float
+) -> None:
     x = torch.randn(b, 5, generator=gen(seed), dtype=F64)
     w = torch.randn(k, 5, generator=gen(seed + 1), dtype=F64)
     ours = self_orthogonality_loss(x, w, lambda1=lam1, lambda2=lam2, sharpness=s).item()
     peer = np_regulariser(x.numpy(), w.numpy(), lam1, lam2, s)
-    if np.isfinite(peer):  # the peer divides by zero when a tanh column underflows to 0 (ours gives 0)
+    if np.isfinite(
+        peer
+    ):  # the peer divides by zero when a tanh column underflows to 0 (ours gives 0)
         assert ours == pytest.approx(peer, rel=1e-10, abs=1e-10)
 
 
@@ -119,14 +135,18 @@ def test_loss_is_zero_only_for_orthogonal_signs_and_module() -> None:
     same = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=F64)  # ϑ₁₂ = 1: 100·2² + 1·2 = 402
     assert reg(x, same).item() == pytest.approx(402.0, rel=1e-12)
     batched = reg(x.expand(3, 4, 2), torch.stack([w, same, w]))
-    torch.testing.assert_close(batched, torch.tensor([reg(x, w).item(), 402.0, reg(x, w).item()], dtype=F64))
+    torch.testing.assert_close(
+        batched, torch.tensor([reg(x, w).item(), 402.0, reg(x, w).item()], dtype=F64)
+    )
 
 
 def test_gradients_flow_and_training_reduces_the_loss() -> None:
     g = gen(8)
     w = torch.randn(4, 6, generator=g, dtype=F64, requires_grad=True)
     x = torch.randn(256, 6, generator=g, dtype=F64)
-    assert torch.autograd.gradcheck(lambda w: self_orthogonality_loss(x[:12], w, sharpness=2.0), (w,))
+    assert torch.autograd.gradcheck(
+        lambda w: self_orthogonality_loss(x[:12], w, sharpness=2.0), (w,)
+    )
     assert not self_orthogonality_loss(x, w, sharpness=math.inf).requires_grad
     opt = torch.optim.Adam([w], lr=0.05)
     start = self_orthogonality_loss(x, w, lambda1=0.0).item()
@@ -145,7 +165,9 @@ def test_dtypes_and_huge_inputs(dtype: torch.dtype) -> None:
     assert out.dtype == dtype and torch.isfinite(out)
     huge = self_orthogonality_loss(x.float() * 1e30, w.float())
     assert torch.isfinite(huge)
-    torch.testing.assert_close(huge, self_orthogonality_loss(x.float(), w.float(), sharpness=math.inf))
+    torch.testing.assert_close(
+        huge, self_orthogonality_loss(x.float(), w.float(), sharpness=math.inf)
+    )
 
 
 def test_meta_device() -> None:
@@ -206,4 +228,8 @@ def test_fit_teacher_student_leaves_the_global_rng_alone() -> None:
     first = fit_teacher_student(None, d=5, k=3, r=2, steps=4, batch=8, seed=7)
     assert torch.equal(torch.get_rng_state(), state)
     second = fit_teacher_student(None, d=5, k=3, r=2, steps=4, batch=8, seed=7)
-    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1]) and first[2] == second[2]
+    assert (
+        torch.equal(first[0], second[0])
+        and torch.equal(first[1], second[1])
+        and first[2] == second[2]
+    )

@@ -31,7 +31,8 @@ def _x(*shape, seed=0, dtype=torch.float64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-# ------------------------------------------------------------------------------------ residual attention
+# ------------------------------------------------------------------------------------ residual
+# attention
 def test_without_prev_it_is_ordinary_attention() -> None:
     q, k, v = _x(2, 5, 4), _x(2, 6, 4, seed=1), _x(2, 6, 3, seed=2)
     out, scores = residual_attention(q, k, v)
@@ -75,7 +76,10 @@ def test_encoder_scores_are_the_running_sum_of_every_layer() -> None:
     torch.manual_seed(0)
     enc = RealFormerEncoder(4, D, H, 16, "realformer", dtype=torch.float64)
     inputs = []
-    hooks = [b.attn.register_forward_pre_hook(lambda mod, args: inputs.append(args[0])) for b in enc.blocks]
+    hooks = [
+        b.attn.register_forward_pre_hook(lambda mod, args: inputs.append(args[0]))
+        for b in enc.blocks
+    ]
     x = _x(2, 5, D)
     _, scores = enc(x, return_scores=True)
     for h in hooks:
@@ -103,7 +107,8 @@ def test_one_layer_realformer_is_post_ln_and_variants_differ() -> None:
     assert not torch.allclose(outs["post"], outs["realformer"]) and not torch.allclose(
         outs["post"], outs["pre"]
     )
-    # Post-LN (and RealFormer) outputs are layer-normalised; the Pre-LN stack ends with its own LayerNorm.
+    # Post-LN (and RealFormer) outputs are layer-normalised; the Pre-LN stack ends with its own
+    # LayerNorm.
     for v in LN_VARIANTS:
         torch.testing.assert_close(
             outs[v].mean(-1), torch.zeros(2, 5, dtype=torch.float64), atol=1e-10, rtol=0
@@ -152,7 +157,8 @@ def test_meta_device() -> None:
     assert markov_posterior(x, init, trans).shape == (2, 5, 4)
 
 
-# ------------------------------------------------------------------------------------ the Markov MLM task
+# ------------------------------------------------------------------------------------ the Markov
+# MLM task
 def test_markov_posterior_equals_brute_force_enumeration() -> None:
     init, trans = markov_chain(3, 1.5, torch.Generator().manual_seed(0))
     x = torch.tensor([[3, 1, 3, 3, 0], [2, 3, 3, 1, 3]])  # 3 = hidden
@@ -173,11 +179,14 @@ def test_markov_mlm_task_hides_and_targets_consistently() -> None:
     x, y = markov_mlm_task(400, 12, init, trans, 0.3, torch.Generator().manual_seed(2))
     hidden = x == 5
     assert ((y == -100) == ~hidden).all() and (y[hidden] < 5).all()
-    assert abs(hidden.double().mean().item() - 0.3) < 0.03  # 4800 positions: 4 standard errors ~ 0.026
+    assert (
+        abs(hidden.double().mean().item() - 0.3) < 0.03
+    )  # 4800 positions: 4 standard errors ~ 0.026
     torch.testing.assert_close(trans.sum(-1), torch.ones(5, dtype=torch.float64))
 
 
-# ------------------------------------------------------------------------------------------------ errors
+# ------------------------------------------------------------------------------------------------
+# errors
 def test_errors_name_the_argument() -> None:
     with pytest.raises(ValueError, match="variant"):
         RealFormerBlock(D, H, 16, "middle")
@@ -205,14 +214,18 @@ def test_errors_name_the_argument() -> None:
 
 def test_overflowing_scores_stay_finite_and_correct() -> None:
     """Issue 11: residual attention at |x| ~ 1e20 (raw q k^T would be inf - inf)."""
-    out, scores = residual_attention(torch.tensor([[1e20, 1e20]]), torch.tensor([[1e20, -1e20]]), torch.tensor([[1.0]]))
+    out, scores = residual_attention(
+        torch.tensor([[1e20, 1e20]]), torch.tensor([[1e20, -1e20]]), torch.tensor([[1.0]])
+    )
     assert torch.equal(out, torch.tensor([[1.0]])) and torch.isfinite(scores).all()
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(5, 4, generator=g) * 1e20, torch.randn(6, 4, generator=g) * 1e20
     v = torch.randn(6, 2, generator=g)
     out, scores = residual_attention(q, k, v, prev=torch.full((5, 6), 3e38))
     assert torch.isfinite(out).all() and torch.isfinite(scores).all()
-    torch.testing.assert_close(out, softmax_attention(q, k, v))  # prev is constant per row: no change
+    torch.testing.assert_close(
+        out, softmax_attention(q, k, v)
+    )  # prev is constant per row: no change
     layer = ResidualAttention(D, H)
     with torch.no_grad():
         y, scores = layer(_x(3, 5, D).float() * 1e20)
@@ -233,3 +246,50 @@ def test_former_argument_names_still_work() -> None:
         ResidualAttention(D, H, d_model=D)
     with pytest.raises(TypeError, match="not both"):
         ResidualAttention(embed_dim=D, num_heads=H, d_model=D)
+
+
+def test_markov_posterior_of_empty_sequences() -> None:  # issue 11: no positions
+    init, trans = markov_chain(4, generator=torch.Generator().manual_seed(0))
+    out = markov_posterior(torch.zeros(2, 0, dtype=torch.long), init, trans)
+    assert out.shape == (2, 0, 4) and out.dtype == trans.dtype
+
+
+def test_markov_chain_checks_dtype_and_device() -> None:  # issue 11
+    for bad in (torch.int64, "float32"):
+        with pytest.raises(TypeError, match="dtype"):
+            markov_chain(3, dtype=bad)
+    with pytest.raises(ValueError, match="device"):
+        markov_chain(3, device="gpu0")
+
+
+# ------------------------------------------------------- issue 11: LayerNorm at |x| = 1e30
+@pytest.mark.parametrize("scale", [1.0, 1e18, 1e30, 1e38])
+def test_layer_norm_is_finite_and_exact_at_any_scale(scale: float) -> None:
+    from suma_lib.attention import _core
+
+    gen = torch.Generator().manual_seed(0)
+    ln = _core.LayerNorm(8)
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5, generator=gen)
+        ln.bias.uniform_(-1, 1, generator=gen)
+    x64 = torch.randn(3, 8, generator=gen, dtype=torch.float64)
+    ref = F.layer_norm(x64, (8,), ln.weight.double(), ln.bias.double(), ln.eps)  # scale-free
+    out = ln((x64 * scale).float())
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out.double(), ref, atol=1e-5)
+    x = torch.randn(4, 8, generator=gen)
+    assert torch.equal(ln(x), F.layer_norm(x, (8,), ln.weight, ln.bias, ln.eps))  # bit for bit
+    assert torch.equal(
+        ln(torch.full((2, 8), 1e30)), ln.bias.expand(2, 8)
+    )  # constant rows: the bias
+    xg = (x * 1e30).requires_grad_(True)
+    ln(xg).square().sum().backward()
+    assert torch.isfinite(xg.grad).all()
+
+
+def test_realformer_block_finite_at_huge_input() -> None:
+    torch.manual_seed(0)
+    for variant in LN_VARIANTS:
+        block = RealFormerBlock(D, H, 16, variant)
+        y, _ = block(torch.randn(2, 3, D) * 1e30)
+        assert torch.isfinite(y).all()

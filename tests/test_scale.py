@@ -45,7 +45,9 @@ def gen(seed: int = 0) -> torch.Generator:
 @given(n=st.integers(1, 10**6), d=st.integers(1, 1024), train_len=st.integers(2, 10**5))
 def test_scale_is_log_ratio_over_sqrt_d(n, d, train_len):
     got = entropy_invariant_scale(n, d, train_len)
-    assert got == pytest.approx(math.log(n) / math.log(train_len) / math.sqrt(d), rel=1e-12, abs=1e-15)
+    assert got == pytest.approx(
+        math.log(n) / math.log(train_len) / math.sqrt(d), rel=1e-12, abs=1e-15
+    )
 
 
 def test_scale_equals_inverse_sqrt_d_at_training_length():
@@ -95,9 +97,13 @@ def test_attention_causal_and_padding_match_row_by_row_reference():
     g = gen(1)
     q, k, v = (torch.randn(2, 6, 5, generator=g, dtype=torch.float64) for _ in range(3))
     causal = torch.ones(6, 6, dtype=torch.bool).tril()
-    torch.testing.assert_close(entropy_invariant_attention(q, k, v, causal=True, train_len=3),
-                               _reference_attention(q, k, v, causal, 3))
-    pad = torch.tensor([[True, True, False, True, False, True]])  # (1, m): the same keys for every query
+    torch.testing.assert_close(
+        entropy_invariant_attention(q, k, v, causal=True, train_len=3),
+        _reference_attention(q, k, v, causal, 3),
+    )
+    pad = torch.tensor(
+        [[True, True, False, True, False, True]]
+    )  # (1, m): the same keys for every query
     out = entropy_invariant_attention(q, k, v, mask=pad, train_len=3)
     torch.testing.assert_close(out, _reference_attention(q, k, v, pad.expand(6, 6), 3))
 
@@ -113,8 +119,9 @@ def test_attention_fully_masked_row_is_zero_not_nan():
 
 def test_attention_meta_device_and_dtype():
     q = torch.empty(2, 4, 16, 8, device="meta", dtype=torch.float16)
-    out = entropy_invariant_attention(q, q, torch.empty(2, 4, 16, 5, device="meta", dtype=torch.float16),
-                                      causal=True)
+    out = entropy_invariant_attention(
+        q, q, torch.empty(2, 4, 16, 5, device="meta", dtype=torch.float16), causal=True
+    )
     assert out.device.type == "meta" and out.shape == (2, 4, 16, 5) and out.dtype == torch.float16
 
 
@@ -128,7 +135,8 @@ def test_attention_errors():
         entropy_invariant_attention(x.long(), x, x)
 
 
-# ----------------------------------------------------------------------------------- softmax_entropy
+# -----------------------------------------------------------------------------------
+# softmax_entropy
 @SETTINGS
 @given(rows=rows_strategy)
 def test_softmax_entropy_matches_scipy_and_bounds(rows):
@@ -155,7 +163,9 @@ def test_softmax_entropy_extreme_rows():
     rows[3, 10] = 5.0  # one key visible
     rows[4] = -math.inf  # fully masked
     h = softmax_entropy(rows)
-    torch.testing.assert_close(h, torch.tensor([math.log(n), 0.0, math.log(n), 0.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        h, torch.tensor([math.log(n), 0.0, math.log(n), 0.0, 0.0], dtype=torch.float64)
+    )
 
 
 def test_softmax_entropy_masked_keys_drop_out_and_grad_is_finite():
@@ -193,7 +203,8 @@ def test_softmax_entropy_type_errors():
         softmax_entropy(torch.zeros(3), dim=1)
 
 
-# -------------------------------------------------------------------------- max_gap_entropy_estimate
+# --------------------------------------------------------------------------
+# max_gap_entropy_estimate
 @SETTINGS
 @given(rows=rows_strategy)
 def test_quick_estimate_is_a_lower_bound(rows):
@@ -202,13 +213,16 @@ def test_quick_estimate_is_a_lower_bound(rows):
 
 
 def test_quick_estimate_exact_for_constant_rows_and_errors():
-    torch.testing.assert_close(max_gap_entropy_estimate(torch.full((2, 9), 3.0)), torch.full((2,), math.log(9)))
+    torch.testing.assert_close(
+        max_gap_entropy_estimate(torch.full((2, 9), 3.0)), torch.full((2,), math.log(9))
+    )
     assert max_gap_entropy_estimate(torch.empty(3, 5, device="meta")).shape == (3,)
     with pytest.raises(ValueError, match="logits"):
         max_gap_entropy_estimate(torch.tensor([0.0, -math.inf]))
 
 
-# -------------------------------------------------------------------------- score_cgf, tilted_entropy
+# -------------------------------------------------------------------------- score_cgf,
+# tilted_entropy
 def _cgf_quad(x: float, d: int) -> float:
     w = lambda t: (1 - t * t) ** ((d - 3) / 2)
     return math.log(quad(lambda t: math.exp(x * t) * w(t), -1, 1)[0] / quad(w, -1, 1)[0])
@@ -284,7 +298,9 @@ def test_first_order_matches_monte_carlo(noise):
     v = torch.randn(4, 1024, 8, generator=g, dtype=torch.float64)
     change = noisy_attention_change(s, v, 0.3, samples=400, noise=noise, generator=g)
     rms = change.pow(2).sum(-1).mean(0).sqrt()
-    torch.testing.assert_close(rms, noise_change_first_order(s, v, 0.3, noise=noise), rtol=0.08, atol=0)
+    torch.testing.assert_close(
+        rms, noise_change_first_order(s, v, 0.3, noise=noise), rtol=0.08, atol=0
+    )
 
 
 def test_uniform_tau2_matches_quadrature():
@@ -294,7 +310,10 @@ def test_uniform_tau2_matches_quadrature():
     for std in (1e-5, 0.2, 1.5):
         a = math.sqrt(3) * std
         with mpmath.workdps(40):  # high precision: m2/m1² − 1 cancels badly for tiny noise
-            m = [mpmath.quad(lambda e, k=k, a=a: mpmath.exp(k * e) / (2 * a), [-a, a]) for k in (1, 2)]
+            m = [
+                mpmath.quad(lambda e, k=k, a=a: mpmath.exp(k * e) / (2 * a), [-a, a])
+                for k in (1, 2)
+            ]
             tau2 = float(m[1] / m[0] ** 2 - 1)
         got = noise_change_first_order(s, v, std, noise="uniform").item()
         assert got == pytest.approx(math.sqrt(tau2 / 2), rel=1e-7)
@@ -333,23 +352,30 @@ def test_box_min_entropy_matches_brute_force(n, beta):
     brute = scipy_entropy(np.exp(patterns), axis=1)
     h, k = box_min_entropy(n, beta)
     assert h == pytest.approx(brute.min(), rel=1e-12)
-    assert brute[(patterns > 0).sum(1) == k].min() == pytest.approx(h, rel=1e-12)  # k is a minimiser
+    assert brute[(patterns > 0).sum(1) == k].min() == pytest.approx(
+        h, rel=1e-12
+    )  # k is a minimiser
 
 
 def test_box_entropy_gap_matches_search_and_limits():
     def search(beta):
         q = lambda f: f * math.exp(2 * beta) / (f * math.exp(2 * beta) + 1 - f)
         kl = lambda f: q(f) * math.log(q(f) / f) + (1 - q(f)) * math.log((1 - q(f)) / (1 - f))
-        return -minimize_scalar(lambda f: -kl(f), bounds=(1e-12, 1 - 1e-12), method="bounded",
-                                options={"xatol": 1e-13}).fun
+        return -minimize_scalar(
+            lambda f: -kl(f), bounds=(1e-12, 1 - 1e-12), method="bounded", options={"xatol": 1e-13}
+        ).fun
 
     for beta in (0.05, 1.0, 3.0):
         assert box_entropy_gap(beta) == pytest.approx(search(beta), rel=1e-8)
-    assert box_entropy_gap(1.0) == pytest.approx(1 / math.tanh(1) + math.log(math.sinh(1)) - 1, rel=1e-14)
+    assert box_entropy_gap(1.0) == pytest.approx(
+        1 / math.tanh(1) + math.log(math.sinh(1)) - 1, rel=1e-14
+    )
     # Series branch and direct branch agree at the switch point.
     assert box_entropy_gap(0.999e-3) == pytest.approx(box_entropy_gap(1.001e-3), rel=1e-2)
     assert box_entropy_gap(1000.0) == pytest.approx(2000 - 1 - math.log(2000), rel=1e-12)
-    assert math.log(10**6) - box_min_entropy(10**6)[0] == pytest.approx(box_entropy_gap(1.0), abs=1e-9)
+    assert math.log(10**6) - box_min_entropy(10**6)[0] == pytest.approx(
+        box_entropy_gap(1.0), abs=1e-9
+    )
 
 
 def test_box_local_minima_never_beat_the_two_level_minimum():
@@ -375,10 +401,42 @@ def test_box_errors():
 def test_entropy_invariant_attention_with_one_key_and_huge_inputs() -> None:
     """Issue 11: one visible key gives scale 0; with |q|, |k| >= 2^64 that was inf * 0 = NaN."""
     q = torch.full((1, 2), 2.0**70)
-    torch.testing.assert_close(entropy_invariant_attention(q, q, torch.ones(1, 1)), torch.ones(1, 1))
+    torch.testing.assert_close(
+        entropy_invariant_attention(q, q, torch.ones(1, 1)), torch.ones(1, 1)
+    )
     q3, v3 = torch.full((3, 2), 2.0**70), torch.arange(3.0).reshape(3, 1)
     out = entropy_invariant_attention(q3, q3, v3, causal=True)  # query 0 sees one key
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out[0], v3[0])
     with pytest.raises(ValueError, match="d >= 1"):
         entropy_invariant_attention(torch.ones(2, 0), torch.ones(2, 0), torch.ones(2, 1))
+
+
+# ------------------------------------------------- issue 11: batch dimensions that do not broadcast
+def test_noise_change_rejects_non_broadcasting_batches() -> None:
+    from suma_lib.attention import noise_change_first_order, noisy_attention_change
+
+    s, v = torch.randn(2, 5), torch.randn(3, 5, 2)
+    with pytest.raises(ValueError, match="scores .* and values .* do not broadcast"):
+        noise_change_first_order(s, v, 0.1)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        noisy_attention_change(s, v, 0.1)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        noise_change_first_order(s[:0], v, 0.1)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e20, 1e30])
+def test_noise_change_first_order_scales_with_the_values(scale: float) -> None:  # issue 11
+    from suma_lib.attention import noise_change_first_order
+
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    v = torch.randn(3, 5, 2, generator=gen, dtype=torch.float64)
+    ref = noise_change_first_order(s, v, 0.1)  # float64; the change is linear in v
+    out = noise_change_first_order(s.float(), (v * scale).float(), 0.1)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out.double() / scale, ref, rtol=1e-5)
+    out_s = noise_change_first_order(
+        (s * 1e30).float(), v.float(), 0.1
+    )  # one-hot weights: no change
+    assert torch.isfinite(out_s).all()

@@ -22,7 +22,8 @@ from suma_lib.attention import (
 )
 
 
-# ------------------------------------------------------------------- explicit references (Python loops)
+# ------------------------------------------------------------------- explicit references (Python
+# loops)
 def _ref(n: int, rule, causal: bool) -> np.ndarray:
     m = np.zeros((n, n), dtype=bool)
     for i, j in itertools.product(range(n), repeat=2):
@@ -33,7 +34,9 @@ def _ref(n: int, rule, causal: bool) -> np.ndarray:
 REFS = {
     "atrous": lambda n, k, causal: _ref(n, lambda i, j: (i - j) % k == 0, causal),
     "local": lambda n, k, causal: _ref(n, lambda i, j: abs(i - j) <= k, causal),
-    "strided": lambda n, k, causal: _ref(n, lambda i, j: abs(i - j) < k or (i - j) % k == 0, causal),
+    "strided": lambda n, k, causal: _ref(
+        n, lambda i, j: abs(i - j) < k or (i - j) % k == 0, causal
+    ),
 }
 MASKS = {"atrous": atrous_mask, "local": local_mask, "strided": strided_mask}
 
@@ -68,10 +71,14 @@ def test_mask_counts_match_closed_forms(n: int, k: int) -> None:
     assert int(local_mask(n, k).sum()) == (2 * m + 1) * n - m * (m + 1)
     assert 2 * int(local_mask(n, k, causal=True).sum()) == 2 * (m + 1) * n - m * (m + 1)
     # strided = local(k-1) | atrous(k), which share only the diagonal
-    assert int(strided_mask(n, k).sum()) == int(local_mask(n, k - 1).sum()) + int(atrous_mask(n, k).sum()) - n
+    assert (
+        int(strided_mask(n, k).sum())
+        == int(local_mask(n, k - 1).sum()) + int(atrous_mask(n, k).sum()) - n
+    )
 
 
-# ----------------------------------------------------------------------------------------- reachability
+# -----------------------------------------------------------------------------------------
+# reachability
 def _paths(masks: list[np.ndarray]) -> np.ndarray:
     """Reference by explicit set propagation: which inputs reach each output."""
     n = masks[0].shape[0]
@@ -86,7 +93,9 @@ def _paths(masks: list[np.ndarray]) -> np.ndarray:
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 14), st.integers(0, 4), st.integers(1, 6), st.booleans(), st.booleans())
-def test_reachability_matches_path_enumeration(n: int, k: int, s: int, causal: bool, residual: bool) -> None:
+def test_reachability_matches_path_enumeration(
+    n: int, k: int, s: int, causal: bool, residual: bool
+) -> None:
     masks = [local_mask(n, k, causal), atrous_mask(n, s, causal)]
     np_masks = [m.numpy() | (np.eye(n, dtype=bool) if residual else False) for m in masks]
     np.testing.assert_array_equal(reachability(masks, residual=residual).numpy(), _paths(np_masks))
@@ -111,7 +120,8 @@ def test_reachability_batched_masks_broadcast() -> None:
     assert torch.equal(out[0], local_mask(8, 2))
 
 
-# ---------------------------------------------------------------------------------------- local attention
+# ---------------------------------------------------------------------------------------- local
+# attention
 def _qkv(shape_q, dv, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(*shape_q, generator=g, dtype=dtype)
@@ -122,7 +132,9 @@ def _qkv(shape_q, dv, dtype=torch.float64, seed=0):
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 40), st.integers(0, 9), st.booleans(), st.integers(1, 5))
-def test_local_attention_equals_masked_exact_attention(n: int, window: int, causal: bool, d: int) -> None:
+def test_local_attention_equals_masked_exact_attention(
+    n: int, window: int, causal: bool, d: int
+) -> None:
     q, k, v = _qkv((2, 3, n, d), 4)
     mask = local_mask(n, window, causal)
     got = local_attention(q, k, v, window, causal)
@@ -146,7 +158,8 @@ def test_local_attention_scale_and_broadcast_leading_dims() -> None:
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_local_attention_never_forms_the_n_by_n_matrix(causal: bool) -> None:
-    # n = 4096 with window 2 would need 16M scores for the dense form; the blocks need 3w (2w causal) per query.
+    # n = 4096 with window 2 would need 16M scores for the dense form; the blocks need 3w (2w
+    # causal) per query.
     n, w, d = 4096, 2, 4
     q, k, v = (torch.randn(n, d, device="meta") for _ in range(3))
     from torch.utils.flop_counter import FlopCounterMode
@@ -154,7 +167,8 @@ def test_local_attention_never_forms_the_n_by_n_matrix(causal: bool) -> None:
     with FlopCounterMode(display=False) as counter:
         out = local_attention(q, k, v, w, causal=causal)
     assert out.shape == (n, d)
-    # Two block products of (2 or 3) w keys per query, 2 flops per multiply-add: 4 * (2 or 3) * n * w * d.
+    # Two block products of (2 or 3) w keys per query, 2 flops per multiply-add: 4 * (2 or 3) * n *
+    # w * d.
     assert counter.get_total_flops() == 4 * (2 if causal else 3) * n * w * d
     assert counter.get_total_flops() < 4 * n * n * d / 100
 
@@ -163,7 +177,9 @@ def test_local_attention_gradients() -> None:
     q, k, v = _qkv((1, 6, 3), 2)
     for t in (q, k, v):
         t.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, b, c: local_attention(a, b, c, 2, causal=True), (q, k, v))
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: local_attention(a, b, c, 2, causal=True), (q, k, v)
+    )
 
 
 def test_local_attention_extreme_inputs() -> None:
@@ -199,7 +215,8 @@ def test_meta_device() -> None:
     assert local_attention(q, q, q, 2, causal=True).device.type == "meta"
 
 
-# ------------------------------------------------------------------------------------------------ errors
+# ------------------------------------------------------------------------------------------------
+# errors
 def test_errors_name_the_argument() -> None:
     with pytest.raises(ValueError, match="n must be"):
         local_mask(-1, 2)
@@ -212,7 +229,7 @@ def test_errors_name_the_argument() -> None:
     with pytest.raises(TypeError, match="causal"):
         local_mask(5, 1, causal=1)
     with pytest.raises(TypeError, match="device"):
-        local_mask(5, 1, device=3)
+        local_mask(5, 1, device=3.0)
     q = torch.randn(5, 4)
     with pytest.raises(ValueError, match="window"):
         local_attention(q, q, q, -1)
@@ -249,3 +266,35 @@ def test_reachability_rejects_masks_on_two_devices() -> None:
     cpu = torch.ones(3, 3, dtype=torch.bool)
     with pytest.raises(TypeError, match="masks\\[1\\]"):
         reachability([cpu, cpu.to("meta")])
+
+
+# ------------------------------------------------------- issue 11: bad device strings and numbers
+@pytest.mark.parametrize(
+    "bad, err", [("gpu0", ValueError), (1.5, TypeError), ("cuda:99", ValueError)]
+)
+def test_mask_builders_check_the_device(bad, err) -> None:
+    from suma_lib.attention import (
+        atrous_mask,
+        combine_masks,
+        diagonal_free_mask,
+        fixed_mask,
+        local_mask,
+        strided_mask,
+    )
+    from suma_lib.tasks import markov_chain, partner_task
+
+    calls = [
+        lambda: atrous_mask(4, 2, device=bad),
+        lambda: fixed_mask(4, 2, device=bad),
+        lambda: local_mask(4, 1, device=bad),
+        lambda: strided_mask(4, 2, device=bad),
+        lambda: diagonal_free_mask(4, device=bad),
+        lambda: combine_masks(None, True, 3, 3, device=bad),
+        lambda: markov_chain(3, device=bad),
+        lambda: partner_task(2, 2, 3, device=bad),
+    ]
+    for call in calls:
+        with pytest.raises(err, match="device"):
+            call()
+    assert local_mask(3, 1, device="meta").device.type == "meta"
+    assert torch.equal(local_mask(3, 0, device=torch.device("cpu")), torch.eye(3, dtype=torch.bool))

@@ -19,21 +19,34 @@ F64 = torch.float64
 
 def _numpy_peer(x: np.ndarray) -> float:
     """S = mean|x| / sqrt(mean x^2), straight from the definition (float64 NumPy)."""
-    x = x / np.max(np.abs(x))  # rescaled first, so that subnormal entries do not underflow when squared
+    x = x / np.max(
+        np.abs(x)
+    )  # rescaled first, so that subnormal entries do not underflow when squared
     return float(np.mean(np.abs(x)) / np.sqrt(np.mean(x**2)))
 
 
 def test_uniform_one_hot_and_known_rows() -> None:
     n = 10
-    rows = torch.stack([torch.full((n,), 2.0, dtype=F64), torch.eye(n, dtype=F64)[3],
-                        torch.tensor([1.0, -1.0] * 5, dtype=F64)])
-    torch.testing.assert_close(attention_sparsity(rows), torch.tensor([1.0, n**-0.5, 1.0], dtype=F64))
+    rows = torch.stack(
+        [
+            torch.full((n,), 2.0, dtype=F64),
+            torch.eye(n, dtype=F64)[3],
+            torch.tensor([1.0, -1.0] * 5, dtype=F64),
+        ]
+    )
+    torch.testing.assert_close(
+        attention_sparsity(rows), torch.tensor([1.0, n**-0.5, 1.0], dtype=F64)
+    )
     x = torch.tensor([3.0, 0.0, -4.0, 0.0], dtype=F64)  # |x|_1 = 7, |x|_2 = 5
     torch.testing.assert_close(attention_sparsity(x), torch.tensor(7 / (2 * 5), dtype=F64))
 
 
 @settings(max_examples=60, deadline=None)
-@given(arrays(np.float64, st.integers(1, 40), elements=st.floats(-1e6, 1e6)).filter(lambda a: np.any(a != 0)))
+@given(
+    arrays(np.float64, st.integers(1, 40), elements=st.floats(-1e6, 1e6)).filter(
+        lambda a: np.any(a != 0)
+    )
+)
 def test_matches_definition_and_range(a: np.ndarray) -> None:
     s = attention_sparsity(torch.from_numpy(a)).item()
     assert s == pytest.approx(_numpy_peer(a), rel=1e-12)
@@ -41,27 +54,33 @@ def test_matches_definition_and_range(a: np.ndarray) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(arrays(np.float64, 12, elements=st.floats(0.0, 1.0)).filter(lambda a: a.sum() > 0),
-       st.floats(1e-30, 1e30))
+@given(
+    arrays(np.float64, 12, elements=st.floats(0.0, 1.0)).filter(lambda a: a.sum() > 0),
+    st.floats(1e-30, 1e30),
+)
 def test_scale_invariance_and_renyi_entropy(p: np.ndarray, c: float) -> None:
     p = torch.from_numpy(p / p.sum())
     s = attention_sparsity(p)
     torch.testing.assert_close(attention_sparsity(c * p), s, rtol=1e-12, atol=0)
     torch.testing.assert_close(12 * s**2, 1 / (p**2).sum(), rtol=1e-12, atol=0)  # n S^2 = e^{H_2}
-    assert 12 * s.item() ** 2 <= math.exp(entropy(p).item()) * (1 + 1e-12)      # H_2 <= H
+    assert 12 * s.item() ** 2 <= math.exp(entropy(p).item()) * (1 + 1e-12)  # H_2 <= H
 
 
 def test_mask_excludes_entries_and_empty_rows_give_zero() -> None:
     w = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.2, 0.3, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0]], dtype=F64)
-    mask = torch.tensor([[True, True, False, False], [True, True, True, True], [False, False, False, False]])
+    mask = torch.tensor(
+        [[True, True, False, False], [True, True, True, True], [False, False, False, False]]
+    )
     s = attention_sparsity(w, mask=mask)
-    assert s[0].item() == pytest.approx(1.0)                              # uniform over its 2 real keys
+    assert s[0].item() == pytest.approx(1.0)  # uniform over its 2 real keys
     assert s[1].item() == pytest.approx(_numpy_peer(np.array([0.2, 0.3, 0.5, 0.0])))
-    assert s[2].item() == 0.0                                             # fully masked: rule S = 0
+    assert s[2].item() == 0.0  # fully masked: rule S = 0
     assert attention_sparsity(torch.zeros(3, 5)).tolist() == [0.0, 0.0, 0.0]
     # masked entries are ignored even when non-zero; a broadcast mask works
     w2 = torch.tensor([[1.0, 1.0, 9.0]], dtype=F64)
-    assert attention_sparsity(w2, mask=torch.tensor([True, True, False])).item() == pytest.approx(1.0)
+    assert attention_sparsity(w2, mask=torch.tensor([True, True, False])).item() == pytest.approx(
+        1.0
+    )
     assert not torch.isnan(s).any()
 
 
@@ -81,8 +100,12 @@ def test_extreme_magnitudes_float32() -> None:
     ref = attention_sparsity(base)
     for c in (1e30, -1e30, 1e-30, 1e-42):  # 1e-42 is subnormal in float32
         torch.testing.assert_close(attention_sparsity(c * base), ref, rtol=1e-5, atol=0)
-    torch.testing.assert_close(attention_sparsity(torch.tensor([1e30, 1.0, 0.0])),
-                               torch.tensor(1 / math.sqrt(3)), rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        attention_sparsity(torch.tensor([1e30, 1.0, 0.0])),
+        torch.tensor(1 / math.sqrt(3)),
+        rtol=1e-6,
+        atol=0,
+    )
 
 
 def test_dim_batching_and_dtype() -> None:
@@ -113,17 +136,27 @@ def test_stderr_matches_spread_of_repeated_samples() -> None:
     se = sparsity_stderr(x)
     # the delta-method error predicts the spread of S across independent rows (within 15 %)
     assert se.mean().item() == pytest.approx(s.std().item(), rel=0.15)
-    assert s.mean().item() == pytest.approx(math.exp(-0.5), abs=4 * s.std().item() / math.sqrt(reps))
+    assert s.mean().item() == pytest.approx(
+        math.exp(-0.5), abs=4 * s.std().item() / math.sqrt(reps)
+    )
     assert sparsity_stderr(torch.zeros(2, 5)).tolist() == [0.0, 0.0]
 
 
 def test_scores_against_direct_formulas() -> None:
     g = torch.Generator().manual_seed(1)
-    q, k = torch.randn(2, 3, 4, generator=g, dtype=F64), torch.randn(2, 5, 4, generator=g, dtype=F64)
+    q, k = (
+        torch.randn(2, 3, 4, generator=g, dtype=F64),
+        torch.randn(2, 5, 4, generator=g, dtype=F64),
+    )
     s = 0.5 * q @ k.mT
     phi = lambda t: torch.where(t > 0, t + 1, t.exp())  # elu + 1, written out
-    expected = {"exp": s.exp(), "identity": s, "relu2": s.clamp_min(0) ** 2,
-                "elu1": 0.5 * phi(q) @ phi(k).mT, "relu": 0.5 * q.clamp_min(0) @ k.clamp_min(0).mT}
+    expected = {
+        "exp": s.exp(),
+        "identity": s,
+        "relu2": s.clamp_min(0) ** 2,
+        "elu1": 0.5 * phi(q) @ phi(k).mT,
+        "relu": 0.5 * q.clamp_min(0) @ k.clamp_min(0).mT,
+    }
     for kind in SCORE_KINDS:
         x = attention_scores(q, k, kind, scale=0.5)
         torch.testing.assert_close(x, expected[kind])
@@ -172,15 +205,32 @@ def test_normalized_scores_survive_overflow() -> None:
     assert torch.equal(one, torch.ones(1, 1))
     q = torch.tensor([[1e12, 1e12]])
     k = torch.tensor([[1e12, 1e12], [1e12, 0.0], [-1e12, 0.0]])
-    torch.testing.assert_close(attention_scores(q, k, "relu2", normalize=True), torch.tensor([[0.8, 0.2, 0.0]]))
     torch.testing.assert_close(
-        attention_scores(q, k, "identity", scale=-3.0, normalize=True), torch.tensor([[-0.5, -0.25, 0.25]])
+        attention_scores(q, k, "relu2", normalize=True), torch.tensor([[0.8, 0.2, 0.0]])
+    )
+    torch.testing.assert_close(
+        attention_scores(q, k, "identity", scale=-3.0, normalize=True),
+        torch.tensor([[-0.5, -0.25, 0.25]]),
     )
     g = torch.Generator().manual_seed(0)
-    q64, k64 = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(5, 4, generator=g, dtype=torch.float64)
+    q64, k64 = (
+        torch.randn(3, 4, generator=g, dtype=torch.float64),
+        torch.randn(5, 4, generator=g, dtype=torch.float64),
+    )
     for kind in SCORE_KINDS:  # away from overflow, normalize=True is the row-normalised plain score
         raw = attention_scores(q64, k64, kind, scale=0.7)
         ref = raw / raw.abs().sum(-1, keepdim=True)
         torch.testing.assert_close(attention_scores(q64, k64, kind, scale=0.7, normalize=True), ref)
         big = attention_scores(q64.float() * 1e25, k64.float() * 1e25, kind, normalize=True)
         assert torch.isfinite(big).all(), kind
+
+
+def test_unnormalized_scores_never_nan_at_huge_input() -> None:  # issue 11
+    from suma_lib.attention import attention_scores
+
+    q, k = torch.randn(3, 4) * 1e30, torch.randn(5, 4) * 1e30
+    for kind in ("exp", "relu2", "relu", "elu1"):
+        out = attention_scores(q, k, kind, normalize=False)
+        assert not torch.isnan(out).any()
+    out = attention_scores(q / 1e30, k / 1e30, "exp", normalize=False)
+    assert torch.allclose(out, torch.exp((q / 1e30) @ (k / 1e30).T), rtol=1e-5)

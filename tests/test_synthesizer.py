@@ -35,7 +35,8 @@ def _layer(kinds, **kw):
     )
 
 
-# ------------------------------------------------------------------------------------------- structure
+# -------------------------------------------------------------------------------------------
+# structure
 @pytest.mark.parametrize("kind", SYNTHESIZER_KINDS)
 def test_every_kind_shapes_rows_and_causality(kind: str) -> None:
     layer = _layer(kind)
@@ -76,7 +77,9 @@ def test_dot_weights_depend_on_other_tokens() -> None:
 
 
 def test_factorized_random_rank_and_factorized_dense_rows_rank_one() -> None:
-    fr = FactorizedRandomLogits(H, L, rank=3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    fr = FactorizedRandomLogits(
+        H, L, rank=3, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     logits = fr(_x(L, D))
     assert logits.shape == (H, L, L)
     assert (torch.linalg.matrix_rank(logits) == 3).all()
@@ -92,7 +95,9 @@ def test_random_logits_are_reproducible_and_can_be_fixed() -> None:
     assert torch.equal(a.r, b.r) and isinstance(a.r, torch.nn.Parameter)
     fixed = RandomLogits(H, L, trainable=False)
     assert not any(p is fixed.r for p in fixed.parameters()) and "r" in dict(fixed.named_buffers())
-    std = RandomLogits(4, 64, init_std=0.5, generator=torch.Generator().manual_seed(0)).r.std().item()
+    std = (
+        RandomLogits(4, 64, init_std=0.5, generator=torch.Generator().manual_seed(0)).r.std().item()
+    )
     assert abs(std - 0.5) < 0.02  # 16k draws: relative error of the std about 0.6%
 
 
@@ -110,7 +115,9 @@ def test_dot_kind_equals_torch_multihead_attention() -> None:
     torch.testing.assert_close(layer(x), ref)
     torch.testing.assert_close(layer.weights(x), ref_w)
     causal = torch.ones(7, 7, dtype=torch.bool).triu(1)
-    torch.testing.assert_close(layer(x, causal=True), mha(x, x, x, attn_mask=causal, need_weights=False)[0])
+    torch.testing.assert_close(
+        layer(x, causal=True), mha(x, x, x, attn_mask=causal, need_weights=False)[0]
+    )
 
 
 def test_mixture_is_the_weighted_sum_of_logits() -> None:
@@ -159,7 +166,8 @@ def test_large_inputs_stay_finite() -> None:
     assert torch.isfinite(layer(_x(2, 5, D) * 1e30)).all()
 
 
-# -------------------------------------------------------------------------------------------- the tasks
+# -------------------------------------------------------------------------------------------- the
+# tasks
 @settings(max_examples=20, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 5), st.integers(0, 1000))
 def test_partner_task_targets_are_partner_payloads(m: int, p: int, seed: int) -> None:
@@ -194,11 +202,14 @@ def test_training_learns_a_positional_task() -> None:
         3e-2,
         eval_data=permutation_task(256, 4, 5, perm, g),
     )
-    assert out["losses"].shape == (60,) and out["losses"][-10:].mean() < 0.5 * out["losses"][:5].mean()
+    assert (
+        out["losses"].shape == (60,) and out["losses"][-10:].mean() < 0.5 * out["losses"][:5].mean()
+    )
     assert out["eval_accuracy"] > 0.9  # chance is 0.2
 
 
-# ------------------------------------------------------------------------------------------------ errors
+# ------------------------------------------------------------------------------------------------
+# errors
 def test_errors_name_the_argument() -> None:
     with pytest.raises(ValueError, match="kinds"):
         SynthesizerAttention(D, H, L, "bogus")
@@ -252,3 +263,35 @@ def test_dot_source_survives_overflow() -> None:
     with torch.no_grad():
         y = layer(torch.randn(2, 5, D, generator=torch.Generator().manual_seed(0)) * 1e25)
     assert torch.isfinite(y).all()
+
+
+# ------------------------------------------------------- issue 11: meta input, CPU parameters
+def test_logit_modules_reject_meta_input_with_cpu_parameters() -> None:
+    from suma_lib import attention as att
+
+    mods = [
+        att.DenseLogits(8, 2, 4),
+        att.DotProductLogits(8, 2),
+        att.FactorizedDenseLogits(8, 2, 4),
+        att.RandomLogits(2, 4),
+        att.FactorizedRandomLogits(2, 4, 2),
+    ]
+    x = torch.randn(2, 4, 8)
+    for mod in mods:
+        with pytest.raises(TypeError, match="x must be on the device of the module's parameters"):
+            mod(x.to("meta"))
+        assert mod(x).device.type == "cpu"  # same device: works
+        out = mod.to("meta")(x.to("meta"))
+        assert out.device.type == "meta"
+
+
+def test_factorized_dense_logits_finite_at_huge_input() -> None:  # issue 11
+    from suma_lib import attention as att
+
+    torch.manual_seed(0)
+    mod = att.FactorizedDenseLogits(8, 2, 4)
+    x = torch.randn(2, 4, 8)
+    assert torch.isfinite(mod(x * 1e30)).all()
+    assert torch.equal(mod(x), mod.double()(x.double()).float()) or torch.allclose(
+        mod.float()(x), mod.double()(x.double()).float(), rtol=1e-5, atol=1e-6
+    )

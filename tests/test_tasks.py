@@ -44,9 +44,14 @@ def test_same_generator_same_draws_and_global_rng_untouched() -> None:
 
 def test_old_markov_api_wraps_the_new_one() -> None:
     init, trans = markov_chain(3, 1.0, _gen(1))
-    assert torch.equal(sample_markov_chain(trans, init, 4, 6, generator=_gen(2)), markov_sample(init, trans, 4, 6, _gen(2)))
+    assert torch.equal(
+        sample_markov_chain(trans, init, 4, 6, generator=_gen(2)),
+        markov_sample(init, trans, 4, 6, _gen(2)),
+    )
     tokens = markov_sample(init, trans, 4, 6, _gen(3))
-    assert torch.equal(markov_conditionals(tokens, trans, init), markov_leave_one_out(tokens, init, trans))
+    assert torch.equal(
+        markov_conditionals(tokens, trans, init), markov_leave_one_out(tokens, init, trans)
+    )
 
 
 def test_leave_one_out_is_the_posterior_with_one_position_hidden() -> None:
@@ -56,7 +61,9 @@ def test_leave_one_out_is_the_posterior_with_one_position_hidden() -> None:
     for i in range(5):
         hidden = tokens.clone()
         hidden[:, i] = 4
-        torch.testing.assert_close(markov_posterior(hidden, init, trans)[:, i], loo[:, i], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            markov_posterior(hidden, init, trans)[:, i], loo[:, i], rtol=1e-12, atol=1e-14
+        )
 
 
 def test_posterior_equals_brute_force() -> None:

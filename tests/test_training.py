@@ -32,7 +32,10 @@ def _regression(g: torch.Generator):
 
 
 def test_learns_and_is_deterministic_without_touching_the_global_rng() -> None:
-    models = [_model(), _model()]  # built first: nn.Linear's own initialisation uses the global state
+    models = [
+        _model(),
+        _model(),
+    ]  # built first: nn.Linear's own initialisation uses the global state
     state = torch.get_rng_state()
     runs = [train(net, _regression(_gen(1)), 200, lr=0.05) for net in models]
     assert torch.equal(torch.get_rng_state(), state)
@@ -55,7 +58,9 @@ def test_dataset_mode_draws_rows_with_the_generator() -> None:
     rows = torch.randint(10, (4,), generator=_gen(2))
     assert torch.equal(seen[0], data[rows])
     seen.clear()
-    pairs = train(net, (data, data[:, 0]), 2, loss=lambda m, b: m(b[0][:, :1]).sum() * 0, batch_size=3)
+    pairs = train(
+        net, (data, data[:, 0]), 2, loss=lambda m, b: m(b[0][:, :1]).sum() * 0, batch_size=3
+    )
     assert pairs["loss"].shape == (2,)
     with pytest.raises(TypeError, match="batch_size"):
         train(net, data, 1, loss=loss)
@@ -72,7 +77,9 @@ def test_iterable_restarts_eval_callback_and_modes() -> None:
         calls.append(1)
         return len(calls)
 
-    history = train(net, batches, 7, torch.optim.SGD(net.parameters(), lr=0.1), eval_fn=evaluate, eval_every=3)
+    history = train(
+        net, batches, 7, torch.optim.SGD(net.parameters(), lr=0.1), eval_fn=evaluate, eval_every=3
+    )
     assert [s for s, _ in history["eval"]] == [3, 6, 7] and history["eval"][-1][1] == 3
     assert not net.training  # back to the mode it had
     assert history["loss"].shape == (7,)

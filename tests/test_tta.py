@@ -156,7 +156,8 @@ def test_sampler_frequencies_match_the_chain() -> None:
 
 
 def test_training_learns_a_deterministic_chain() -> None:
-    # x_{t+1} = x_t + 1 (mod 5): every token is fixed by its neighbours, so the loss must fall far below log 5.
+    # x_{t+1} = x_t + 1 (mod 5): every token is fixed by its neighbours, so the loss must fall far
+    # below log 5.
     v, n = 5, 6
     trans = torch.roll(torch.eye(v), 1, dims=1)
     data = sample_markov_chain(
@@ -258,6 +259,21 @@ def test_mixed_meta_and_cpu_inputs_raise() -> None:
     with pytest.raises(TypeError, match="device"):
         net(meta_tokens)
     with pytest.raises(TypeError, match="device"):
-        net.forward_embeddings(torch.ones(1, 3, net.token_embedding.embedding_dim, dtype=F64, device="meta"))
+        net.forward_embeddings(
+            torch.ones(1, 3, net.token_embedding.embedding_dim, dtype=F64, device="meta")
+        )
     with pytest.raises(TypeError, match="device"):
-        pseudo_log_likelihood(torch.ones(1, 3, 4, device="meta"), torch.zeros(1, 3, dtype=torch.long))
+        pseudo_log_likelihood(
+            torch.ones(1, 3, 4, device="meta"), torch.zeros(1, 3, dtype=torch.long)
+        )
+
+
+def test_tta_layer_finite_at_huge_input() -> None:  # issue 11: LayerNorm and logits at 1e30
+    from suma_lib.attention import TTALayer
+
+    torch.manual_seed(0)
+    layer = TTALayer(8, 2)
+    q, m = torch.randn(2, 4, 8), torch.randn(2, 4, 8)
+    assert torch.isfinite(layer(q * 1e30, m * 1e30)).all()
+    ref = layer.double()(q.double() * 1e30, m.double() * 1e30)
+    assert torch.allclose(layer.float()(q * 1e30, m * 1e30).double(), ref, atol=1e-4)

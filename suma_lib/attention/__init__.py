@@ -1,12 +1,17 @@
 """Attention mechanisms (Parts II and IV of the book).
 
-Tensors follow PyTorch's convention ``(batch, heads, n, d)`` (any leading dimensions), any device and dtype.
+Tensors follow PyTorch's convention ``(batch, heads, n, d)`` (any leading dimensions), any device
+and dtype.
 Each submodule lists its public names in ``__all__``; they are all re-exported here.
 
-Layout: the private ``_core`` holds what every module shares (argument checks, masks, head split/merge,
-overflow-safe logits and softmax); :class:`~suma_lib.attention.multihead.MultiHeadAttention` is the one
-multi-head layer, whose hooks (``project``, ``transform_qk``, ``get_scores``, ``get_bias``, ``get_mask``)
-the variants override: RealFormer's :class:`ResidualAttention`, :class:`SynthesizerAttention` and T-TA's
+Layout: the private ``_core`` holds what every module shares (argument checks, masks, head
+split/merge,
+overflow-safe logits and softmax); :class:`~suma_lib.attention.multihead.MultiHeadAttention` is the
+one
+multi-head layer, whose hooks (``project``, ``transform_qk``, ``get_scores``, ``get_bias``,
+``get_mask``)
+the variants override: RealFormer's :class:`ResidualAttention`, :class:`SynthesizerAttention` and
+T-TA's
 :class:`DiagonalFreeAttention`. Synthetic tasks live in :mod:`suma_lib.tasks`, the training loop in
 :mod:`suma_lib.training`.
 """
@@ -27,6 +32,17 @@ from .tta import *
 
 __all__ = [
     name
-    for mod in (exact, favor, linear, multihead, realformer, scale, sparse, sparsity, synthesizer, tta)
+    for mod in (
+        exact,
+        favor,
+        linear,
+        multihead,
+        realformer,
+        scale,
+        sparse,
+        sparsity,
+        synthesizer,
+        tta,
+    )
     for name in mod.__all__
 ]

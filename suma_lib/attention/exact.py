@@ -27,10 +27,6 @@ from ._core import (
     zero_rows,
 )
 
-# ``check_qkv`` and ``default_scale`` keep their former private names here for modules not yet moved to
-# ``_core`` (favor.py, linear.py).
-_check_qkv, _default_scale = check_qkv, default_scale
-
 __all__ = ["attention_weights", "combine_masks", "softmax_attention"]
 
 
@@ -57,11 +53,14 @@ def attention_weights(
     Returns
     -------
     torch.Tensor, shape ``(..., n, m)``
-        Each row is a probability distribution; a row whose keys are all masked is all zeros (not NaN).
+        Each row is a probability distribution; a row whose keys are all masked is all zeros (not
+        NaN).
     """
     check_qkv(q, k, None)
     logits = scaled_logits(q, k, default_scale(scale, q.shape[-1]))
-    return masked_softmax(logits, combine_masks(mask, causal, q.shape[-2], k.shape[-2], device=q.device))
+    return masked_softmax(
+        logits, combine_masks(mask, causal, q.shape[-2], k.shape[-2], device=q.device)
+    )
 
 
 def softmax_attention(
@@ -74,10 +73,13 @@ def softmax_attention(
 ) -> torch.Tensor:
     """Exact scaled dot-product attention ``softmax(scale * q k^T + mask) v``.
 
-    Dispatches to :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient /
-    math kernels as torch chooses), so it is as fast as torch's own attention, and adds one guarantee
+    Dispatches to :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient
+    /
+    math kernels as torch chooses), so it is as fast as torch's own attention, and adds one
+    guarantee
     on top: a query whose keys are all masked gets a zero output instead of NaN, and huge inputs
-    (:math:`|x| = 10^{30}` in float32) give the limiting hard-max attention instead of NaN (the scale is
+    (:math:`|x| = 10^{30}` in float32) give the limiting hard-max attention instead of NaN (the
+    scale is
     folded into rescaled ``q`` and ``k`` whose product cannot overflow).
 
     Parameters
@@ -103,7 +105,9 @@ def softmax_attention(
     check_qkv(q, k, v)
     check_bool(causal, "causal")
     n, m = q.shape[-2], k.shape[-2]
-    q, k = prescale(q, k, default_scale(scale, q.shape[-1]))  # q k^T carries the scale, cannot overflow
+    q, k = prescale(
+        q, k, default_scale(scale, q.shape[-1])
+    )  # q k^T carries the scale, cannot overflow
     if mask is not None:
         mask = check_mask(mask, n, m, q.device, boolean=False)
     if mask is not None and mask.dtype != torch.bool:

@@ -3,20 +3,26 @@ r"""Linear (kernelised) attention: replace :math:`e^{q\cdot k}` by :math:`\phi(q
 Chapter: ``notebooks/linear-attention.ipynb`` (Su Jianlin, 《线性Attention的探索:Attention必须有个Softmax吗?》,
 2020-07-04, https://kexue.fm/archives/7546).
 
-With any similarity that factorises as :math:`\operatorname{sim}(q, k) = \phi(q)^\top\phi(k) \ge 0`, the
+With any similarity that factorises as :math:`\operatorname{sim}(q, k) = \phi(q)^\top\phi(k) \ge 0`,
+the
 attention output
 
 .. math:: o_i = \frac{\sum_j \phi(q_i)^\top\phi(k_j)\, v_j}{\sum_j \phi(q_i)^\top\phi(k_j)}
    = \frac{\phi(q_i)^\top \left(\sum_j \phi(k_j) v_j^\top\right)}{\phi(q_i)^\top \sum_j \phi(k_j)}
 
-costs :math:`O(n f d_v)` instead of :math:`O(n^2)`, because the bracket is computed once (associativity of
+costs :math:`O(n f d_v)` instead of :math:`O(n^2)`, because the bracket is computed once
+(associativity of
 the matrix product). Causally, the bracket becomes the running state
-:math:`S_i = S_{i-1} + \phi(k_i) v_i^\top` (and :math:`z_i = z_{i-1} + \phi(k_i)` for the denominator).
+:math:`S_i = S_{i-1} + \phi(k_i) v_i^\top` (and :math:`z_i = z_{i-1} + \phi(k_i)` for the
+denominator).
 
-This module computes that state chunk by chunk: inside a chunk of ``chunk_size`` positions the masked
-quadratic form is exact and cheap; across chunks only the :math:`f \times d_v` state and the length-:math:`f`
+This module computes that state chunk by chunk: inside a chunk of ``chunk_size`` positions the
+masked
+quadratic form is exact and cheap; across chunks only the :math:`f \times d_v` state and the
+length-:math:`f`
 normaliser are carried. Time is linear in :math:`n` and the extra memory is
-:math:`O(\text{chunk}^2 + f d_v)`; the :math:`n \times f \times d_v` tensor of prefix sums is never formed.
+:math:`O(\text{chunk}^2 + f d_v)`; the :math:`n \times f \times d_v` tensor of prefix sums is never
+formed.
 
 Shapes follow PyTorch's convention: ``q`` is ``(..., n, d)``, ``k`` is ``(..., m, d)``, ``v`` is
 ``(..., m, d_v)``; leading dimensions broadcast.
@@ -29,8 +35,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_choice, check_float, check_int, check_tensor
-from .exact import _check_qkv
+from .._numerics import safe_divisor, work_dtype
+from .._validation import check_choice, check_tensor
+from ._core import check_kernel_args, kernel_attention
 
 __all__ = [
     "FEATURE_MAPS",
@@ -47,7 +54,8 @@ FEATURE_MAPS = ("elu", "softmax", "taylor", "cosine")
 DEFAULT_CHUNK = 64
 
 
-# ----------------------------------------------------------------------------------------- feature maps
+# ----------------------------------------------------------------------------------------- feature
+# maps
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
     r"""The feature map :math:`\phi(x) = \operatorname{elu}(x) + 1` of Katharopoulos et al. (2020).
 
@@ -96,19 +104,13 @@ def taylor_feature_map(x: torch.Tensor) -> torch.Tensor:
     Chapter: ``notebooks/linear-attention.ipynb``.
     """
     check_tensor(x, "x", min_dim=1, floating=True)
+    if x.shape[-1] == 0:
+        raise ValueError("x must have a last dimension d >= 1, got d = 0")
     big = x.abs().amax(dim=-1, keepdim=True)
-    xs = x / torch.where(big > 0, big, torch.ones_like(big))
+    xs = x / safe_divisor(big)
     norm = torch.linalg.vector_norm(xs, dim=-1, keepdim=True)
-    unit = xs / torch.where(norm > 0, norm, torch.ones_like(norm))
+    unit = xs / safe_divisor(norm)
     return torch.cat([torch.ones_like(unit[..., :1]), unit], dim=-1)
-
-
-# ----------------------------------------------------------------------------------------- the engine
-def _safe_div(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
-    """``num / den``, but 0 where ``den <= eps`` (a row with no weight); gradient-safe (the other branch never
-    sees 0). A NaN denominator is not "no weight": it divides, so NaN in the inputs comes out as NaN."""
-    empty = den <= eps
-    return torch.where(empty, 0.0, num / torch.where(empty, torch.ones_like(den), den))
 
 
 def _stabilise_keys(phi_k: torch.Tensor) -> torch.Tensor:
@@ -116,149 +118,17 @@ def _stabilise_keys(phi_k: torch.Tensor) -> torch.Tensor:
 
     Every term of a row's numerator and denominator carries this one positive factor, so it cancels.
     """
-    # max |.|, ignoring NaN (a NaN key must not switch the stabilisation off for the others; it reaches the
+    # max |.|, ignoring NaN (a NaN key must not switch the stabilisation off for the others; it
+    # reaches the
     # output through its own weight)
     big = phi_k.detach().nan_to_num(nan=0.0).abs_().amax(dim=(-2, -1), keepdim=True)
-    return phi_k / torch.where(big > 0, big, torch.ones_like(big))
+    return phi_k / safe_divisor(big)
 
 
 def _stabilise_queries(phi_q: torch.Tensor) -> torch.Tensor:
     """Divide each query's features by their largest magnitude (a detached per-row constant)."""
     big = phi_q.detach().abs().amax(dim=-1, keepdim=True)  # max |.|
-    return phi_q / torch.where(big > 0, big, torch.ones_like(big))
-
-
-def _kernel_attention(
-    phi_q: torch.Tensor,
-    phi_k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    causal: bool,
-    chunk_size: int,
-    per_feature: bool = False,
-    eps: float | None = None,
-) -> torch.Tensor:
-    r"""Attention with weights :math:`\phi(q_i)^\top\phi(k_j)` from precomputed features (shared engine).
-
-    ``per_feature=False`` (kernel form): :math:`o_i = \phi_i^\top S / \phi_i^\top z`.
-    ``per_feature=True`` (the softmax map): each feature column of ``phi_k`` is normalised over the
-    visible keys, :math:`o_i = \sum_f \phi_{if} S_{f\cdot} / z_f`, which is the kernel form with query
-    features :math:`\phi_{if} / z_f` and no denominator.
-    Features are used as given (stabilise them first); the output has the features' dtype.
-    """
-    if eps is None:
-        eps = torch.finfo(phi_q.dtype).tiny
-    if not causal:
-        state = torch.matmul(phi_k.transpose(-2, -1), v)  # sum_j phi(k_j) v_j^T   (f, d_v)
-        z = phi_k.sum(dim=-2, keepdim=True)  # sum_j phi(k_j)   (1, f)
-        if per_feature:
-            return torch.matmul(_safe_div(phi_q, z, eps), state)
-        return _safe_div(torch.matmul(phi_q, state), torch.matmul(phi_q, z.transpose(-2, -1)), eps)
-
-    if not per_feature:
-        return _causal_chunks(phi_q, phi_k, v, chunk_size, eps)
-    n = phi_q.shape[-2]
-    lead = torch.broadcast_shapes(phi_q.shape[:-2], phi_k.shape[:-2], v.shape[:-2])
-    f, dv = phi_q.shape[-1], v.shape[-1]
-    state = phi_q.new_zeros(*lead, f, dv)  # S = sum over earlier chunks of phi(k_j) v_j^T
-    z = phi_q.new_zeros(*lead, 1, f)  # z = sum over earlier chunks of phi(k_j)
-    tril = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=phi_q.device).tril()
-    out = phi_q.new_empty(*lead, n, dv)  # filled chunk by chunk
-    for s in range(0, n, chunk_size):
-        e = min(s + chunk_size, n)  # the last chunk may be shorter: no padding needed
-        fq, fk, vc = phi_q[..., s:e, :], phi_k[..., s:e, :], v[..., s:e, :]
-        mask = tril[: e - s, : e - s]
-        if per_feature:
-            zc = z + fk.cumsum(dim=-2)  # normaliser of each feature over the keys j <= i
-            fq = _safe_div(fq, zc, eps)
-        w = torch.matmul(fq, fk.transpose(-2, -1)).masked_fill(~mask, 0.0)  # exact inside the chunk
-        num = torch.matmul(w, vc) + torch.matmul(fq, state)  # ... plus everything before it
-        if not per_feature:
-            den = w.sum(dim=-1, keepdim=True) + torch.matmul(fq, z.transpose(-2, -1))
-            num = _safe_div(num, den, eps)
-        out[..., s:e, :] = num
-        state = state + torch.matmul(fk.transpose(-2, -1), vc)  # S <- S + sum_{j in chunk} phi(k_j) v_j^T
-        z = z + fk.sum(dim=-2, keepdim=True)
-    return out
-
-
-def _causal_chunks(
-    phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, chunk_size: int, eps: float
-) -> torch.Tensor:
-    r"""Causal kernel attention, all chunks at once (no loop over the sequence).
-
-    With chunks of :math:`C` positions (the last one padded with zero features, which weigh nothing),
-    chunk :math:`c` gets the exact masked quadratic form inside it plus the state of every earlier chunk:
-
-    .. math:: o_i = \frac{\sum_{j \le i,\ j \in c} w_{ij} v_j + \phi(q_i)^\top S_{<c}}
-       {\sum_{j \le i,\ j \in c} w_{ij} + \phi(q_i)^\top z_{<c}}, \qquad
-       S_{<c} = \sum_{c' < c} \phi(K_{c'})^\top V_{c'},
-
-    the exclusive prefix sums :math:`S_{<c}`, :math:`z_{<c}` taken over the :math:`n/C` chunk states by one
-    ``cumsum`` (the chunkwise form of the later linear-attention literature). A handful of batched matrix
-    products whatever :math:`n`; the extra memory is :math:`(n/C)\,f\,d_v + n\,C`, linear in :math:`n`.
-    """
-    n = phi_q.shape[-2]
-    lead = torch.broadcast_shapes(phi_q.shape[:-2], phi_k.shape[:-2], v.shape[:-2])
-    c = min(chunk_size, max(n, 1))
-    pad = (-n) % c
-    dv = v.shape[-1]
-    # values with a column of ones: the same products then give the denominators (last column)
-    fq, fk = (t.expand(*lead, *t.shape[-2:]) for t in (phi_q, phi_k))
-    vc = torch.cat([v.expand(*lead, *v.shape[-2:]), v.new_ones(*lead, n, 1)], dim=-1)
-    if pad:
-        fq, fk, vc = (F.pad(t, (0, 0, 0, pad)) for t in (fq, fk, vc))
-    chunks = (n + pad) // c
-    f = fq.shape[-1]
-    fq = fq.reshape(*lead, chunks, c, f)
-    fk = fk.reshape(*lead, chunks, c, f)
-    vc = vc.reshape(*lead, chunks, c, dv + 1)
-    tril = torch.ones(c, c, dtype=torch.bool, device=fq.device).tril()
-    w = torch.matmul(fq, fk.transpose(-2, -1)).masked_fill_(~tril, 0.0)  # exact inside each chunk
-    states = torch.matmul(fk.transpose(-2, -1), vc)  # (..., chunks, f, d_v + 1): [S_c, z_c]
-    # exclusive prefix over chunks, by a shifted cumsum (no subtraction: NaN and inf stay in their place)
-    before = F.pad(torch.cumsum(states[..., :-1, :, :], dim=-3), (0, 0, 0, 0, 1, 0))
-    num = torch.matmul(w, vc).add_(torch.matmul(fq, before))
-    out = _safe_div(num[..., :dv], num[..., dv:], eps).reshape(*lead, chunks * c, dv)
-    return out[..., :n, :] if pad else out
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulate in float32 for half-precision inputs, in the input's precision otherwise."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def _check_common(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    causal: bool,
-    chunk_size: int,
-    key_mask: torch.Tensor | None,
-    eps: float | None,
-) -> None:
-    _check_qkv(q, k, v)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    check_int(chunk_size, "chunk_size", low=1)
-    if causal and q.shape[-2] != k.shape[-2]:
-        raise ValueError(
-            f"causal attention needs as many queries as keys, got q length {q.shape[-2]} and k length "
-            f"{k.shape[-2]}"
-        )
-    if key_mask is not None:
-        check_tensor(key_mask, "key_mask", min_dim=1)
-        if key_mask.dtype != torch.bool:
-            raise TypeError(f"key_mask must be a boolean tensor (True = keep), got {key_mask.dtype}")
-        if key_mask.shape[-1] != k.shape[-2]:
-            raise ValueError(
-                f"key_mask must have the keys' length {k.shape[-2]} as its last dimension, got shape "
-                f"{tuple(key_mask.shape)}"
-            )
-        if key_mask.device != k.device:
-            raise TypeError(f"key_mask must be on k's device {k.device}, got {key_mask.device}")
-    if eps is not None:
-        check_float(eps, "eps", low=0.0)
+    return phi_q / safe_divisor(big)
 
 
 def linear_attention(
@@ -273,9 +143,12 @@ def linear_attention(
 ) -> torch.Tensor:
     r"""Linear attention :math:`o_i = \sum_j \phi(q_i)^\top\phi(k_j) v_j / \sum_j \phi(q_i)^\top\phi(k_j)`.
 
-    Costs :math:`O(n f d_v)` time by computing :math:`\phi(K)^\top V` first; with ``causal=True`` the sums
-    run over :math:`j \le i` and are carried chunk by chunk (exact masked attention inside each chunk, the
-    running state :math:`S = \sum_j \phi(k_j) v_j^\top`, :math:`z = \sum_j \phi(k_j)` across chunks), so
+    Costs :math:`O(n f d_v)` time by computing :math:`\phi(K)^\top V` first; with ``causal=True``
+    the sums
+    run over :math:`j \le i` and are carried chunk by chunk (exact masked attention inside each
+    chunk, the
+    running state :math:`S = \sum_j \phi(k_j) v_j^\top`, :math:`z = \sum_j \phi(k_j)` across
+    chunks), so
     time and memory stay linear in :math:`n`.
 
     Parameters
@@ -286,12 +159,17 @@ def linear_attention(
         Floating point, same dtype and device; leading dimensions broadcast.
     feature_map : {"elu", "softmax", "taylor", "cosine"} or callable
         ``"elu"``: :math:`\phi(x) = \operatorname{elu}(x) + 1` (:func:`elu_feature_map`).
-        ``"taylor"`` (alias ``"cosine"``): :math:`1 + \hat q^\top\hat k` (:func:`taylor_feature_map`).
-        ``"softmax"``: Shen et al.'s :math:`\operatorname{softmax}_2(Q)\operatorname{softmax}_1(K)^\top V`,
+        ``"taylor"`` (alias ``"cosine"``): :math:`1 + \hat q^\top\hat k`
+        (:func:`taylor_feature_map`).
+        ``"softmax"``: Shen et
+        al.'s :math:`\operatorname{softmax}_2(Q)\operatorname{softmax}_1(K)^\top V`,
         softmax of each query over its features and of each key feature over the (visible) sequence.
-        This one is *not* of the form :math:`\phi(q)^\top\phi(k)/\text{normaliser}`: the sequence softmax
-        normalises every feature column separately, :math:`o_i = \sum_f \operatorname{softmax}(q_i)_f
-        \sum_j e^{k_{jf}} v_j / \sum_j e^{k_{jf}}`; its rows sum to one without a denominator. Causally
+        This one is *not* of the form :math:`\phi(q)^\top\phi(k)/\text{normaliser}`: the sequence
+        softmax
+        normalises every feature column
+        separately, :math:`o_i = \sum_f \operatorname{softmax}(q_i)_f
+        \sum_j e^{k_{jf}} v_j / \sum_j
+        e^{k_{jf}}`; its rows sum to one without a denominator. Causally
         the column sums run over :math:`j \le i`.
         A callable maps ``(..., L, d)`` to non-negative features ``(..., L, f)``; it is applied to
         ``q`` and ``k`` alike.
@@ -300,9 +178,12 @@ def linear_attention(
     chunk_size : int
         Positions per chunk in the causal form (ignored otherwise); ``n`` need not be a multiple.
     key_mask : torch.Tensor, optional
-        Boolean ``(..., m)``, ``True`` for keys that may be attended to. A query that sees no key gets a
-        zero output (not NaN). NaN in ``q``, ``k`` or ``v`` is never read as "no weight": it comes out as
-        NaN in every output it reaches (with ``causal=True`` possibly also at earlier positions of its
+        Boolean ``(..., m)``, ``True`` for keys that may be attended to. A query that sees no key
+        gets a
+        zero output (not NaN). NaN in ``q``, ``k`` or ``v`` is never read as "no weight": it comes
+        out as
+        NaN in every output it reaches (with ``causal=True`` possibly also at earlier positions of
+        its
         chunk, since the masked products ``0 * NaN`` inside a chunk are NaN).
     eps : float, optional
         A row whose denominator is ``<= eps`` is treated as having no keys and returns zeros. The
@@ -318,56 +199,87 @@ def linear_attention(
     Notes
     -----
     Overflow is avoided by dividing each query's features by their largest magnitude and all key
-    features by one global (per batch entry) largest magnitude; both are positive constants of a row's
-    numerator and denominator and cancel exactly (for ``"softmax"``, :math:`e^{k_{jf}}` is computed as
+    features by one global (per batch entry) largest magnitude; both are positive constants of a
+    row's
+    numerator and denominator and cancel exactly (for ``"softmax"``, :math:`e^{k_{jf}}` is computed
+    as
     :math:`e^{k_{jf} - \max_j k_{jf}}`). Keys whose features are below about :math:`10^{-38}` of the
     largest one (float32) then contribute nothing.
 
     Chapter: ``notebooks/linear-attention.ipynb``.
     """
-    _check_common(q, k, v, causal, chunk_size, key_mask, eps)
+    check_kernel_args(q, k, v, causal, chunk_size, key_mask, eps)
     if isinstance(feature_map, str):
         check_choice(feature_map, "feature_map", FEATURE_MAPS)
     elif not callable(feature_map):
-        raise TypeError(f"feature_map must be one of {FEATURE_MAPS} or a callable, got {type(feature_map).__name__}")
-    dtype = _compute_dtype(q.dtype)
+        raise TypeError(
+            f"feature_map must be one of {FEATURE_MAPS} or a callable, got {type(feature_map).__name__}"
+        )
+    dtype = work_dtype(q.dtype)
     qc, kc, vc = q.to(dtype), k.to(dtype), v.to(dtype)
     keep = None if key_mask is None else key_mask.unsqueeze(-1)
     per_feature = feature_map == "softmax"
     if per_feature:
         phi_q = torch.softmax(qc, dim=-1)
         logits = kc if keep is None else torch.where(keep, kc, torch.full_like(kc, float("-inf")))
-        top = logits.detach().amax(dim=-2, keepdim=True)  # per-feature max over the keys; cancels in ratio
+        top = logits.detach().amax(
+            dim=-2, keepdim=True
+        )  # per-feature max over the keys; cancels in ratio
         phi_k = torch.exp(logits - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
     else:
-        fmap = {"elu": elu_feature_map, "taylor": taylor_feature_map, "cosine": taylor_feature_map}.get(
-            feature_map, feature_map  # type: ignore[arg-type]
+        fmap = {
+            "elu": elu_feature_map,
+            "taylor": taylor_feature_map,
+            "cosine": taylor_feature_map,
+        }.get(
+            feature_map,
+            feature_map,  # type: ignore[arg-type]
         )
         phi_q, phi_k = fmap(qc), fmap(kc)
         _check_features(phi_q, phi_k, q, k, user=not isinstance(feature_map, str))
         if keep is not None:
             phi_k = torch.where(keep, phi_k, torch.zeros_like(phi_k))
-        phi_q = _stabilise_queries(phi_q)  # one at a time: the unscaled copy is freed before the next
+        phi_q = _stabilise_queries(
+            phi_q
+        )  # one at a time: the unscaled copy is freed before the next
         phi_k = _stabilise_keys(phi_k)
-    out = _kernel_attention(phi_q, phi_k, vc, causal=causal, chunk_size=chunk_size, per_feature=per_feature, eps=eps)
+    out = kernel_attention(
+        phi_q, phi_k, vc, causal=causal, chunk_size=chunk_size, per_feature=per_feature, eps=eps
+    )
     return out.to(q.dtype)
 
 
-def _check_features(phi_q: torch.Tensor, phi_k: torch.Tensor, q: torch.Tensor, k: torch.Tensor, user: bool) -> None:
+def _check_features(
+    phi_q: torch.Tensor, phi_k: torch.Tensor, q: torch.Tensor, k: torch.Tensor, user: bool
+) -> None:
     """Check what a feature map returned: shapes, dtype and (for user callables) non-negativity."""
     for name, phi, x in (("phi(q)", phi_q, q), ("phi(k)", phi_k, k)):
         if not isinstance(phi, torch.Tensor):
-            raise TypeError(f"feature_map must return a torch.Tensor for {name}, got {type(phi).__name__}")
+            raise TypeError(
+                f"feature_map must return a torch.Tensor for {name}, got {type(phi).__name__}"
+            )
         if phi.shape[:-1] != x.shape[:-1]:
-            raise ValueError(f"feature_map changed the leading shape of {name}: {tuple(x.shape)} -> {tuple(phi.shape)}")
+            raise ValueError(
+                f"feature_map changed the leading shape of {name}: {tuple(x.shape)} -> {tuple(phi.shape)}"
+            )
         if not phi.is_floating_point():
             raise TypeError(f"feature_map must return floating-point features, got {phi.dtype}")
         if user and phi.device.type != "meta" and phi.numel() and bool((phi < 0).any()):
-            raise ValueError(f"feature_map must return non-negative features; {name} has negative entries")
-        if user and phi.device.type != "meta" and phi.numel() and not bool(torch.isfinite(phi).all()):
+            raise ValueError(
+                f"feature_map must return non-negative features; {name} has negative entries"
+            )
+        if (
+            user
+            and phi.device.type != "meta"
+            and phi.numel()
+            and not bool(torch.isfinite(phi).all())
+        ):
             raise ValueError(f"feature_map returned non-finite features for {name}")
     if phi_q.shape[-1] != phi_k.shape[-1]:
-        raise ValueError(f"feature_map gave {phi_q.shape[-1]} features for q but {phi_k.shape[-1]} for k")
+        raise ValueError(
+            f"feature_map gave {phi_q.shape[-1]} features for q but {phi_k.shape[-1]} for k"
+        )
 
 
-# ----------------------------------------------------------------------------------------- measuring
+# -----------------------------------------------------------------------------------------
+# measuring

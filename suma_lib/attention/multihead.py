@@ -6,8 +6,10 @@ r"""Multi-head attention and restricted (local-window) attention, as in "Attenti
 with each head of width :math:`d_k = d_{\text{model}} / h` and
 :math:`\operatorname{Attention}(Q, K, V) = \operatorname{softmax}(QK^\top/\sqrt{d_k})\,V`
 (:func:`~suma_lib.attention.exact.softmax_attention`). The paper's restricted self-attention, where
-position :math:`i` attends to the :math:`2r + 1` positions :math:`|i - j| \le r` only, is the ``window``
-option; it reuses :func:`~suma_lib.attention.sparse.local_attention`, which computes the band alone in
+position :math:`i` attends to the :math:`2r + 1` positions :math:`|i - j| \le r` only, is the
+``window``
+option; it reuses :func:`~suma_lib.attention.sparse.local_attention`, which computes the band alone
+in
 :math:`O(nrd)` instead of :math:`O(n^2 d)`.
 
 Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
@@ -92,17 +94,22 @@ class MultiHeadAttention(nn.Module):
     ``MultiHeadAttention.get_scores`` is overridden by its variants:
 
     * :meth:`project` maps the inputs to per-head ``q, k, v`` (``(..., h, n, d_k)``);
-    * :meth:`transform_qk` transforms ``q`` and ``k`` (e.g. a rotary position encoding); by default it
+    * :meth:`transform_qk` transforms ``q`` and ``k`` (e.g. a rotary position encoding); by default
+      it
       applies the ``qk_transform`` argument, if any;
     * :meth:`get_scores` returns the scores :math:`S` ``(..., h, n, m)`` (RealFormer, Synthesizer);
     * :meth:`get_bias` returns the additive term :math:`B` (ALiBi, T5 buckets); by default the
       ``score_bias`` argument applied to ``(q, k)``, if any;
-    * :meth:`get_mask` returns a structural boolean mask (the ``window`` band; T-TA's diagonal-free mask).
+    * :meth:`get_mask` returns a structural boolean mask (the ``window`` band; T-TA's diagonal-free
+      mask).
 
     While :meth:`get_scores` is the default and no weights are asked for, the attention runs through
-    :func:`~suma_lib.attention.exact.softmax_attention` (torch's fused kernels) or, for a window alone,
-    :func:`~suma_lib.attention.sparse.local_attention`; otherwise the scores are formed explicitly. Either
-    way huge inputs give finite outputs (the logits are computed overflow-safe) and a fully masked query
+    :func:`~suma_lib.attention.exact.softmax_attention` (torch's fused kernels) or, for a window
+    alone,
+    :func:`~suma_lib.attention.sparse.local_attention`; otherwise the scores are formed explicitly.
+    Either
+    way huge inputs give finite outputs (the logits are computed overflow-safe) and a fully masked
+    query
     gets a zero attention output.
 
     Parameters
@@ -123,14 +130,16 @@ class MultiHeadAttention(nn.Module):
         default ``(L, N, E)`` layout); the output follows the same layout. Masks are ``(..., n, m)``
         either way.
     window : int, optional
-        Restricted self-attention: query :math:`i` sees keys :math:`|i - j| \le` ``window`` only (query
+        Restricted self-attention: query :math:`i` sees keys :math:`|i - j| \le` ``window`` only
+        (query
         and key sequences must then have the same length), computed on the band alone
         (:func:`~suma_lib.attention.sparse.local_attention`) when nothing else is asked for.
     qk_transform : callable, optional
         ``qk_transform(q, k) -> (q, k)`` on the per-head tensors ``(..., h, n, d_k)``; an
         :class:`torch.nn.Module` is registered as a submodule.
     score_bias : callable, optional
-        ``score_bias(q, k) -> B``, broadcastable to ``(..., h, n, m)`` (from the per-head ``q, k``; it
+        ``score_bias(q, k) -> B``, broadcastable to ``(..., h, n, m)`` (from the per-head ``q, k``;
+        it
         may use only their shapes, device and dtype); a :class:`torch.nn.Module` is registered.
     projections : bool
         Build the four projections ``q_proj, k_proj, v_proj, out_proj`` (subclasses with another
@@ -141,9 +150,11 @@ class MultiHeadAttention(nn.Module):
     Notes
     -----
     Masks are boolean with ``True`` where attention is **allowed**, the opposite of
-    :class:`torch.nn.MultiheadAttention`'s boolean ``attn_mask``. A mask with fewer dimensions than the
+    :class:`torch.nn.MultiheadAttention`'s boolean ``attn_mask``. A mask with fewer dimensions than
+    the
     per-head scores is the same for every head; one with as many is per head. With the same weights
-    (:meth:`load_torch_weights`) the output equals :class:`torch.nn.MultiheadAttention`'s in ``eval``
+    (:meth:`load_torch_weights`) the output equals :class:`torch.nn.MultiheadAttention`'s in
+    ``eval``
     mode.
 
     Examples
@@ -205,7 +216,8 @@ class MultiHeadAttention(nn.Module):
         extra = f", window={self.window}" if self.window is not None else ""
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}{extra}"
 
-    # ------------------------------------------------------------------------------------- the hooks
+    # ------------------------------------------------------------------------------------- the
+    # hooks
     def project(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
@@ -249,7 +261,8 @@ class MultiHeadAttention(nn.Module):
         """The output projection of the per-head attention outputs ``(..., h, n, d_v)``."""
         return self.out_proj(_core.merge_heads(o))
 
-    # ------------------------------------------------------------------------------------- machinery
+    # -------------------------------------------------------------------------------------
+    # machinery
     def _inputs(
         self,
         query: torch.Tensor,
@@ -262,19 +275,31 @@ class MultiHeadAttention(nn.Module):
         key = query if key is None else check_tensor(key, names[1], min_dim=2, floating=True)
         value = key if value is None else check_tensor(value, names[2], min_dim=2, floating=True)
         ref = next(self.parameters(), None)
-        same_dtype = ref is not None and not _autocast(ref.device)  # autocast mixes dtypes on purpose
-        for name, x, width in zip(names, (query, key, value), (self.embed_dim, self.kdim, self.vdim)):
+        same_dtype = ref is not None and not _autocast(
+            ref.device
+        )  # autocast mixes dtypes on purpose
+        for name, x, width in zip(
+            names, (query, key, value), (self.embed_dim, self.kdim, self.vdim)
+        ):
             if x.shape[-1] != width:
-                raise ValueError(f"{name} must have last dimension {width}, got shape {tuple(x.shape)}")
-            if ref is not None and (x.device != ref.device or (same_dtype and x.dtype != ref.dtype)):
+                raise ValueError(
+                    f"{name} must have last dimension {width}, got shape {tuple(x.shape)}"
+                )
+            if ref is not None and (
+                x.device != ref.device or (same_dtype and x.dtype != ref.dtype)
+            ):
                 raise TypeError(
                     f"{name} must have the parameters' dtype and device {ref.dtype}/{ref.device}, "
                     f"got {x.dtype}/{x.device}"
                 )
         if key.shape[-2] != value.shape[-2]:
-            raise ValueError(f"key and value must have the same length, got {key.shape[-2]} and {value.shape[-2]}")
+            raise ValueError(
+                f"key and value must have the same length, got {key.shape[-2]} and {value.shape[-2]}"
+            )
         if not self.batch_first:
-            query, key, value = (x.movedim(0, -2) if x.dim() > 2 else x for x in (query, key, value))
+            query, key, value = (
+                x.movedim(0, -2) if x.dim() > 2 else x for x in (query, key, value)
+            )
         return query, key, value
 
     def _mask(self, mask, causal: bool, n: int, m: int, score_dim: int, device: torch.device):
@@ -283,7 +308,8 @@ class MultiHeadAttention(nn.Module):
             mask = mask.unsqueeze(-3)
         structural = self.get_mask(n, m, device)
         if structural is not None and structural.dim() == 2:
-            # (1, n, m): torch's SDPA picks its kernel by the mask's rank, and a rank-2 mask makes the
+            # (1, n, m): torch's SDPA picks its kernel by the mask's rank, and a rank-2 mask makes
+            # the
             # result depend (in the last bit) on how many batch dimensions the input has.
             structural = structural.unsqueeze(0)
         return both(combine_masks(mask, causal, n, m, device=device), structural)
@@ -302,7 +328,8 @@ class MultiHeadAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Attention of the per-head ``q, k, v``: the output ``(..., h, n, d_v)``, the weights and the scores.
 
-        ``prev`` (scores added before the softmax, RealFormer) and ``need_weights`` force the explicit
+        ``prev`` (scores added before the softmax, RealFormer) and ``need_weights`` force the
+        explicit
         path; the weights and scores are ``None`` on the fused path.
         """
         n, m = query.shape[-2], key.shape[-2]
@@ -359,7 +386,8 @@ class MultiHeadAttention(nn.Module):
         Returns
         -------
         torch.Tensor, shape ``(..., n, embed_dim)``
-            The output, and with ``return_weights`` also the weights, shape ``(..., num_heads, n, m)``.
+            The output, and with ``return_weights`` also the weights, shape
+            ``(..., num_heads, n, m)``.
             A query whose keys are all masked gets the output projection's bias (a zero attention
             output), never NaN.
         """
@@ -380,8 +408,10 @@ class MultiHeadAttention(nn.Module):
 
         torch stacks the three input projections in ``in_proj_weight`` (shape ``(3E, E)``, rows
         :math:`W^Q; W^K; W^V`) when the key and value widths equal ``embed_dim``, and keeps
-        ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight`` otherwise; ``in_proj_bias`` stacks the
-        three biases; ``out_proj`` is a plain linear layer. After loading, both modules compute the same
+        ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight`` otherwise; ``in_proj_bias`` stacks
+        the
+        three biases; ``out_proj`` is a plain linear layer. After loading, both modules compute the
+        same
         function (in ``eval`` mode, i.e. without torch's attention dropout).
 
         Parameters

@@ -1,7 +1,9 @@
 r"""RealFormer: residual connections on the attention scores, and the Post-LN / Pre-LN baselines.
 
-Chapter: ``notebooks/realformer.ipynb`` (Su Jianlin, *RealFormer: moving the residual onto the attention
-matrix*, 2020; He et al., *RealFormer: Transformer Likes Residual Attention*, arXiv:2012.11747; Xiong et
+Chapter: ``notebooks/realformer.ipynb`` (Su Jianlin, *RealFormer: moving the residual onto the
+attention
+matrix*, 2020; He et al., *RealFormer: Transformer Likes Residual Attention*, arXiv:2012.11747;
+Xiong et
 al., *On Layer Normalization in the Transformer Architecture*, arXiv:2002.04745).
 
 Layer :math:`n` of a RealFormer adds its pre-softmax scores to those of the layer below, per head:
@@ -23,6 +25,7 @@ from torch import nn
 
 from .._validation import check_choice, check_int, check_tensor
 from ..tasks import markov_chain, markov_mlm_task, markov_posterior
+from . import _core
 from ._core import (
     check_bool,
     check_qkv,
@@ -63,7 +66,9 @@ def _check_prev(prev: torch.Tensor | None, ref: torch.Tensor, shape: tuple[int, 
     try:
         torch.broadcast_shapes(prev.shape, shape)
     except RuntimeError as err:
-        raise ValueError(f"prev of shape {tuple(prev.shape)} does not broadcast to the scores {shape}") from err
+        raise ValueError(
+            f"prev of shape {tuple(prev.shape)} does not broadcast to the scores {shape}"
+        ) from err
 
 
 def residual_attention(
@@ -85,7 +90,8 @@ def residual_attention(
     k : torch.Tensor, shape ``(..., m, d)``
     v : torch.Tensor, shape ``(..., m, d_v)``
     prev : torch.Tensor, optional
-        Scores of the previous layer, broadcastable to ``(..., n, m)``; ``None`` means :math:`A_0 = 0`.
+        Scores of the previous layer, broadcastable to ``(..., n, m)``; ``None``
+        means :math:`A_0 = 0`.
     mask : torch.Tensor, optional
         Boolean, ``True`` where a query may attend; a fully masked row gives a zero output.
     causal : bool
@@ -96,7 +102,8 @@ def residual_attention(
     Returns
     -------
     tuple of torch.Tensor
-        The output ``(..., n, d_v)`` and the unmasked scores :math:`A` ``(..., n, m)``. The scores are
+        The output ``(..., n, d_v)`` and the unmasked scores :math:`A` ``(..., n, m)``. The scores
+        are
         computed overflow-safe and capped at the dtype's largest value, so they stay finite (and the
         output correct) for inputs as large as :math:`10^{30}`.
 
@@ -120,8 +127,10 @@ class ResidualAttention(MultiHeadAttention):
        Y = \bigl[\operatorname{softmax}(A_n^{(h)} + M)\, V_n^{(h)}\bigr]_h W_O
 
     A :class:`~suma_lib.attention.multihead.MultiHeadAttention` whose projections are laid out like
-    :class:`torch.nn.MultiheadAttention`'s (one ``in_proj`` of width ``3 * embed_dim`` for :math:`Q, K, V`,
-    then ``out_proj``) and whose forward takes and returns the scores. With ``prev=None`` this is ordinary
+    :class:`torch.nn.MultiheadAttention`'s (one ``in_proj`` of width ``3 * embed_dim``
+    for :math:`Q, K, V`,
+    then ``out_proj``) and whose forward takes and returns the scores. With ``prev=None`` this is
+    ordinary
     multi-head attention. The hooks of the base class (``qk_transform``, ``score_bias``) apply.
 
     Parameters
@@ -158,7 +167,16 @@ class ResidualAttention(MultiHeadAttention):
         dtype=None,
         **hooks,
     ):
-        super().__init__(embed_dim, num_heads, dropout, bias, projections=False, device=device, dtype=dtype, **hooks)
+        super().__init__(
+            embed_dim,
+            num_heads,
+            dropout,
+            bias,
+            projections=False,
+            device=device,
+            dtype=dtype,
+            **hooks,
+        )
         e = self.embed_dim
         self.in_proj = nn.Linear(e, 3 * e, bias=bias, device=device, dtype=dtype)
         self.out_proj = nn.Linear(e, e, bias=bias, device=device, dtype=dtype)
@@ -179,7 +197,10 @@ class ResidualAttention(MultiHeadAttention):
             parts = self.in_proj(query).chunk(3, dim=-1)
         else:
             biases = (None,) * 3 if self.in_proj.bias is None else self.in_proj.bias.chunk(3)
-            parts = [F.linear(x, w, b) for x, w, b in zip((query, key, value), self.in_proj.weight.chunk(3), biases)]
+            parts = [
+                F.linear(x, w, b)
+                for x, w, b in zip((query, key, value), self.in_proj.weight.chunk(3), biases)
+            ]
         return tuple(split_heads(t, self.num_heads) for t in parts)
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -210,7 +231,8 @@ class ResidualAttention(MultiHeadAttention):
         Returns
         -------
         tuple of torch.Tensor
-            The output ``(..., n, embed_dim)`` and the scores :math:`A_n` ``(..., h, n, n)`` (finite).
+            The output ``(..., n, embed_dim)`` and the scores :math:`A_n` ``(..., h, n, n)``
+            (finite).
         """
         check_bool(causal, "causal")
         q, k, v = self.qkv(x)
@@ -229,7 +251,8 @@ class RealFormerBlock(nn.Module):
                      x \leftarrow \operatorname{LN}(x + \operatorname{FFN}(x)) \\
        \text{pre: } & x \leftarrow x + \operatorname{Attn}(\operatorname{LN}(x)),\;
                     x \leftarrow x + \operatorname{FFN}(\operatorname{LN}(x)) \\
-       \text{realformer: } & \text{post, with } \operatorname{Attn} \text{ taking and returning the scores } A_n
+       \text{realformer: } & \text{post, with } \operatorname{Attn} \text{ taking and returning the
+       scores } A_n
 
     with :math:`\operatorname{FFN}(x) = \operatorname{gelu}(x W_1 + b_1) W_2 + b_2`.
 
@@ -253,7 +276,14 @@ class RealFormerBlock(nn.Module):
 
     @former_names(d_model="embed_dim", n_heads="num_heads", d_ff="ff_dim")
     def __init__(
-        self, embed_dim: int, num_heads: int, ff_dim: int, variant: str = "realformer", *, device=None, dtype=None
+        self,
+        embed_dim: int,
+        num_heads: int,
+        ff_dim: int,
+        variant: str = "realformer",
+        *,
+        device=None,
+        dtype=None,
     ):
         super().__init__()
         self.variant = check_choice(variant, "variant", LN_VARIANTS)
@@ -262,8 +292,8 @@ class RealFormerBlock(nn.Module):
         self.attn = ResidualAttention(embed_dim, num_heads, **fk)
         e = self.attn.embed_dim
         self.ff = nn.Sequential(nn.Linear(e, ff_dim, **fk), nn.GELU(), nn.Linear(ff_dim, e, **fk))
-        self.ln1 = nn.LayerNorm(e, **fk)
-        self.ln2 = nn.LayerNorm(e, **fk)
+        self.ln1 = _core.LayerNorm(e, **fk)
+        self.ln2 = _core.LayerNorm(e, **fk)
 
     def forward(
         self,
@@ -292,7 +322,8 @@ class RealFormerBlock(nn.Module):
 class RealFormerEncoder(nn.Module):
     r"""A stack of :class:`RealFormerBlock` blocks of one variant (the Pre-LN stack ends with a LayerNorm).
 
-    For ``"realformer"`` the scores flow up the stack, :math:`A_n = Q_nK_n^\top/\sqrt{d_h} + A_{n-1}`;
+    For ``"realformer"`` the scores flow up the
+    stack, :math:`A_n = Q_nK_n^\top/\sqrt{d_h} + A_{n-1}`;
     the other variants start every layer from :math:`A_0 = 0`.
 
     Parameters
@@ -330,7 +361,7 @@ class RealFormerEncoder(nn.Module):
         self.blocks = nn.ModuleList(
             RealFormerBlock(embed_dim, num_heads, ff_dim, variant, **fk) for _ in range(num_layers)
         )
-        self.final_ln = nn.LayerNorm(embed_dim, **fk) if variant == "pre" else nn.Identity()
+        self.final_ln = _core.LayerNorm(embed_dim, **fk) if variant == "pre" else nn.Identity()
 
     def forward(
         self,

@@ -3,9 +3,12 @@ r"""The scale of the attention logits, seen through the entropy of the attention
 Two chapters build on this module:
 
 * ``entropy-invariant-softmax``: why the logit scale should grow with the number of keys ``n``, the
-  entropy-invariant scale :math:`\log_{L} n/\sqrt{d}` (``L`` the training length), and the large-``n``
-  entropy of a softmax over i.i.d. scores, :math:`H \approx \log n - D_{\mathrm{KL}}(P_\lambda\,\|\,P)`;
-* ``softmax-robustness-information``: why i.i.d. noise on the logits barely moves the attention output,
+  entropy-invariant scale :math:`\log_{L} n/\sqrt{d}` (``L`` the training length), and the
+  large-``n``
+  entropy of a softmax over i.i.d.
+  scores, :math:`H \approx \log n - D_{\mathrm{KL}}(P_\lambda\,\|\,P)`;
+* ``softmax-robustness-information``: why i.i.d. noise on the logits barely moves the attention
+  output,
   and how low the entropy of a softmax can go when every logit lies in :math:`[-\beta, \beta]`.
 
 Torch functions follow their inputs' device and dtype and are batched over leading dimensions; the
@@ -19,7 +22,14 @@ import math
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_float, check_generator, check_int, check_tensor
+from .._validation import (
+    check_choice,
+    check_compatible,
+    check_float,
+    check_generator,
+    check_int,
+    check_tensor,
+)
 from ..entropy import entropy
 from ._core import check_qkv, prescale
 from .exact import combine_masks, softmax_attention
@@ -124,7 +134,8 @@ def entropy_invariant_attention(
     return softmax_attention(q, k, v, mask=full, scale=1.0)
 
 
-# ------------------------------------------------------------------------------ entropy of a softmax
+# ------------------------------------------------------------------------------ entropy of a
+# softmax
 def softmax_entropy(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     r"""Entropy (nats) of :math:`p = \operatorname{softmax}(s)` along ``dim``.
 
@@ -164,7 +175,8 @@ def softmax_entropy(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
 def max_gap_entropy_estimate(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     r"""The estimate :math:`\log n - (s_{\max} - \bar s)` of the entropy of :math:`\operatorname{softmax}(s)`.
 
-    With the scale folded into the logits (:math:`s = \lambda\,\text{score}`) this is the quick estimate
+    With the scale folded into the logits (:math:`s = \lambda\,\text{score}`) this is the quick
+    estimate
     :math:`H \approx \log n - \lambda(s_{\max} - \bar s)`. It is in fact a lower bound,
 
     .. math:: H = \log n + \log\tfrac{1}{n}\sum_i e^{s_i} - \sum_i p_i s_i
@@ -205,7 +217,8 @@ def max_gap_entropy_estimate(logits: torch.Tensor, dim: int = -1) -> torch.Tenso
     else:
         gap = (s.amax(dim=dim, keepdim=True) - s).mean(dim=dim)
     log_n = math.log(n)
-    # summation error of the mean is below (n + 4) ulps of the gap: subtract it to stay a lower bound
+    # summation error of the mean is below (n + 4) ulps of the gap: subtract it to stay a lower
+    # bound
     est = log_n - gap - (n + 4) * torch.finfo(wide).eps * (gap + log_n)
     fmax = torch.finfo(dtype).max
     out = est.clamp_min(-fmax).to(dtype)
@@ -280,15 +293,24 @@ def tilted_entropy(n: float, x: float | np.ndarray, d: int | None = None) -> np.
     r"""Large-``n`` entropy of :math:`\operatorname{softmax}(x\,t_1, \dots, x\,t_n)` for i.i.d. scores
     :math:`t_i` (Gaussian, or cosines in :math:`\mathbb{R}^d`; see :func:`score_cgf`).
 
-    When the sums over keys obey the law of large numbers, :math:`\sum_i e^{x t_i} \approx n\,e^{K(x)}`
+    When the sums over keys obey the law of large
+    numbers, :math:`\sum_i e^{x t_i} \approx n\,e^{K(x)}`
     and :math:`\sum_i p_i t_i \approx K'(x)`, so
 
     .. math:: H \approx \log n - \bigl(x K'(x) - K(x)\bigr) = \log n - D_{\mathrm{KL}}(P_x \,\|\, P),
 
     where :math:`P_x` is the score law :math:`P` tilted by :math:`e^{x t}`. For Gaussian scores
     :math:`H \approx \log n - x^2/2`; for cosines :math:`K'(x) = I_{d/2}(x)/I_{d/2-1}(x)`.
-    The approximation needs :math:`(e^{K(2x) - 2K(x)} - 1)/n \ll 1` (the relative variance of
-    :math:`\sum_i e^{x t_i}`); beyond it the softmax "freezes" on the largest scores.
+    The law-of-large-numbers step needs :math:`(e^{K(2x) - 2K(x)} - 1)/n \ll 1`, the relative
+    variance
+    of :math:`\sum_i e^{x t_i}`; for Gaussian scores :math:`K(2x) - 2K(x) = x^2`, so it needs
+    :math:`x^2 \ll \log n`. That is a condition on the estimate, not yet a change of regime: the
+    softmax "freezes" on the few largest scores (the random-energy-model transition, where the
+    entropy
+    stops growing with :math:`n`) only at :math:`x^2 = 2\log n`, the point where the estimate
+    :math:`\log n - x^2/2` would reach :math:`0`. For :math:`\log n \lesssim x^2 < 2\log n` the sum
+    is
+    dominated by rare large terms and the estimate is unreliable, although no freezing has occurred.
 
     Parameters
     ----------
@@ -343,6 +365,14 @@ def _check_scores_values(scores: torch.Tensor, values: torch.Tensor) -> None:
         )
     if values.dtype != scores.dtype or values.device != scores.device:
         raise TypeError("scores and values must share dtype and device")
+    check_compatible(scores, values, "scores", "values", core_dims=(1, 2))
+
+
+def _pow2(x: torch.Tensor) -> torch.Tensor:
+    """A finite power of two ``p > 0`` with ``x / p`` in ``[0, 2]``, for ``x >= 0`` (1 where ``x = 0``)."""
+    fi = torch.finfo(x.dtype)
+    p = torch.exp2(torch.log2(x.clamp_min(fi.tiny)).ceil().clamp(max=math.frexp(fi.max)[1] - 1))
+    return torch.where(x > 0, p, torch.ones_like(p))
 
 
 def noisy_attention_change(
@@ -419,7 +449,8 @@ def noise_change_first_order(
        \approx \tau^2 \sum_i p_i^2 \lVert v_i - o\rVert^2,
 
     with :math:`\tau^2 = \operatorname{Var}(e^\varepsilon)/\mathbb{E}[e^\varepsilon]^2`
-    (:math:`e^{\sigma^2} - 1` for Gaussian noise). For roughly even weights :math:`\sum_i p_i^2 \sim 1/n`,
+    (:math:`e^{\sigma^2} - 1` for Gaussian noise). For roughly even
+    weights :math:`\sum_i p_i^2 \sim 1/n`,
     so the change falls like :math:`n^{-1/2}`.
 
     Parameters
@@ -444,12 +475,22 @@ def noise_change_first_order(
     noise_std = check_float(noise_std, "noise_std", low=0.0)
     check_choice(noise, "noise", _NOISES)
     p = torch.softmax(scores, dim=-1)
-    o = (p.unsqueeze(-2) @ values).squeeze(-2)
-    spread = ((values - o.unsqueeze(-2)) ** 2).sum(dim=-1)  # ‖v_i − o‖², (..., n)
-    return torch.sqrt(_noise_tau2(noise, noise_std) * (p**2 * spread).sum(dim=-1))
+    # ‖v_i − o‖² overflows for |v| ~ 1e20 (and 0 * inf = NaN where p_i = 0): work with v / c, c a
+    # power
+    # of two per attention row (exact), and multiply the root back by c.
+    if values.numel():
+        c = _pow2(values.detach().abs().amax(dim=(-2, -1), keepdim=True))
+    else:  # nothing to scale (and no maximum to take)
+        c = values.new_ones((*values.shape[:-2], 1, 1))
+    vc = values / c
+    o = (p.unsqueeze(-2) @ vc).squeeze(-2)
+    spread = ((vc - o.unsqueeze(-2)) ** 2).sum(dim=-1)  # ‖v_i − o‖² / c², (..., n)
+    rms = torch.sqrt(_noise_tau2(noise, noise_std) * (p**2 * spread).sum(dim=-1))
+    return rms * c.squeeze(-1).squeeze(-1)
 
 
-# ------------------------------------------------------------------ lowest entropy with bounded logits
+# ------------------------------------------------------------------ lowest entropy with bounded
+# logits
 def _two_level_entropy(n: int, k: np.ndarray, beta: float) -> np.ndarray:
     r"""Entropy of softmax with ``k`` logits at :math:`+\beta` and ``n - k`` at :math:`-\beta`."""
     f = k / n
@@ -468,7 +509,8 @@ def box_min_entropy(n: int, beta: float = 1.0) -> tuple[float, int]:
     r"""Lowest entropy of :math:`\operatorname{softmax}(s)` over :math:`s \in [-\beta, \beta]^n`.
 
     Along any one coordinate the entropy rises and then falls (:math:`\partial H/\partial s_i =
-    -p_i(s_i - \langle s\rangle_p)`), so a minimiser has every logit at :math:`\pm\beta`; by symmetry only
+    -p_i(s_i - \langle
+    s\rangle_p)`), so a minimiser has every logit at :math:`\pm\beta`; by symmetry only
     the number ``k`` of logits at :math:`+\beta` matters. With :math:`f = k/n` and
     :math:`q = f e^{2\beta}/(f e^{2\beta} + 1 - f)` (the mass on those ``k`` keys)
 
@@ -504,10 +546,12 @@ def box_entropy_gap(beta: float = 1.0) -> float:
     r"""Limit of :math:`\log n - \min_{s\in[-\beta,\beta]^n} H(\operatorname{softmax}(s))` as
     :math:`n \to \infty`.
 
-    Maximising :math:`\log n - H(k)` over the fraction :math:`f = k/n` (see :func:`box_min_entropy`) with
+    Maximising :math:`\log n - H(k)` over the fraction :math:`f = k/n` (see :func:`box_min_entropy`)
+    with
     :math:`u = f e^{\beta} + (1-f) e^{-\beta}` gives
     :math:`\log n - H = \beta\coth\beta - \beta/(u\sinh\beta) - \log u`, largest at
-    :math:`u^* = \beta/\sinh\beta`, i.e. :math:`f^* = (\beta/\sinh\beta - e^{-\beta})/(2\sinh\beta)`:
+    :math:`u^* = \beta/\sinh\beta`,
+    i.e. :math:`f^* = (\beta/\sinh\beta - e^{-\beta})/(2\sinh\beta)`:
 
     .. math:: c^*(\beta) = \beta\coth\beta - 1 + \log\frac{\sinh\beta}{\beta}
        \qquad (c^*(1) \approx 0.4745).
@@ -540,7 +584,8 @@ def box_entropy_local_minima(
     rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Minimise :math:`H(\operatorname{softmax}(s))` over the box :math:`[-\beta, \beta]^n` from random
-    starts with L-BFGS-B, using the exact gradient :math:`\partial H/\partial s_i = -p_i(s_i - \langle s\rangle_p)`.
+    starts with L-BFGS-B, using the exact
+    gradient :math:`\partial H/\partial s_i = -p_i(s_i - \langle s\rangle_p)`.
 
     An independent, search-based check of :func:`box_min_entropy`.
 
@@ -584,7 +629,13 @@ def box_entropy_local_minima(
     values, points = np.empty(starts), np.empty((starts, n))
     for j in range(starts):
         s0 = rng.uniform(-beta, beta, size=n)
-        res = minimize(fun, s0, jac=True, method="L-BFGS-B", bounds=[(-beta, beta)] * n,
-                       options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 2000})
+        res = minimize(
+            fun,
+            s0,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(-beta, beta)] * n,
+            options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 2000},
+        )
         values[j], points[j] = res.fun, res.x
     return values, points

@@ -1,9 +1,11 @@
 r"""Sparse attention patterns: atrous, local, strided and fixed masks, and windowed attention.
 
-Chapter: ``notebooks/sparse-attention.ipynb`` (Su Jianlin, *From standard attention to sparse attention*,
+Chapter: ``notebooks/sparse-attention.ipynb`` (Su Jianlin, *From standard attention to sparse
+attention*,
 2019; Child et al., *Generating Long Sequences with Sparse Transformers*, arXiv:1904.10509).
 
-Every pattern is an ``(n, n)`` boolean mask with ``True`` where query ``i`` may attend to key ``j``, so it
+Every pattern is an ``(n, n)`` boolean mask with ``True`` where query ``i`` may attend to key ``j``,
+so it
 can be passed as the ``mask`` of :func:`~suma_lib.attention.exact.softmax_attention`. Writing
 :math:`d = i - j` for the relative offset:
 
@@ -26,7 +28,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_int, check_tensor
+from .._validation import check_device, check_int, check_tensor
 from ._core import check_bool, check_qkv, default_scale, masked_softmax, prescale
 from .exact import softmax_attention
 
@@ -48,9 +50,7 @@ def _grid(
     n = check_int(n, "n", low=0)
     k = check_int(k, "k", low=k_low)
     causal = check_bool(causal, "causal")
-    if device is not None and not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be None, a str or a torch.device, got {type(device).__name__}")
-    idx = torch.arange(n, device=device)
+    idx = torch.arange(n, device=check_device(device))
     return k, causal, idx[:, None], idx[None, :]
 
 
@@ -130,9 +130,12 @@ def strided_mask(
 
     .. math:: M_{ij} = [\,|i - j| < k\,] \lor [\,(i - j) \bmod k = 0\,]
 
-    the union of :func:`local_mask` with half-width ``k - 1`` and :func:`atrous_mask` with stride ``k``
-    (they share only the diagonal), so it allows :math:`(2k-1)n - k(k-1) + n^2/k + s(k-s)/k - n` pairs for
-    :math:`n \ge k`, :math:`s = n \bmod k`; with :math:`k \approx \sqrt{n/2}` that is :math:`O(n\sqrt{n})`.
+    the union of :func:`local_mask` with half-width ``k - 1`` and :func:`atrous_mask` with stride
+    ``k``
+    (they share only the diagonal), so it allows :math:`(2k-1)n - k(k-1) + n^2/k + s(k-s)/k - n`
+    pairs for
+    :math:`n \ge k`, :math:`s = n \bmod k`; with :math:`k \approx \sqrt{n/2}` that
+    is :math:`O(n\sqrt{n})`.
 
     Parameters
     ----------
@@ -196,17 +199,21 @@ def fixed_mask(
     return m & (j <= i) if causal else m
 
 
-# --------------------------------------------------------------------------------------- reachability
+# ---------------------------------------------------------------------------------------
+# reachability
 def reachability(masks: Sequence[torch.Tensor], residual: bool = False) -> torch.Tensor:
     r"""Which inputs can influence which outputs after a stack of attention layers.
 
-    With the layers' masks :math:`M^{(1)}, \dots, M^{(L)}` (first layer first), output :math:`i` of the
-    last layer depends on input :math:`j` iff there is a path :math:`j = t_0 \to t_1 \to \dots \to t_L = i`
+    With the layers' masks :math:`M^{(1)}, \dots, M^{(L)}` (first layer first), output :math:`i` of
+    the
+    last layer depends on input :math:`j` iff there is a
+    path :math:`j = t_0 \to t_1 \to \dots \to t_L = i`
     with :math:`M^{(l)}_{t_l t_{l-1}}` true for every layer, i.e. iff the boolean product
 
     .. math:: R = M^{(L)} \cdots M^{(2)} M^{(1)}
 
-    has :math:`R_{ij}` true. ``residual=True`` adds the identity to every layer (a residual connection
+    has :math:`R_{ij}` true. ``residual=True`` adds the identity to every layer (a residual
+    connection
     lets a token keep its own information even where the mask hides the diagonal).
 
     Parameters
@@ -233,11 +240,16 @@ def reachability(masks: Sequence[torch.Tensor], residual: bool = False) -> torch
         if m.dtype != torch.bool:
             raise TypeError(f"masks[{idx}] must be a boolean tensor, got {m.dtype}")
         if m.shape[-1] != m.shape[-2] or (n is not None and m.shape[-1] != n):
-            raise ValueError(f"masks[{idx}] must be square (..., n, n) with the same n, got {tuple(m.shape)}")
+            raise ValueError(
+                f"masks[{idx}] must be square (..., n, n) with the same n, got {tuple(m.shape)}"
+            )
         if m.device != masks[0].device:
-            raise TypeError(f"masks[{idx}] must be on the device of masks[0] ({masks[0].device}), got {m.device}")
+            raise TypeError(
+                f"masks[{idx}] must be on the device of masks[0] ({masks[0].device}), got {m.device}"
+            )
         n = m.shape[-1]
-    # Counts of paths are at most n**L, but only their positivity matters: clamp to 0/1 after each step,
+    # Counts of paths are at most n**L, but only their positivity matters: clamp to 0/1 after each
+    # step,
     # so float32 stays exact for any n < 2**24.
     eye = torch.eye(n, dtype=torch.bool, device=masks[0].device)
     out = masks[0] | eye if residual else masks[0]
@@ -247,7 +259,8 @@ def reachability(masks: Sequence[torch.Tensor], residual: bool = False) -> torch
     return out.clone() if out is masks[0] else out
 
 
-# ------------------------------------------------------------------------------------ local attention
+# ------------------------------------------------------------------------------------ local
+# attention
 def local_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -260,18 +273,24 @@ def local_attention(
 
     .. math:: o_i = \sum_{j:\,|i-j| \le w} \frac{e^{s\, q_i \cdot k_j}}{\sum_{j':\,|i-j'| \le w} e^{s\, q_i \cdot k_{j'}}}\, v_j
 
-    (with :math:`0 \le i - j \le w` when ``causal``). The sequence is cut into blocks of :math:`b = w`
+    (with :math:`0 \le i - j \le w` when ``causal``). The sequence is cut into blocks
+    of :math:`b = w`
     positions; the queries of block :math:`t` only need the keys of blocks :math:`t-1, t, t+1` (only
-    :math:`t-1, t` when causal), so each block is one small matrix product of :math:`b \times 3b` scores,
+    :math:`t-1, t` when causal), so each block is one small matrix product of :math:`b \times 3b`
+    scores,
     masked to the band. The :math:`n \times n` matrix is never formed: the work is
-    :math:`4 \cdot 3 n w d` multiply-adds (:math:`4 \cdot 2nwd` causal) for :math:`w \mid n`, and the memory
-    :math:`O(n w + n d)`. When the band covers the whole sequence (:math:`2w + 1 \ge n`) the exact masked
-    form is used instead. The result equals ``softmax_attention(q, k, v, mask=local_mask(n, window, causal))``.
+    :math:`4 \cdot 3 n w d` multiply-adds (:math:`4 \cdot 2nwd` causal) for :math:`w \mid n`, and
+    the memory
+    :math:`O(n w + n d)`. When the band covers the whole sequence (:math:`2w + 1 \ge n`) the exact
+    masked
+    form is used instead. The result equals
+    ``softmax_attention(q, k, v, mask=local_mask(n, window, causal))``.
 
     Parameters
     ----------
     q, k, v : torch.Tensor
-        Shapes ``(..., n, d)``, ``(..., n, d)`` and ``(..., n, d_v)`` (self-attention: one length ``n``);
+        Shapes ``(..., n, d)``, ``(..., n, d)`` and ``(..., n, d_v)`` (self-attention: one length
+        ``n``);
         leading dimensions broadcast.
     window : int
         Half-width :math:`w \ge 0` of the band.
@@ -298,7 +317,9 @@ def local_attention(
     s = default_scale(scale, q.shape[-1])
     n = q.shape[-2]
     if 2 * window + 1 >= n:  # the band is (nearly) everything: the exact masked form is as cheap
-        return softmax_attention(q, k, v, mask=local_mask(n, window, causal, device=q.device), scale=s)
+        return softmax_attention(
+            q, k, v, mask=local_mask(n, window, causal, device=q.device), scale=s
+        )
     q, k = prescale(q, k, s)  # the same overflow-safe logits as softmax_attention's, scale included
     b = max(window, 1)  # block length
     m = -(-n // b)  # number of blocks
@@ -307,7 +328,9 @@ def local_attention(
     # Pad keys/values with one block before and (non-causal) one after, then view them as blocks.
     kb = F.pad(k, (0, 0, b, extra + (0 if causal else b))).unflatten(-2, (-1, b))
     vb = F.pad(v, (0, 0, b, extra + (0 if causal else b))).unflatten(-2, (-1, b))
-    kw = torch.cat([kb[..., t : t + m, :, :] for t in range(left + 1)], dim=-2)  # (..., m, (left+1) b, d)
+    kw = torch.cat(
+        [kb[..., t : t + m, :, :] for t in range(left + 1)], dim=-2
+    )  # (..., m, (left+1) b, d)
     vw = torch.cat([vb[..., t : t + m, :, :] for t in range(left + 1)], dim=-2)
     qb = F.pad(q, (0, 0, 0, extra)).unflatten(-2, (m, b))  # (..., m, b, d)
     logits = torch.matmul(qb, kw.transpose(-2, -1))  # (..., m, b, (left+1) b)

@@ -8,7 +8,8 @@ For a row :math:`x = (x_1, \dots, x_n)` of attention scores (normalised or not, 
    = \frac{\|x\|_1}{\sqrt{n}\,\|x\|_2} \in \Big[\tfrac{1}{\sqrt{n}}, 1\Big],
 
 the empirical version of :math:`\mathbb{E}|x| / \sqrt{\mathbb{E}\,x^2}`. It is 1 for a row of equal
-magnitudes and :math:`1/\sqrt{n}` for a one-hot row; it does not change when the row is multiplied by a
+magnitudes and :math:`1/\sqrt{n}` for a one-hot row; it does not change when the row is multiplied
+by a
 non-zero constant, so the softmax normaliser plays no role. For a probability row :math:`p`,
 :math:`S^2 = e^{H_2(p)}/n` with the collision (Rényi-2) entropy :math:`H_2 = -\log \sum_j p_j^2`.
 """
@@ -20,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .._numerics import safe_divisor
 from .._validation import check_choice, check_float, check_int, check_tensor
 from ._core import check_bool, check_qkv, masked_softmax, rescale, scaled_logits
 
@@ -32,7 +34,9 @@ SCORE_KINDS = ("exp", "identity", "relu2", "elu1", "relu")
 def _check_dim(x: torch.Tensor, dim: int, name: str = "weights", least: int = 1) -> int:
     dim = check_int(dim, "dim", low=-x.dim(), high=x.dim() - 1)
     if x.shape[dim] < least:
-        raise ValueError(f"{name} must have at least {least} entries along dim={dim}, got {x.shape[dim]}")
+        raise ValueError(
+            f"{name} must have at least {least} entries along dim={dim}, got {x.shape[dim]}"
+        )
     return dim
 
 
@@ -40,7 +44,7 @@ def _rescaled_abs(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``|x| / max|x|`` along ``dim`` (rows of zeros stay zero): safe to square for any finite ``x``."""
     a = x.abs()
     top = a.amax(dim=dim, keepdim=True)
-    return a / torch.where(top > 0, top, torch.ones_like(top))
+    return a / safe_divisor(top)
 
 
 def attention_sparsity(
@@ -56,14 +60,17 @@ def attention_sparsity(
     Parameters
     ----------
     weights : torch.Tensor
-        Floating-point, finite; any sign (the measure uses :math:`|x_j|`), normalised or not. Entries of
+        Floating-point, finite; any sign (the measure uses :math:`|x_j|`), normalised or not.
+        Entries of
         any size work: each row is divided by its largest magnitude first, which leaves :math:`S`
         unchanged and keeps :math:`x_j^2` from overflowing or underflowing.
     dim : int
         The axis along which each row lies.
     mask : torch.Tensor, optional
-        Boolean, broadcastable to ``weights.shape``; ``True`` marks the entries that belong to the row
-        (keys a query may attend to). Masked entries are ignored and do not count in :math:`n`, so the
+        Boolean, broadcastable to ``weights.shape``; ``True`` marks the entries that belong to the
+        row
+        (keys a query may attend to). Masked entries are ignored and do not count in :math:`n`, so
+        the
         zeros of padding or of a causal mask do not make a row look sparse.
 
     Returns
@@ -71,8 +78,10 @@ def attention_sparsity(
     torch.Tensor
         ``weights`` with ``dim`` removed, values in :math:`[1/\sqrt{n}, 1]`.
 
-        **Rule for empty rows**: a row with no non-zero entry among its unmasked ones (a fully masked
-        query, or a row of zeros) has no direction to measure; it gets :math:`S = 0`, a value outside
+        **Rule for empty rows**: a row with no non-zero entry among its unmasked ones (a fully
+        masked
+        query, or a row of zeros) has no direction to measure; it gets :math:`S = 0`, a value
+        outside
         the range of every non-empty row, so ``S > 0`` selects the rows that carry attention.
 
     Raises
@@ -80,7 +89,8 @@ def attention_sparsity(
     TypeError
         If ``weights`` is not a floating-point tensor or ``mask`` is not boolean.
     ValueError
-        If ``weights`` holds NaN or inf, ``dim`` is out of range, the row length is 0, or ``mask`` does
+        If ``weights`` holds NaN or inf, ``dim`` is out of range, the row length is 0, or ``mask``
+        does
         not broadcast to ``weights``.
 
     Notes
@@ -118,8 +128,10 @@ def attention_sparsity(
 def sparsity_stderr(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     r"""Delta-method standard error of :math:`S_n` as an estimate of :math:`\mathbb{E}|x|/\sqrt{\mathbb{E}x^2}`.
 
-    When the :math:`n` entries along ``dim`` are i.i.d. draws of a random score :math:`x`, the empirical
-    :math:`S_n = \bar a / \sqrt{\bar b}` with :math:`a = |x|`, :math:`b = x^2` estimates the population
+    When the :math:`n` entries along ``dim`` are i.i.d. draws of a random score :math:`x`, the
+    empirical
+    :math:`S_n = \bar a / \sqrt{\bar b}` with :math:`a = |x|`, :math:`b = x^2` estimates the
+    population
     measure with variance, to first order in :math:`1/n`,
 
     .. math:: \operatorname{Var} S_n \approx \frac{1}{n}\left(
@@ -143,7 +155,7 @@ def sparsity_stderr(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """
     check_tensor(x, "x", min_dim=1, floating=True, finite=True)
     dim = _check_dim(x, dim, "x", least=2)
-    a = _rescaled_abs(x, dim)                  # S and its error do not depend on the scale
+    a = _rescaled_abs(x, dim)  # S and its error do not depend on the scale
     b = a * a
     n = x.shape[dim]
     ma, mb = a.mean(dim, keepdim=True), b.mean(dim, keepdim=True)
@@ -185,7 +197,8 @@ def attention_scores(
     scale : float
         The factor :math:`c`.
     normalize : bool
-        Divide each row by its :math:`\ell_1` norm (for ``"exp"`` this is the softmax, computed stably,
+        Divide each row by its :math:`\ell_1` norm (for ``"exp"`` this is the softmax, computed
+        stably,
         so huge logits do not overflow). :func:`attention_sparsity` gives the same value either way.
 
     Returns
@@ -204,12 +217,14 @@ def attention_scores(
         phi = (lambda t: F.elu(t) + 1.0) if kind == "elu1" else F.relu
         q, k = phi(q), phi(k)
     if not normalize:
-        s = c * (q @ k.mT)
+        s = scaled_logits(q, k, c)  # capped, never inf - inf = NaN; exp / square may still overflow
         return {"exp": torch.exp, "relu2": lambda t: F.relu(t) ** 2}.get(kind, lambda t: t)(s)
-    # Normalised rows do not depend on a positive factor of the row: drop |c| and the powers of two that
-    # keep q k^T from overflowing, then square (relu2) only after dividing by the row's largest entry.
+    # Normalised rows do not depend on a positive factor of the row: drop |c| and the powers of two
+    # that
+    # keep q k^T from overflowing, then square (relu2) only after dividing by the row's largest
+    # entry.
     q1, k1, _ = rescale(q, k, 1.0) if q.numel() and k.numel() else (q, k, None)
     s = (q1 @ k1.mT) * (math.copysign(1.0, c) if c else 0.0)
     x = _rescaled_abs(F.relu(s), -1) ** 2 if kind == "relu2" else s
     l1 = x.abs().sum(-1, keepdim=True)
-    return x / torch.where(l1 > 0, l1, torch.ones_like(l1))
+    return x / safe_divisor(l1)

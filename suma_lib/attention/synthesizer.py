@@ -1,10 +1,13 @@
 r"""Synthesizer attention: attention weights that are *synthesized* rather than computed from token pairs.
 
-Chapter: ``notebooks/synthesizer.ipynb`` (Su Jianlin, *Google's new Synthesizer: we do not understand
-self-attention well enough*, 2020; Tay et al., *Synthesizer: Rethinking Self-Attention in Transformer
+Chapter: ``notebooks/synthesizer.ipynb`` (Su Jianlin, *Google's new Synthesizer: we do not
+understand
+self-attention well enough*, 2020; Tay et al., *Synthesizer: Rethinking Self-Attention in
+Transformer
 Models*, arXiv:2005.00743).
 
-Standard attention scores every pair, :math:`B = QK^\top/\sqrt{d_h}`. A synthesizer replaces :math:`B`
+Standard attention scores every pair, :math:`B = QK^\top/\sqrt{d_h}`. A synthesizer
+replaces :math:`B`
 (per head, for a sequence of length :math:`n \le \ell`, the maximum length) by
 
 .. math::
@@ -12,13 +15,17 @@ Standard attention scores every pair, :math:`B = QK^\top/\sqrt{d_h}`. A synthesi
    \text{dense: } B_i = \operatorname{relu}(x_i W_1 + b_1) W_2 + b_2 \in \mathbb{R}^{\ell}, \qquad
    \text{random: } B = R \in \mathbb{R}^{\ell \times \ell},
 
-   \text{factorized dense: } B_i = \operatorname{vec}(b_i a_i^\top),\ a_i \in \mathbb{R}^{a},\ b_i \in \mathbb{R}^{b},\
+   \text{factorized dense: } B_i = \operatorname{vec}(b_i a_i^\top),\ a_i \in \mathbb{R}^{a},\ b_i
+   \in \mathbb{R}^{b},\
    ab = \ell, \qquad
    \text{factorized random: } B = R_1 R_2^\top,\ R_{1,2} \in \mathbb{R}^{\ell \times r},
 
-cut to the first :math:`n` rows and columns, and a mixture uses :math:`\sum_s \alpha_s B^{(s)}`. The output
-is :math:`\operatorname{softmax}(B)\, G(X)` with the value projection :math:`G`, followed by an output
-projection. Each score module maps ``x`` of shape ``(..., n, embed_dim)`` to logits ``(..., h, n, n)``
+cut to the first :math:`n` rows and columns, and a mixture uses :math:`\sum_s \alpha_s B^{(s)}`. The
+output
+is :math:`\operatorname{softmax}(B)\, G(X)` with the value projection :math:`G`, followed by an
+output
+projection. Each score module maps ``x`` of shape ``(..., n, embed_dim)`` to logits
+``(..., h, n, n)``
 (or ``(h, n, n)`` for the input-independent random ones).
 """
 
@@ -36,6 +43,7 @@ from ..training import SequenceTagger, train_tagger
 from ._core import (
     check_bool,
     check_heads,
+    check_module_device,
     clamp_finite,
     default_scale,
     former_names,
@@ -66,11 +74,17 @@ SYNTHESIZER_KINDS = ("dense", "random", "factorized_dense", "factorized_random",
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _check_x(x: torch.Tensor, embed_dim: int, max_len: int | None = None) -> int:
-    """Validate a sequence ``x`` of shape ``(..., n, embed_dim)``; return ``n``."""
+def _check_x(
+    x: torch.Tensor, embed_dim: int, max_len: int | None = None, module: nn.Module | None = None
+) -> int:
+    """Validate a sequence ``x`` of shape ``(..., n, embed_dim)`` (on ``module``'s device); return ``n``."""
     check_tensor(x, "x", min_dim=2, floating=True)
+    if module is not None:
+        check_module_device(module, x)
     if x.shape[-1] != embed_dim:
-        raise ValueError(f"x must have last dimension embed_dim={embed_dim}, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"x must have last dimension embed_dim={embed_dim}, got shape {tuple(x.shape)}"
+        )
     n = x.shape[-2]
     if max_len is not None and n > max_len:
         raise ValueError(f"x has length {n}, longer than max_len={max_len}")
@@ -92,7 +106,8 @@ class DenseLogits(nn.Module):
     num_heads : int
         Number of heads :math:`h`.
     max_len : int
-        Longest sequence :math:`\ell`; a sequence of length :math:`n` uses the first :math:`n` logits.
+        Longest sequence :math:`\ell`; a sequence of length :math:`n` uses the first :math:`n`
+        logits.
     hidden : int, optional
         Width of the hidden layer, ``embed_dim`` by default.
     device, dtype : optional
@@ -105,7 +120,14 @@ class DenseLogits(nn.Module):
 
     @former_names(d_model="embed_dim", n_heads="num_heads")
     def __init__(
-        self, embed_dim: int, num_heads: int, max_len: int, hidden: int | None = None, *, device=None, dtype=None
+        self,
+        embed_dim: int,
+        num_heads: int,
+        max_len: int,
+        hidden: int | None = None,
+        *,
+        device=None,
+        dtype=None,
     ):
         super().__init__()
         self.embed_dim = check_int(embed_dim, "embed_dim", low=1)
@@ -117,7 +139,7 @@ class DenseLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(..., h, n, n)`` for ``x`` of shape ``(..., n, embed_dim)``."""
-        n = _check_x(x, self.embed_dim, self.max_len)
+        n = _check_x(x, self.embed_dim, self.max_len, self)
         b = self.w2(torch.relu(self.w1(x)))  # (..., n, h * max_len)
         return split_heads(b, self.num_heads)[..., :n]
 
@@ -125,14 +147,18 @@ class DenseLogits(nn.Module):
 class _TableLogits(nn.Module):
     """Input-independent logits: tables of shape ``(h, max_len, ...)`` drawn at initialisation."""
 
-    def __init__(self, num_heads: int, max_len: int, trainable: bool, generator: torch.Generator | None):
+    def __init__(
+        self, num_heads: int, max_len: int, trainable: bool, generator: torch.Generator | None
+    ):
         super().__init__()
         self.num_heads = check_int(num_heads, "num_heads", low=1)
         self.max_len = check_int(max_len, "max_len", low=1)
         self.trainable = check_bool(trainable, "trainable")
         check_generator(generator)
 
-    def _table(self, name: str, shape: tuple[int, ...], std: float, generator, device, dtype) -> None:
+    def _table(
+        self, name: str, shape: tuple[int, ...], std: float, generator, device, dtype
+    ) -> None:
         """Draw a normal table; keep it as a parameter (trainable) or a buffer (fixed)."""
         t = randn(shape, std, generator, device, dtype)
         if self.trainable:
@@ -143,6 +169,7 @@ class _TableLogits(nn.Module):
     def _length(self, x: torch.Tensor) -> int:
         """The sequence length ``n`` of ``x`` (``(..., n, d)``), at most ``max_len``."""
         check_tensor(x, "x", min_dim=2)
+        check_module_device(self, x)
         if x.shape[-2] > self.max_len:
             raise ValueError(f"x has length {x.shape[-2]}, longer than max_len={self.max_len}")
         return x.shape[-2]
@@ -187,7 +214,9 @@ class RandomLogits(_TableLogits):
     ):
         super().__init__(num_heads, max_len, trainable, generator)
         std = check_float(init_std, "init_std", low=0.0)
-        self._table("r", (self.num_heads, self.max_len, self.max_len), std, generator, device, dtype)
+        self._table(
+            "r", (self.num_heads, self.max_len, self.max_len), std, generator, device, dtype
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(h, n, n)``; ``x`` (``(..., n, d)``) only sets ``n``."""
@@ -255,8 +284,10 @@ class FactorizedDenseLogits(nn.Module):
        h_i = \operatorname{relu}(x_i W_1 + b_1), \quad a_i = h_i W_A + b_A \in \mathbb{R}^{a}, \quad
        b_i = h_i W_B + b_B \in \mathbb{R}^{b}, \quad B_{i,\, p a + q} = (b_i)_p (a_i)_q
 
-    with :math:`ab = \ell` (Tay et al.'s tiling :math:`H_A(a_i) \odot H_B(b_i)`), so each row, reshaped to
-    :math:`b \times a`, has rank one, and the layer has :math:`(a + b)` instead of :math:`\ell` outputs.
+    with :math:`ab = \ell` (Tay et al.'s tiling :math:`H_A(a_i) \odot H_B(b_i)`), so each row,
+    reshaped to
+    :math:`b \times a`, has rank one, and the layer has :math:`(a + b)` instead of :math:`\ell`
+    outputs.
 
     Parameters
     ----------
@@ -302,7 +333,9 @@ class FactorizedDenseLogits(nn.Module):
             raise TypeError(f"factors must be a pair (a, b) of ints, got {factors!r}")
         a, b = (check_int(f, "factors", low=1) for f in factors)
         if a * b != self.max_len:
-            raise ValueError(f"factors must multiply to max_len={self.max_len}, got {a} * {b} = {a * b}")
+            raise ValueError(
+                f"factors must multiply to max_len={self.max_len}, got {a} * {b} = {a * b}"
+            )
         self.factors = (a, b)
         hidden = self.embed_dim if hidden is None else check_int(hidden, "hidden", low=1)
         self.w1 = nn.Linear(self.embed_dim, hidden, device=device, dtype=dtype)
@@ -311,11 +344,12 @@ class FactorizedDenseLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(..., h, n, n)`` for ``x`` of shape ``(..., n, embed_dim)``."""
-        n = _check_x(x, self.embed_dim, self.max_len)
+        n = _check_x(x, self.embed_dim, self.max_len, self)
         hid = torch.relu(self.w1(x))
         a = split_heads(self.wa(hid), self.num_heads)  # (..., h, n, a)
         b = split_heads(self.wb(hid), self.num_heads)  # (..., h, n, b)
-        rows = b.unsqueeze(-1) * a.unsqueeze(-2)  # (..., h, n, b, a): entry (p, q) = b_p a_q
+        # (..., h, n, b, a): entry (p, q) = b_p a_q, the overflow-safe logits of a rank-one product
+        rows = scaled_logits(b.unsqueeze(-1), a.unsqueeze(-1), 1.0)
         return rows.flatten(-2)[..., :n]
 
 
@@ -339,7 +373,9 @@ class DotProductLogits(nn.Module):
     """
 
     @former_names(d_model="embed_dim", n_heads="num_heads")
-    def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, *, device=None, dtype=None):
+    def __init__(
+        self, embed_dim: int, num_heads: int, bias: bool = True, *, device=None, dtype=None
+    ):
         super().__init__()
         self.embed_dim, self.num_heads = check_heads(embed_dim, num_heads)
         self.wq = nn.Linear(self.embed_dim, self.embed_dim, bias=bias, device=device, dtype=dtype)
@@ -347,7 +383,7 @@ class DotProductLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(..., h, n, n)`` for ``x`` of shape ``(..., n, embed_dim)``."""
-        _check_x(x, self.embed_dim)
+        _check_x(x, self.embed_dim, module=self)
         q = split_heads(self.wq(x), self.num_heads)
         k = split_heads(self.wk(x), self.num_heads)
         return scaled_logits(q, k, default_scale(None, q.shape[-1]))
@@ -359,12 +395,14 @@ class SynthesizerAttention(MultiHeadAttention):
 
     A :class:`~suma_lib.attention.multihead.MultiHeadAttention` whose :meth:`get_scores` returns the
     mixture :meth:`logits` of the tokens instead of :math:`QK^\top/\sqrt{d_h}`; its own layout has a
-    value projection ``value`` and an output projection ``out`` (no query or key projection outside the
+    value projection ``value`` and an output projection ``out`` (no query or key projection outside
+    the
     ``"dot"`` source).
 
     .. math::
 
-       Y = \Bigl[\operatorname{softmax}\Bigl(\textstyle\sum_s \alpha_s B^{(s)}_h(X) + M\Bigr)\, X W_V^{(h)}\Bigr]_{h} W_O,
+       Y = \Bigl[\operatorname{softmax}\Bigl(\textstyle\sum_s \alpha_s B^{(s)}_h(X) + M\Bigr)\, X
+       W_V^{(h)}\Bigr]_{h} W_O,
        \qquad \alpha = \operatorname{softmax}(\theta) \text{ (learned) or fixed}
 
     with :math:`M` the mask (:math:`-\infty` where a query may not attend).
@@ -429,7 +467,9 @@ class SynthesizerAttention(MultiHeadAttention):
         device=None,
         dtype=None,
     ):
-        super().__init__(embed_dim, num_heads, dropout, bias, projections=False, device=device, dtype=dtype)
+        super().__init__(
+            embed_dim, num_heads, dropout, bias, projections=False, device=device, dtype=dtype
+        )
         kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
         if not kinds:
             raise ValueError("kinds must name at least one kind")
@@ -463,10 +503,14 @@ class SynthesizerAttention(MultiHeadAttention):
         }
         self.sources = nn.ModuleDict({kind: make[kind]() for kind in kinds})
         if mix_weights is None:
-            self.mix_logits = nn.Parameter(torch.zeros(len(kinds), **fk)) if len(kinds) > 1 else None
+            self.mix_logits = (
+                nn.Parameter(torch.zeros(len(kinds), **fk)) if len(kinds) > 1 else None
+            )
             self.register_buffer("fixed_mix", None)
         else:
-            if isinstance(mix_weights, (str, torch.Tensor)) or not isinstance(mix_weights, Sequence):
+            if isinstance(mix_weights, (str, torch.Tensor)) or not isinstance(
+                mix_weights, Sequence
+            ):
                 raise TypeError("mix_weights must be a sequence of floats, one per kind")
             if len(mix_weights) != len(kinds):
                 raise ValueError(

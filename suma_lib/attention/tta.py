@@ -1,19 +1,25 @@
 r"""T-TA: a Transformer that predicts every token from all the others in one pass (arXiv:2004.08097).
 
-A masked language model (BERT) estimates :math:`p(x_i \mid x_{\setminus i})` for the few positions it
-masked; the pseudo-log-likelihood :math:`\sum_i \log p(x_i \mid x_{\setminus i})` takes :math:`n` forward
-passes. T-TA (Transformer-based Text Autoencoder) gets all :math:`n` conditionals from one pass with three
+A masked language model (BERT) estimates :math:`p(x_i \mid x_{\setminus i})` for the few positions
+it
+masked; the pseudo-log-likelihood :math:`\sum_i \log p(x_i \mid x_{\setminus i})` takes :math:`n`
+forward
+passes. T-TA (Transformer-based Text Autoencoder) gets all :math:`n` conditionals from one pass with
+three
 changes to the encoder:
 
 1. the queries of the first layer are the position embeddings alone (no token content);
-2. the attention mask removes the diagonal, :math:`M_{ij} = [i \ne j]`, so query :math:`i` never reads
+2. the attention mask removes the diagonal, :math:`M_{ij} = [i \ne j]`, so query :math:`i` never
+reads
    key/value :math:`i`;
 3. every layer takes its keys and values from the *original* token embeddings; only the queries are
    carried from layer to layer.
 
-By induction the hidden state at position :math:`i` is a function of the tokens :math:`x_j, j \ne i` only:
+By induction the hidden state at position :math:`i` is a function of the tokens :math:`x_j, j \ne i`
+only:
 the queries start token-free, attention at :math:`i` reads only :math:`j \ne i`, and the residual
-connections, layer norms and feed-forward blocks act position by position. Stacking naïvely (keys and
+connections, layer norms and feed-forward blocks act position by position. Stacking naïvely (keys
+and
 values from the previous layer's output) breaks this in the second layer, because the state at
 :math:`j \ne i` has read token :math:`i` in the first.
 
@@ -28,10 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_choice, check_float, check_int, check_tensor
+from .._validation import check_choice, check_device, check_float, check_int, check_tensor
 from ..tasks import markov_leave_one_out, markov_sample
 from ..training import train
-from ._core import check_device, check_tokens
+from . import _core
+from ._core import check_same_device, check_tokens
 from .multihead import MultiHeadAttention
 
 __all__ = [
@@ -66,15 +73,18 @@ def diagonal_free_mask(n: int, *, device: torch.device | str | None = None) -> t
         output there is zero (see :func:`~suma_lib.attention.exact.softmax_attention`).
     """
     n = check_int(n, "n", low=0)
-    return ~torch.eye(n, dtype=torch.bool, device=device)
+    return ~torch.eye(n, dtype=torch.bool, device=check_device(device))
 
 
 class DiagonalFreeAttention(MultiHeadAttention):
     r"""Multi-head attention in which query :math:`i` never reads key :math:`i` (the mask :math:`[i \ne j]`).
 
-    A :class:`~suma_lib.attention.multihead.MultiHeadAttention` whose structural mask (:meth:`get_mask`)
-    is :func:`diagonal_free_mask`; any ``mask`` passed to the forward is combined with it. The query and
-    key sequences must have the same length (position :math:`j` of the keys is position :math:`j` of the
+    A :class:`~suma_lib.attention.multihead.MultiHeadAttention` whose structural mask
+    (:meth:`get_mask`)
+    is :func:`diagonal_free_mask`; any ``mask`` passed to the forward is combined with it. The query
+    and
+    key sequences must have the same length (position :math:`j` of the keys is position :math:`j` of
+    the
     queries). Same constructor as the base class.
 
     Notes
@@ -107,7 +117,8 @@ class TTALayer(nn.Module):
     ff_dim : int, optional
         Hidden width of the feed-forward block, ``4 * embed_dim`` by default.
     dropout : float
-        Dropout after the attention and the feed-forward block (position-wise, so it never mixes positions).
+        Dropout after the attention and the feed-forward block (position-wise, so it never mixes
+        positions).
     device, dtype
         Passed to the parameters' constructors.
 
@@ -131,11 +142,11 @@ class TTALayer(nn.Module):
         dropout = check_float(dropout, "dropout", low=0.0, high=1.0, high_open=True)
         kw = {"device": device, "dtype": dtype}
         self.attn = DiagonalFreeAttention(embed_dim, num_heads, **kw)
-        self.norm1 = nn.LayerNorm(embed_dim, **kw)
+        self.norm1 = _core.LayerNorm(embed_dim, **kw)
         self.ff = nn.Sequential(
             nn.Linear(embed_dim, ff_dim, **kw), nn.GELU(), nn.Linear(ff_dim, embed_dim, **kw)
         )
-        self.norm2 = nn.LayerNorm(embed_dim, **kw)
+        self.norm2 = _core.LayerNorm(embed_dim, **kw)
         self.drop = nn.Dropout(dropout)
 
     def forward(
@@ -147,10 +158,12 @@ class TTALayer(nn.Module):
         ----------
         query : torch.Tensor, shape ``(..., n, embed_dim)``
         memory : torch.Tensor, shape ``(..., n, embed_dim)``
-            Keys and values; position :math:`j` of ``memory`` is the same position as row :math:`j` of
+            Keys and values; position :math:`j` of ``memory`` is the same position as row :math:`j`
+            of
             ``query`` (the diagonal is defined by it).
         mask : torch.Tensor, optional
-            Extra boolean mask (``True`` = may attend) broadcastable to ``(..., n, n)``, e.g. padding;
+            Extra boolean mask (``True`` = may attend) broadcastable to ``(..., n, n)``, e.g.
+            padding;
             it is combined with the diagonal-free mask.
 
         Returns
@@ -160,7 +173,9 @@ class TTALayer(nn.Module):
         check_tensor(query, "query", min_dim=2, floating=True)
         check_tensor(memory, "memory", min_dim=2, floating=True)
         if memory.shape[-2] != query.shape[-2]:
-            raise ValueError(f"memory must have the query's length {query.shape[-2]}, got {memory.shape[-2]}")
+            raise ValueError(
+                f"memory must have the query's length {query.shape[-2]}, got {memory.shape[-2]}"
+            )
         h = self.norm1(query + self.drop(self.attn(query, memory, memory, mask=mask)))
         return self.norm2(h + self.drop(self.ff(h)))
 
@@ -174,9 +189,11 @@ class TTAEncoder(nn.Module):
               h^{(\ell)} = \text{Layer}_\ell\big(h^{(\ell-1)}, m\big), \qquad
               \text{logits}_i = W h^{(L)}_i + b.
 
-    With ``stacking="naive"`` layers after the first take their keys and values from the previous output,
+    With ``stacking="naive"`` layers after the first take their keys and values from the previous
+    output,
     :math:`h^{(\ell)} = \text{Layer}_\ell(h^{(\ell-1)}, h^{(\ell-1)})`: a plain encoder with a
-    diagonal-free mask, which leaks token :math:`i` back to position :math:`i` from the second layer on.
+    diagonal-free mask, which leaks token :math:`i` back to position :math:`i` from the second layer
+    on.
 
     Parameters
     ----------
@@ -222,8 +239,8 @@ class TTAEncoder(nn.Module):
         kw = {"device": device, "dtype": dtype}
         self.token_embedding = nn.Embedding(vocab_size, embed_dim, **kw)
         self.position_embedding = nn.Embedding(max_len, embed_dim, **kw)
-        self.memory_norm = nn.LayerNorm(embed_dim, **kw)
-        self.query_norm = nn.LayerNorm(embed_dim, **kw)
+        self.memory_norm = _core.LayerNorm(embed_dim, **kw)
+        self.query_norm = _core.LayerNorm(embed_dim, **kw)
         self.layers = nn.ModuleList(
             TTALayer(embed_dim, num_heads, ff_dim, dropout, **kw) for _ in range(num_layers)
         )
@@ -250,7 +267,7 @@ class TTAEncoder(nn.Module):
         torch.Tensor, shape ``(..., n, vocab_size)``
         """
         check_tokens(tokens, "tokens", self.vocab_size)
-        check_device(tokens, self.head.weight, "tokens", "the model's parameters")
+        check_same_device(tokens, self.head.weight, "tokens", "the model's parameters")
         return self.forward_embeddings(self.token_embedding(tokens), padding_mask)
 
     def forward_embeddings(
@@ -270,7 +287,9 @@ class TTAEncoder(nn.Module):
         torch.Tensor, shape ``(..., n, vocab_size)``
         """
         check_tensor(token_vectors, "token_vectors", min_dim=2, floating=True)
-        check_device(token_vectors, self.head.weight, "token_vectors", "the model's parameters")
+        check_same_device(
+            token_vectors, self.head.weight, "token_vectors", "the model's parameters"
+        )
         n, width = token_vectors.shape[-2:]
         if width != self.token_embedding.embedding_dim:
             raise ValueError(
@@ -303,7 +322,8 @@ def pseudo_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.T
     Parameters
     ----------
     logits : torch.Tensor, shape ``(..., n, V)``
-        Position :math:`i` holds the (unnormalised) log-probabilities of :math:`x_i` given the rest, as a
+        Position :math:`i` holds the (unnormalised) log-probabilities of :math:`x_i` given the rest,
+        as a
         :class:`TTAEncoder` produces in a single forward pass.
     tokens : torch.Tensor, shape ``(..., n)``, integer
         The observed tokens.
@@ -318,7 +338,7 @@ def pseudo_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.T
     """
     check_tensor(logits, "logits", min_dim=2, floating=True)
     check_tokens(tokens, "tokens", logits.shape[-1])
-    check_device(tokens, logits, "tokens", "logits")
+    check_same_device(tokens, logits, "tokens", "logits")
     if logits.shape[:-1] != tokens.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} must be tokens' shape {tuple(tokens.shape)} plus (V,)"
@@ -381,7 +401,8 @@ def train_tta(
 
     .. math:: \mathcal{L} = -\frac{1}{n}\sum_{i=1}^n \log p_\theta(x_i \mid x_{\setminus i})
 
-    Unlike BERT's MLM, which scores about 15 % of the positions of each sequence, each pass trains all
+    Unlike BERT's MLM, which scores about 15 % of the positions of each sequence, each pass trains
+    all
     :math:`n` of them.
 
     Parameters
@@ -437,7 +458,8 @@ def sample_markov_chain(
 ) -> torch.Tensor:
     r"""Draw sequences from a Markov chain: :math:`x_1 \sim \pi_0`, :math:`x_{t+1} \sim P_{x_t,\cdot}`.
 
-    The former argument order ``(transition, initial)`` of :func:`suma_lib.tasks.markov_sample`, which
+    The former argument order ``(transition, initial)`` of :func:`suma_lib.tasks.markov_sample`,
+    which
     this wraps.
 
     Parameters
@@ -480,7 +502,8 @@ def markov_conditionals(
     Returns
     -------
     torch.Tensor, shape ``(..., n, V)``
-        Rows sum to one; a :class:`ValueError` for ids out of range or a sequence of probability zero.
+        Rows sum to one; a :class:`ValueError` for ids out of range or a sequence of probability
+        zero.
 
     Notes
     -----
