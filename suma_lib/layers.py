@@ -525,6 +525,9 @@ class GAU(nn.Module):
         :math:`1/\sqrt{d_{\text{in}}}`.
     weight_scale : float
         A global factor :math:`\lambda` on every matrix at initialisation.
+    activation : {"swish", "relu"}
+        :math:`\phi`; ``"relu"`` is positively homogeneous, so that scaling every matrix by
+        :math:`\lambda` scales the output by exactly :math:`\lambda^7`.
     generator : torch.Generator, optional
         For the initialisation.
 
@@ -540,11 +543,13 @@ class GAU(nn.Module):
         init_std: float | None = None,
         weight_scale: float = 1.0,
         generator: torch.Generator | None = None,
+        activation: str = "swish",
         device=None,
         dtype=None,
     ) -> None:
         super().__init__()
         self.width = check_int(width, "width", low=1)
+        self.activation = check_choice(activation, "activation", ("swish", "relu"))
         self.expansion = check_int(expansion, "expansion", low=1)
         self.key_width = check_int(key_width, "key_width", low=1)
         e, d, s = self.expansion * self.width, self.width, self.key_width
@@ -581,9 +586,10 @@ class GAU(nn.Module):
     ):
         """Apply the unit to ``x`` ``(..., n, d)``; ``return_parts``: also ``dict(U, V, Z, A)``."""
         _check_input(x, "x", self.width)
-        u = F.silu(x @ self.w_u)
-        v = F.silu(x @ self.w_v)
-        z = F.silu(x @ self.w_z)
+        phi = F.silu if self.activation == "swish" else F.relu
+        u = phi(x @ self.w_u)
+        v = phi(x @ self.w_v)
+        z = phi(x @ self.w_z)
         q = z * self.gamma[0] + self.beta[0]
         k = z * self.gamma[1] + self.beta[1]
         a = relu2_attention(q, k, mask)

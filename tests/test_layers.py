@@ -140,6 +140,21 @@ def test_gau_direct_formula_and_scale():
     g2 = torch.Generator().manual_seed(0)
     half = GAU(16, 2, 8, weight_scale=0.5, generator=g2, dtype=torch.float64)
     torch.testing.assert_close(half.w_o, 0.5 * gau.w_o)
+    r1 = GAU(
+        16, 2, 8, activation="relu", generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    r2 = GAU(
+        16,
+        2,
+        8,
+        activation="relu",
+        weight_scale=0.5,
+        generator=torch.Generator().manual_seed(1),
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(r2(x), 0.5**7 * r1(x))
+    with pytest.raises(ValueError, match="activation"):
+        GAU(16, activation="gelu")
     with pytest.raises(ValueError, match="weight_scale"):
         GAU(16, weight_scale=0.0)
 
