@@ -26,7 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validation import check_choice, check_float, check_generator, check_int, check_tensor
+from ._validation import (
+    check_choice,
+    check_device,
+    check_dtype,
+    check_float,
+    check_generator,
+    check_int,
+    check_tensor,
+)
 from .attention._core import randn
 from .attention.multihead import MultiHeadAttention
 
@@ -35,6 +43,7 @@ __all__ = [
     "FeedForward",
     "RMSNorm",
     "Residual",
+    "SafeLayerNorm",
     "Stack",
     "TransformerBlock",
     "build_stack",
@@ -49,11 +58,54 @@ _NORMS = ("layernorm", "rmsnorm", "rmsnorm_nogain")
 _PLACEMENTS = ("post", "pre")
 
 
-def _check_input(x, name: str, width: int) -> torch.Tensor:
+def _check_input(x, name: str, width: int, module: nn.Module | None = None) -> torch.Tensor:
     check_tensor(x, name, min_dim=2, floating=True)
     if x.shape[-1] != width:
         raise ValueError(f"{name} must have last dimension {width}, got shape {tuple(x.shape)}")
+    if module is not None:
+        p = next(module.parameters(), None)
+        if p is not None and p.device != x.device:
+            raise ValueError(
+                f"{name} is on {x.device} but the module's parameters are on {p.device}"
+            )
     return x
+
+
+def _check_factory(device, dtype) -> None:
+    check_device(device)
+    check_dtype(dtype)
+
+
+class SafeLayerNorm(nn.LayerNorm):
+    r"""LayerNorm computed on the row divided by its largest magnitude (no overflow at 1e30).
+
+    .. math:: \operatorname{LN}(z) = \frac{z/s - \overline{z/s}}{\sqrt{\operatorname{Var}(z/s) +
+              \epsilon/s^2}} \odot g + b, \qquad s = \max_i |z_i|,
+
+    which equals :class:`torch.nn.LayerNorm` exactly in real arithmetic (same parameters, same
+    :math:`\epsilon`), and stays finite where :math:`z^2` would overflow.
+
+    Chapter: ``notebooks/deepnet-1000-layers.md``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, "x", min_dim=1, floating=True)
+        if len(self.normalized_shape) != 1 or x.shape[-1] != self.normalized_shape[0]:
+            raise ValueError(
+                f"x must have last dimension {self.normalized_shape}, got {tuple(x.shape)}"
+            )
+        if self.weight is not None and self.weight.device != x.device:
+            raise ValueError(f"x is on {x.device} but the gain is on {self.weight.device}")
+        s = x.abs().amax(-1, keepdim=True)
+        s = torch.where(s > 0, s, torch.ones_like(s))
+        xs = x / s
+        xc = xs - xs.mean(-1, keepdim=True)
+        y = xc * torch.rsqrt(xc.square().mean(-1, keepdim=True) + (self.eps / s) / s)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y
 
 
 # --------------------------------------------------------------------------------------------------
@@ -82,6 +134,11 @@ class RMSNorm(nn.Module):
         Learn the gain :math:`g` (initialised to ones).
     device, dtype
         Passed to the gain's constructor.
+
+    Notes
+    -----
+    The output is homogeneous of degree 7 in large inputs (swish is linear there), so it leaves the
+    floating-point range for :math:`|x|` far beyond :math:`10^{5}` in float32.
 
     Chapter: ``notebooks/gau-warmup.md``.
     """
@@ -116,6 +173,8 @@ class RMSNorm(nn.Module):
             raise ValueError(
                 f"x must have last dimension {self.normalized_shape}, got shape {tuple(x.shape)}"
             )
+        if self.weight is not None and self.weight.device != x.device:
+            raise ValueError(f"x is on {x.device} but the gain is on {self.weight.device}")
         s = x.abs().amax(-1, keepdim=True)
         s = torch.where(s > 0, s, torch.ones_like(s))
         xs = x / s
@@ -136,8 +195,9 @@ def make_norm(kind: str, width: int, *, eps: float = 1e-5, device=None, dtype=No
     """
     check_choice(kind, "norm_type", _NORMS)
     width = check_int(width, "width", low=1)
+    _check_factory(device, dtype)
     if kind == "layernorm":
-        return nn.LayerNorm(width, eps=eps, device=device, dtype=dtype)
+        return SafeLayerNorm(width, eps=eps, device=device, dtype=dtype)
     return RMSNorm(width, eps=eps, elementwise_affine=kind == "rmsnorm", device=device, dtype=dtype)
 
 
@@ -198,7 +258,7 @@ class Residual(nn.Module):
         return self.sublayer(x) if mask is None else self.sublayer(x, mask=mask)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        _check_input(x, "x", self.width)
+        _check_input(x, "x", self.width, self)
         if self.placement == "pre":
             return x + self._f(self.norm(x), mask)
         return self.norm(self.alpha * x + self._f(x, mask))
@@ -251,7 +311,7 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(self.hidden, self.width, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, "x", self.width)
+        _check_input(x, "x", self.width, self)
         return self.fc2(self._ACT[self.activation](self.fc1(x)))
 
 
@@ -484,8 +544,23 @@ def relu2_attention(
         raise ValueError(
             f"q and k must have the same last dimension, got {q.shape[-1]} and {k.shape[-1]}"
         )
+    if q.device != k.device:
+        raise ValueError(f"q and k must be on the same device, got {q.device} and {k.device}")
+    try:
+        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    except RuntimeError as err:
+        raise ValueError(
+            f"the batch dimensions of q {tuple(q.shape)} and k {tuple(k.shape)} do not broadcast"
+        ) from err
     m, s = k.shape[-2], k.shape[-1]
-    a = F.relu(q @ k.transpose(-1, -2) / math.sqrt(s)).square() / m
+    # rows divided by their largest magnitude first, so that q k^T cannot overflow to inf - inf;
+    # the scales are multiplied back one at a time (0 * huge stays 0), then squared
+    sq = q.abs().amax(-1, keepdim=True)
+    sq = torch.where(sq > 0, sq, torch.ones_like(sq))
+    sk = k.abs().amax(-1, keepdim=True)
+    sk = torch.where(sk > 0, sk, torch.ones_like(sk))
+    dots = F.relu((q / sq) @ (k / sk).transpose(-1, -2))
+    a = (dots * sq * (sk.transpose(-1, -2) / math.sqrt(s * m))).square()
     if mask is not None:
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
             raise TypeError("mask must be a boolean torch.Tensor")
@@ -585,7 +660,7 @@ class GAU(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None = None, return_parts: bool = False
     ):
         """Apply the unit to ``x`` ``(..., n, d)``; ``return_parts``: also ``dict(U, V, Z, A)``."""
-        _check_input(x, "x", self.width)
+        _check_input(x, "x", self.width, self)
         phi = F.silu if self.activation == "swish" else F.relu
         u = phi(x @ self.w_u)
         v = phi(x @ self.w_v)
@@ -662,6 +737,7 @@ def build_stack(
     n = check_int(num_layers, "num_layers", low=1)
     kind = check_choice(kind, "kind", ("transformer", "gau"))
     check_generator(generator)
+    _check_factory(device, dtype)
     if isinstance(alpha, str):
         check_choice(alpha, "alpha", ("deepnorm",))
         alpha, dn_beta = deepnorm_constants(n)["encoder"]

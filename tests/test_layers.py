@@ -177,3 +177,30 @@ def test_gau_stack_and_devices():
 def test_cuda():
     st = build_stack(2, 16, num_heads=2, alpha="deepnorm", device="cuda")
     assert st(torch.randn(1, 4, 16, device="cuda")).device.type == "cuda"
+
+
+def test_safe_layer_norm_matches_torch_and_survives_huge_rows():
+    from suma_lib.layers import SafeLayerNorm
+
+    ours = SafeLayerNorm(16, dtype=torch.float64)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+        ours.bias.uniform_(-0.5, 0.5)
+    peer = torch.nn.LayerNorm(16, dtype=torch.float64)
+    peer.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 16, dtype=torch.float64) * torch.tensor(
+        [[1e-3], [1.0], [1e3]], dtype=torch.float64
+    )
+    torch.testing.assert_close(ours(x), peer(x))
+    big = SafeLayerNorm(4)(torch.tensor([[1e30, -1e30, 1e30, -1e30]]))
+    torch.testing.assert_close(big, torch.tensor([[1.0, -1.0, 1.0, -1.0]]))
+
+
+def test_relu2_attention_huge_and_batch_checks():
+    q = torch.tensor([[1e30, -1e30], [0.0, 0.0]])
+    a = relu2_attention(q, q)
+    assert not torch.isnan(a).any() and a[1].eq(0).all()
+    with pytest.raises(ValueError, match="broadcast"):
+        relu2_attention(torch.randn(2, 3, 4), torch.randn(3, 3, 4))
+    with pytest.raises(ValueError, match="gain is on cpu"):
+        RMSNorm(4)(torch.randn(2, 4, device="meta"))
