@@ -648,6 +648,46 @@ KNOWN: dict[tuple[str, str], str] = {
 }
 
 
+# ---------------------------------------------------------------------------- layers (owner: p6a)
+from suma_lib import layers as _layers  # noqa: E402
+
+EXAMPLES.update(
+    {
+        "suma_lib.layers.RMSNorm": Ex(lambda: (_layers.RMSNorm(8), (T(2, 3, 8),), {})),
+        "suma_lib.layers.make_norm": Ex(lambda: (("rmsnorm", 8), {}), scale=False),
+        "suma_lib.layers.Residual": Ex(
+            lambda: (_layers.Residual(torch.nn.Linear(8, 8), 8, "post", 2.0), (T(2, 3, 8),), {})
+        ),
+        "suma_lib.layers.FeedForward": Ex(lambda: (_layers.FeedForward(8, 16), (T(2, 3, 8),), {})),
+        "suma_lib.layers.TransformerBlock": Ex(
+            lambda: (_layers.TransformerBlock(8, 2, 16), (T(2, 3, 8),), {})
+        ),
+        "suma_lib.layers.Stack": Ex(
+            lambda: (_layers.Stack([_layers.TransformerBlock(8, 2, 16)]), (T(2, 3, 8),), {})
+        ),
+        "suma_lib.layers.build_stack": Ex(
+            lambda: ((2, 8), {"num_heads": 2, "alpha": "deepnorm", "generator": _gen()}),
+            scale=False,
+        ),
+        "suma_lib.layers.deepnorm_constants": Ex(lambda: ((6,), {})),
+        "suma_lib.layers.residual_scaling": Ex(lambda: ((6, "adam"), {})),
+        "suma_lib.layers.deepnorm_init_": Ex(
+            lambda: ((_layers.TransformerBlock(8, 2, 16), 0.5), {"generator": _gen()}), scale=False
+        ),
+        "suma_lib.layers.relu2_attention": Ex(
+            lambda: ((T(3, 4), T(5, 4, seed=1)), {}), overflow_ok=True
+        ),
+        "suma_lib.layers.SafeLayerNorm": Ex(
+            lambda: (_layers.SafeLayerNorm(8), (T(2, 3, 8),), {})
+        ),
+        # the GAU's output is homogeneous of degree 7 in large inputs: beyond any float at 1e30
+        "suma_lib.layers.GAU": Ex(
+            lambda: (_layers.GAU(8, 2, 4, generator=_gen()), (T(2, 3, 8),), {}), scale=False
+        ),
+    }
+)
+
+
 # ---------------------------------------------------------------------------- the engine
 CLEAN = (TypeError, ValueError)
 
