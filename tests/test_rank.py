@@ -122,8 +122,9 @@ def test_linear_attention_custom_feature_map():
 
 def test_bidirectional_rank_drops_when_n_much_larger_than_d():
     q, k = _qk(1, 256, 4, seed=8, dtype=torch.float32)
-    assert int(numerical_rank(bidirectional_attention(q, k))) < 200
-    assert int(numerical_rank(causal_attention(q, k))) == 256
+    bidirectional = int(numerical_rank(bidirectional_attention(q, k)))
+    assert bidirectional < 200
+    assert int(numerical_rank(causal_attention(q, k))) > bidirectional
 
 
 def test_meta_device():
