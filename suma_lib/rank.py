@@ -144,6 +144,13 @@ def _check_qk(q: Any, k: Any) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"q and k must have the same width, got {q.shape[-1]} and {k.shape[-1]}")
     if q.device != k.device:
         raise ValueError(f"q and k must be on the same device, got {q.device} and {k.device}")
+    try:
+        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    except RuntimeError as err:
+        raise ValueError(
+            f"q and k must have broadcastable batch dimensions, got {tuple(q.shape)} and "
+            f"{tuple(k.shape)}"
+        ) from err
     return q, k
 
 
@@ -248,6 +255,12 @@ def linear_attention_matrix(
             f"causal needs q and k of the same length, got {q.shape[-2]} and {k.shape[-2]}"
         )
     phi_q, phi_k = feature_map(q), feature_map(k)
+    if phi_q.device.type != "meta" and phi_q.numel() and phi_k.numel():
+        # A_ij is unchanged by a positive factor per query row and by one factor for all keys:
+        # scale both to a maximum of 1 so that huge features cannot overflow the product.
+        tiny = torch.finfo(phi_q.dtype).tiny
+        phi_q = phi_q / phi_q.abs().amax(-1, keepdim=True).clamp_min(tiny)
+        phi_k = phi_k / phi_k.abs().amax((-2, -1), keepdim=True).clamp_min(tiny)
     scores = phi_q @ phi_k.mT
     if causal:
         n = q.shape[-2]
