@@ -1081,6 +1081,26 @@ FAMILIES: dict[str, Callable[[str], bool | None]] = {
 }
 
 
+# suma_lib.rank and suma_lib.recompute (owner: p6b)
+EXAMPLES.update(
+    {
+        "suma_lib.rank.singular_values": Ex(lambda: ((T(4, 3),), {})),
+        "suma_lib.rank.rank_threshold": Ex(lambda: (((4, 3), torch.float32), {})),
+        "suma_lib.rank.numerical_rank": Ex(lambda: ((T(4, 3),), {}), grad=False),
+        "suma_lib.rank.causal_attention": Ex(lambda: ((T(5, 3), T(5, 3, seed=1)), {})),
+        "suma_lib.rank.bidirectional_attention": Ex(lambda: ((T(5, 3), T(4, 3, seed=1)), {})),
+        "suma_lib.rank.linear_attention_matrix": Ex(lambda: ((T(5, 3), T(4, 3, seed=1)), {})),
+        "suma_lib.recompute.segment_length": Ex(lambda: ((9,), {})),
+        "suma_lib.recompute.segments": Ex(lambda: ((9,), {})),
+    }
+)
+NOT_SWEPT.update(
+    {
+        "suma_lib.recompute.RecomputeSequential": "wraps user layers (test_recompute.py)",
+        "suma_lib.recompute.saved_activation_bytes": "measures a callable (test_recompute.py)",
+    }
+)
+
 def test_every_public_callable_has_an_example() -> None:
     missing = sorted(k for k in PUBLIC if k not in EXAMPLES and k not in NOT_SWEPT)
     stale = sorted(k for k in [*EXAMPLES, *NOT_SWEPT] if k not in PUBLIC)
