@@ -293,9 +293,12 @@ def sinkhorn(
         g_j \\leftarrow \\varepsilon \\log q_j
         - \\varepsilon \\log \\sum_i e^{(f_i - C_{ij})/\\varepsilon},
 
-    which never forms ``exp(-C/eps)`` and so stays finite for small ``eps``. Returns the transport
-    cost ``<gamma, C>`` (what POT's ``ot.sinkhorn2`` returns), which tends to the exact EMD as
-    ``eps -> 0``.
+    which never forms ``exp(-C/eps)`` and so stays finite for small ``eps``. Between two log-domain
+    steps, ``check_every - 1`` steps run as plain scalings of the current plan (matrix products, no
+    exponentials), absorbed into the potentials afterwards; where they over- or underflow they are
+    redone in the log domain, so the iterates are those of the log-domain updates either way.
+    Returns the transport cost ``<gamma, C>`` (what POT's ``ot.sinkhorn2`` returns), which tends to
+    the exact EMD as ``eps -> 0``.
     Pairs of different sizes batch by padding with zero mass: a zero weight gets an empty row or
     column of the plan.
 
@@ -362,17 +365,51 @@ def sinkhorn(
     mass = p.sum(-1, keepdim=True)
     q = q * (mass / q.sum(-1, keepdim=True))
     log_p, log_q = p.log(), q.log()  # -inf where a weight is 0: an empty row or column
+    pos_p, pos_q = p > 0, q > 0
     neg = -cost / eps
-    f = torch.zeros_like(p)
-    g = torch.zeros_like(q)
-    for it in range(max_iter):
-        f = eps * (log_p - torch.logsumexp(neg + (g / eps).unsqueeze(-2), dim=-1))
-        g = eps * (log_q - torch.logsumexp(neg + (f / eps).unsqueeze(-1), dim=-2))
-        if not meta and ((it + 1) % check_every == 0 or it + 1 == max_iter):
-            rows = torch.logsumexp(neg + (f / eps).unsqueeze(-1) + (g / eps).unsqueeze(-2), dim=-1)
-            err = (rows.exp() - p).abs().sum(-1) / mass.squeeze(-1)
-            if float(err.max()) <= tol:
-                break
-    plan = torch.exp(neg + (f / eps).unsqueeze(-1) + (g / eps).unsqueeze(-2))
+    a = torch.zeros_like(p)  # the potentials divided by eps: f / eps, g / eps
+    b = torch.zeros_like(q)
+
+    def log_step(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = log_p - torch.logsumexp(neg + b.unsqueeze(-2), dim=-1)
+        b = log_q - torch.logsumexp(neg + a.unsqueeze(-1), dim=-2)
+        return a, b
+
+    it = 0
+    while it < max_iter:
+        a, b = log_step(a, b)
+        it += 1
+        steps = min(check_every - 1, max_iter - it)
+        if meta:
+            for _ in range(steps):
+                a, b = log_step(a, b)
+            it += steps
+            continue
+        # The next steps as plain scalings of the current plan K (entries <= 1, rows and columns
+        # already close to their marginals): matrix products instead of exponentials. The scalings
+        # are absorbed into the potentials afterwards; if any over- or underflowed (tiny eps, far
+        # from convergence), the same steps are redone in the log domain.
+        kern = torch.exp(neg + a.unsqueeze(-1) + b.unsqueeze(-2))
+        u, v = torch.ones_like(p), torch.ones_like(q)
+        kv = torch.matmul(kern, v.unsqueeze(-1)).squeeze(-1)
+        for _ in range(steps):
+            u = torch.where(pos_p, p / kv, 0.0)
+            v = torch.where(pos_q, q / torch.matmul(u.unsqueeze(-2), kern).squeeze(-2), 0.0)
+            kv = torch.matmul(kern, v.unsqueeze(-1)).squeeze(-1)
+        rows = u * kv
+        good_u = (torch.isfinite(u) & (u > 0)) | ~pos_p
+        good_v = (torch.isfinite(v) & (v > 0)) | ~pos_q
+        scaled_ok = bool(good_u.all() & good_v.all() & torch.isfinite(rows).all())
+        if scaled_ok:
+            a, b = a + u.log(), b + v.log()
+        else:
+            for _ in range(steps):
+                a, b = log_step(a, b)
+            rows = torch.logsumexp(neg + a.unsqueeze(-1) + b.unsqueeze(-2), dim=-1).exp()
+        it += steps
+        err = (rows - p).abs().sum(-1) / mass.squeeze(-1)
+        if float(err.max()) <= tol:
+            break
+    plan = torch.exp(neg + a.unsqueeze(-1) + b.unsqueeze(-2))
     value = (plan * cost).sum((-2, -1))
     return (value, plan) if return_plan else value
