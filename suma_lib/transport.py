@@ -67,7 +67,9 @@ def _same_features(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError(f"x and y must be on the same device, got {x.device} and {y.device}")
 
 
-def emd(p: Any, q: Any, cost: Any, *, return_plan: bool = False, rtol: float = 1e-6) -> Any:
+def emd(
+    p: Any, q: Any, cost: Any, *, return_plan: bool = False, rtol: float | None = None
+) -> Any:
     """The exact earth mover's distance, a linear programme solved by SciPy's HiGHS.
 
     .. math::
@@ -90,8 +92,9 @@ def emd(p: Any, q: Any, cost: Any, *, return_plan: bool = False, rtol: float = 1
         Cost matrix ``d``, shape ``(n, m)``, finite.
     return_plan : bool
         Also return the optimal plan ``gamma`` (shape ``(n, m)``).
-    rtol : float
-        Largest relative difference of the two totals accepted.
+    rtol : float, optional
+        Largest relative difference of the two totals accepted (default: ``1e-6``, or the
+        rounding of the inputs' dtype times the number of points, if larger).
 
     Returns
     -------
@@ -112,12 +115,21 @@ def emd(p: Any, q: Any, cost: Any, *, return_plan: bool = False, rtol: float = 1
     q = _weights(q, "q")
     cost = check_tensor(cost, "cost", min_dim=2, floating=True, finite=True)
     check_bool(return_plan, "return_plan")
-    rtol = check_float(rtol, "rtol", low=0.0)
+    if rtol is not None:
+        rtol = check_float(rtol, "rtol", low=0.0)
+    for name, t in (("p", p), ("q", q), ("cost", cost)):
+        if t.device.type == "meta":
+            raise ValueError(f"{name} is on the meta device: the exact EMD needs values")
+    if not (p.device == q.device == cost.device):
+        raise ValueError("p, q and cost must be on the same device")
     n, m = p.numel(), q.numel()
     if tuple(cost.shape) != (n, m):
         raise ValueError(
             f"cost must have shape ({n}, {m}) to match p and q, got {tuple(cost.shape)}"
         )
+    if rtol is None:
+        rounding = max(torch.finfo(p.dtype).eps, torch.finfo(q.dtype).eps)
+        rtol = max(1e-6, rounding * max(n, m))
     pn = p.detach().cpu().double().numpy()
     qn = q.detach().cpu().double().numpy()
     if abs(pn.sum() - qn.sum()) > rtol * max(pn.sum(), qn.sum()):
@@ -126,6 +138,8 @@ def emd(p: Any, q: Any, cost: Any, *, return_plan: bool = False, rtol: float = 1
     scale = pn.sum()
     pn, qn = pn / scale, qn / scale
     d = cost.detach().cpu().double().numpy().reshape(-1)
+    cscale = float(np.abs(d).max()) or 1.0  # HiGHS reads costs above 1e20 as infinite: normalise
+    d = d / cscale
     rows = sparse.kron(sparse.eye(n), np.ones((1, m)))  # sum over j of gamma_ij
     cols = sparse.kron(np.ones((1, n)), sparse.eye(m))  # sum over i of gamma_ij
     a_eq = sparse.vstack([rows, cols]).tocsr()[:-1]
@@ -133,7 +147,7 @@ def emd(p: Any, q: Any, cost: Any, *, return_plan: bool = False, rtol: float = 1
     res = linprog(d, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
     if res.status != 0:
         raise ValueError(f"the linear programme failed: {res.message}")
-    value = torch.as_tensor(res.fun * scale, dtype=cost.dtype, device=cost.device)
+    value = torch.as_tensor(res.fun * cscale * scale, dtype=cost.dtype, device=cost.device)
     if not return_plan:
         return value
     plan = torch.as_tensor(res.x.reshape(n, m) * scale, dtype=cost.dtype, device=cost.device)
@@ -178,7 +192,12 @@ def wmd(x: Any, y: Any, p: Any = None, q: Any = None, *, return_plan: bool = Fal
     x, y = _vectors(x, "x"), _vectors(y, "y")
     _same_features(x, y)
     p, q = _default_weights(x, p, "p"), _default_weights(y, q, "q")
-    return emd(p, q, torch.cdist(x, y.to(x.dtype)), return_plan=return_plan)
+    xs, ys, scale = _rescaled(x, y)
+    p, q = p.to(xs.dtype), q.to(xs.dtype)
+    out = emd(p / p.sum(), q / q.sum(), torch.cdist(xs, ys), return_plan=return_plan)
+    if return_plan:
+        return (out[0] * scale).to(x.dtype), out[1].to(x.dtype)
+    return (out * scale).to(x.dtype)
 
 
 def word_centroid_distance(x: Any, y: Any, p: Any = None, q: Any = None) -> torch.Tensor:
@@ -203,17 +222,29 @@ def word_centroid_distance(x: Any, y: Any, p: Any = None, q: Any = None) -> torc
     x, y = _vectors(x, "x"), _vectors(y, "y")
     _same_features(x, y)
     p, q = _default_weights(x, p, "p"), _default_weights(y, q, "q")
-    return torch.linalg.vector_norm(p @ x - q @ y.to(x.dtype))
+    xs, ys, scale = _rescaled(x, y)
+    return (torch.linalg.vector_norm(p.to(xs.dtype) @ xs - q.to(xs.dtype) @ ys) * scale).to(x.dtype)
+
+
+def _rescaled(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # x / s, y / s with s the largest magnitude, in at least float32, so that norms of vectors
+    # of size 1e30 or 1e-30 neither overflow nor underflow; distances scale back by s
+    dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
+    x, y = x.to(dtype), y.to(dtype)
+    s = torch.maximum(x.abs().amax(), y.abs().amax())
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    return x / s, y / s, s
 
 
 def _wrd_parts(x: Any, y: Any) -> tuple[torch.Tensor, ...]:
     x, y = _vectors(x, "x"), _vectors(y, "y")
     _same_features(x, y)
-    y = y.to(x.dtype)
+    x, _, _ = _rescaled(x, x)  # WRD does not change when x or y is scaled
+    y, _, _ = _rescaled(y, y)
     nx, ny = torch.linalg.vector_norm(x, dim=1), torch.linalg.vector_norm(y, dim=1)
-    if not float(nx.sum()) > 0:
+    if x.device.type != "meta" and not float(nx.sum()) > 0:
         raise ValueError("x must have at least one non-zero vector")
-    if not float(ny.sum()) > 0:
+    if y.device.type != "meta" and not float(ny.sum()) > 0:
         raise ValueError("y must have at least one non-zero vector")
     # a zero vector gets weight 0, so its (undefined) direction never matters: use 0 for it
     ux = x / torch.where(nx > 0, nx, torch.ones_like(nx))[:, None]
@@ -242,9 +273,13 @@ def wrd(x: Any, y: Any, *, return_plan: bool = False) -> Any:
 
     Chapter: notebooks/wmd-wrd.md
     """
+    dtype = x.dtype if isinstance(x, torch.Tensor) else None
     x, y, nx, ny, ux, uy = _wrd_parts(x, y)
     cost = (1 - ux @ uy.T).clamp(0, 2)
-    return emd(nx / nx.sum(), ny / ny.sum(), cost, return_plan=return_plan)
+    out = emd(nx / nx.sum(), ny / ny.sum(), cost, return_plan=return_plan)
+    if return_plan:
+        return out[0].to(dtype), out[1].to(dtype)
+    return out.to(dtype)
 
 
 def wrd_lower_bound(x: Any, y: Any) -> torch.Tensor:
@@ -265,9 +300,10 @@ def wrd_lower_bound(x: Any, y: Any) -> torch.Tensor:
 
     Chapter: notebooks/wmd-wrd.md
     """
+    dtype = x.dtype if isinstance(x, torch.Tensor) else None
     x, y, nx, ny, _, _ = _wrd_parts(x, y)
     diff = x.sum(0) / nx.sum() - y.sum(0) / ny.sum()
-    return 0.5 * (diff * diff).sum()
+    return (0.5 * (diff * diff).sum()).to(dtype)
 
 
 def sinkhorn(
