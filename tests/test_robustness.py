@@ -634,6 +634,22 @@ EXAMPLES.update(
 )
 
 
+# Optimal transport (owner: p8b). The exact EMD is a linear programme solved on values (SciPy):
+# no meta device, no gradient; the masses are constrained (fixed).
+_OT = lambda: (P(4, seed=3), P(5, seed=4), T(4, 5).abs())  # noqa: E731
+EXAMPLES.update(
+    {
+        "suma_lib.transport.emd": Ex(lambda: (_OT(), {}), fixed=(0, 1), meta=False),
+        "suma_lib.transport.wmd": Ex(lambda: ((T(4, 3), T(5, 3, seed=1)), {}), meta=False),
+        "suma_lib.transport.word_centroid_distance": Ex(lambda: ((T(4, 3), T(5, 3, seed=1)), {})),
+        "suma_lib.transport.wrd": Ex(lambda: ((T(4, 3), T(5, 3, seed=1)), {}), meta=False),
+        "suma_lib.transport.wrd_lower_bound": Ex(lambda: ((T(4, 3), T(5, 3, seed=1)), {})),
+        "suma_lib.transport.sinkhorn": Ex(
+            lambda: ((P(2, 4, seed=3), P(2, 5, seed=4), T(2, 4, 5).abs(), 0.1), {}), fixed=(0, 1)
+        ),
+    }
+)
+
 # ---------------------------------------------------------------------------- known failures (not
 # mine)
 # (public name, family) -> reason with the owner. Checked as xfail(strict=False): a fix makes them
