@@ -116,6 +116,17 @@ MUTATIONS: tuple[Mutation, ...] = (
              "return torch.pow(torch.tensor(base, device=dev, dtype=i.dtype), -2.0 * i / d).to(dt)",
              "return torch.pow(torch.tensor(base, device=dev, dtype=i.dtype), -2.0 * (i + 1) / d).to(dt)",
              ("sinusoidal-origin",), "sinusoid frequencies shifted by one index"),
+    Mutation("attention/sparse.py", "if causal else d.abs() <= k", "if causal else d.abs() < k",
+             ("sparse-attention",), "local mask one key short on each side"),
+    Mutation("attention/realformer.py", "scores = clamp_finite(scores + prev)",
+             "scores = clamp_finite(scores + 0.5 * prev)", ("realformer",), "RealFormer carries half the scores"),
+    Mutation("attention/synthesizer.py", "        b = self.w2(torch.relu(self.w1(x)))",
+             "        b = self.w2(self.w1(x))", ("synthesizer",), "dense Synthesizer without its relu"),
+    Mutation("attention/tta.py", "    return ~torch.eye(n, dtype=torch.bool, device=check_device(device))",
+             "    return torch.ones(n, n, dtype=torch.bool, device=check_device(device))",
+             ("faster-mlm",), "T-TA without its diagonal mask"),
+    Mutation("attention/linear.py", "    return F.elu(x) + 1.0", "    return F.elu(x) + 1.1",
+             ("linear-attention",), "elu + 1.1 feature map"),
 )
 
 
