@@ -93,10 +93,9 @@ def test_notebook_is_clean_and_well_formed(path: Path) -> None:
     # Setup cell: installs suma_lib from the configured repository only when it is not importable.
     setup = _src(code[0])
     assert "except ImportError" in setup and f"git+{REPO_URL}@{BRANCH}" in setup, path.name
-    uses_models = any("suma_lib.models" in _src(c) for c in code)
-    assert uses_models == ("suma_lib[models] @" in setup), (
-        f"{path.name}: the [models] extra iff MiniLM is used"
-    )
+    need = sorted(_extras_needed([_src(c) for c in code[1:]]))
+    spec = "suma_lib" + (f"[{','.join(need)}]" if need else "") + " @ git+"
+    assert spec in setup, f"{path.name}: the setup cell must install {spec!r} (the extras its imports need)"
     # Parameters cell: tagged, with exactly the three parameters.
     params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
@@ -106,6 +105,32 @@ def test_notebook_is_clean_and_well_formed(path: Path) -> None:
     assert any("setup_notebook(" in _src(c) for c in code), (
         f"{path.name}: never calls setup_notebook"
     )
+
+
+# Packages a chapter may import beyond suma_lib's own dependencies, and the extra that brings them.
+EXTRA_OF = {"transformers": "models", "suma_lib.models": "models", "sklearn": "peers",
+            "performer_pytorch": "peers", "torchcrf": "peers", "ot": "peers"}
+
+
+def _extras_needed(sources: list[str]) -> set[str]:
+    """The extras of pyproject.toml that a chapter's code cells need (from their import statements)."""
+    need = set()
+    for src in sources:
+        for mod in re.findall(r"^\s*(?:import|from)\s+([A-Za-z_][\w.]*)", src, flags=re.M):
+            need |= {extra for name, extra in EXTRA_OF.items() if mod == name or mod.startswith(name + ".")}
+        if "suma_lib.models" in src:
+            need.add("models")
+    return need
+
+
+def test_extras_cover_the_chapters_imports() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    listed = {extra: {_norm(r).split(">")[0].split("=")[0] for r in reqs} for extra, reqs in extras.items()}
+    dist = {"transformers": "transformers", "sklearn": "scikit-learn", "performer_pytorch": "performer-pytorch",
+            "torchcrf": "pytorch-crf", "ot": "pot"}
+    for mod, extra in EXTRA_OF.items():
+        if mod in dist:
+            assert dist[mod] in listed[extra], f"{dist[mod]} must be in the [{extra}] extra"
 
 
 def _bib_keys() -> set[str]:
