@@ -91,7 +91,7 @@ def test_random_sizes_match_reference(n, d, chunk, causal, seed):
 
 def test_callable_feature_map_and_cross_attention():
     q, k, v = rand(3, 8, 4, seed=7), rand(3, 11, 4, seed=8), rand(3, 11, 2, seed=9)
-    phi = lambda x: torch.relu(x) ** 2 + 0.1
+    phi = lambda x: torch.relu(x) ** 2 + 0.1  # noqa: E731
     torch.testing.assert_close(
         linear_attention(q, k, v, phi), kernel_ref(q, k, v, phi), rtol=1e-10, atol=1e-12
     )

@@ -149,7 +149,7 @@ def test_scores_against_direct_formulas() -> None:
         torch.randn(2, 5, 4, generator=g, dtype=F64),
     )
     s = 0.5 * q @ k.mT
-    phi = lambda t: torch.where(t > 0, t + 1, t.exp())  # elu + 1, written out
+    phi = lambda t: torch.where(t > 0, t + 1, t.exp())  # elu + 1, written out  # noqa: E731
     expected = {
         "exp": s.exp(),
         "identity": s,

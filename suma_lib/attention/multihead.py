@@ -279,7 +279,7 @@ class MultiHeadAttention(nn.Module):
             ref.device
         )  # autocast mixes dtypes on purpose
         for name, x, width in zip(
-            names, (query, key, value), (self.embed_dim, self.kdim, self.vdim)
+            names, (query, key, value), (self.embed_dim, self.kdim, self.vdim), strict=True
         ):
             if x.shape[-1] != width:
                 raise ValueError(
@@ -452,7 +452,9 @@ class MultiHeadAttention(nn.Module):
         ):
             lin.weight.copy_(w)
         if mha.in_proj_bias is not None:
-            for lin, b in zip((self.q_proj, self.k_proj, self.v_proj), mha.in_proj_bias.split(e)):
+            for lin, b in zip(
+                (self.q_proj, self.k_proj, self.v_proj), mha.in_proj_bias.split(e), strict=True
+            ):
                 lin.bias.copy_(b)
             self.out_proj.bias.copy_(mha.out_proj.bias)
         return self

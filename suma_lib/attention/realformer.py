@@ -199,7 +199,9 @@ class ResidualAttention(MultiHeadAttention):
             biases = (None,) * 3 if self.in_proj.bias is None else self.in_proj.bias.chunk(3)
             parts = [
                 F.linear(x, w, b)
-                for x, w, b in zip((query, key, value), self.in_proj.weight.chunk(3), biases)
+                for x, w, b in zip(
+                    (query, key, value), self.in_proj.weight.chunk(3), biases, strict=True
+                )
             ]
         return tuple(split_heads(t, self.num_heads) for t in parts)
 

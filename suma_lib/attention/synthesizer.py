@@ -535,7 +535,7 @@ class SynthesizerAttention(MultiHeadAttention):
         _check_x(x, self.embed_dim, self.max_len)
         alpha = self.mixture()
         total = None
-        for a, source in zip(alpha, self.sources.values()):
+        for a, source in zip(alpha, self.sources.values(), strict=True):
             term = a * clamp_finite(source(x))
             total = term if total is None else total + term
         return total.expand(*x.shape[:-2], *total.shape[-3:])
