@@ -1,4 +1,5 @@
-r"""Synthetic tasks for small attention models, with their exact (Bayes-optimal) answers where known.
+r"""Synthetic tasks for small attention models, with their exact (Bayes-optimal) answers where
+known.
 
 * :func:`permutation_task` and :func:`partner_task`: tasks that need positional or content attention
   (chapter ``synthesizer``);
@@ -55,7 +56,8 @@ IGNORE = -100
 def permutation_task(
     batch: int, n: int, vocab: int, perm: torch.Tensor, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""A task that needs only *positional* attention: :math:`y_i = x_{\pi(i)}`, :math:`\pi` a fixed permutation.
+    r"""A task that needs only *positional* attention: :math:`y_i = x_{\pi(i)}`, :math:`\pi` a fixed
+    permutation.
 
     Parameters
     ----------
@@ -97,7 +99,8 @@ def partner_task(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""A task that needs *content* attention: find the other token with the same symbol, report its payload.
+    r"""A task that needs *content* attention: find the other token with the same symbol, report its
+    payload.
 
     Each sequence holds :math:`2m` tokens: the symbols :math:`0, \dots, m-1` twice each, in random
     order,
@@ -375,7 +378,8 @@ def markov_posterior(
 def markov_leave_one_out(
     tokens: torch.Tensor, initial: torch.Tensor, transition: torch.Tensor
 ) -> torch.Tensor:
-    r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at once.
+    r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at
+    once.
 
     Only the two neighbours matter:
 

@@ -1,4 +1,5 @@
-"""Tests of suma_lib.attention.realformer: residual attention, the three block layouts, the Markov MLM task."""
+"""Tests of suma_lib.attention.realformer: residual attention, the three block layouts, the Markov
+MLM task."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests for suma_lib.attention.scale (chapters entropy-invariant-softmax, softmax-robustness-information)."""
+"""Tests for suma_lib.attention.scale (chapters entropy-invariant-softmax,
+softmax-robustness-information)."""
 
 from __future__ import annotations
 

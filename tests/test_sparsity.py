@@ -1,4 +1,5 @@
-"""Tests for suma_lib.attention.sparsity: the l1/l2 measure, masks, extremes, standard error, scores."""
+"""Tests for suma_lib.attention.sparsity: the l1/l2 measure, masks, extremes, standard error,
+scores."""
 
 from __future__ import annotations
 

@@ -82,7 +82,8 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
 
 
 def taylor_feature_map(x: torch.Tensor) -> torch.Tensor:
-    r"""Features of the first-order Taylor similarity :math:`1 + \hat q^\top \hat k` (also "cosine").
+    r"""Features of the first-order Taylor similarity :math:`1 + \hat q^\top \hat k` (also
+    "cosine").
 
     With :math:`\hat x = x / \lVert x \rVert`, :math:`\phi(x) = [1, \hat x]` gives
     :math:`\phi(q)^\top\phi(k) = 1 + \cos\angle(q, k) \in [0, 2]`: the truncated Taylor series of
@@ -141,7 +142,8 @@ def linear_attention(
     key_mask: torch.Tensor | None = None,
     eps: float | None = None,
 ) -> torch.Tensor:
-    r"""Linear attention :math:`o_i = \sum_j \phi(q_i)^\top\phi(k_j) v_j / \sum_j \phi(q_i)^\top\phi(k_j)`.
+    r"""Linear
+    attention :math:`o_i = \sum_j \phi(q_i)^\top\phi(k_j) v_j / \sum_j \phi(q_i)^\top\phi(k_j)`.
 
     Costs :math:`O(n f d_v)` time by computing :math:`\phi(K)^\top V` first; with ``causal=True``
     the sums

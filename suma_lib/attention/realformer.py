@@ -80,7 +80,8 @@ def residual_attention(
     causal: bool = False,
     scale: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Residual (RealFormer) attention: returns the output and the scores to pass to the next layer.
+    r"""Residual (RealFormer) attention: returns the output and the scores to pass to the next
+    layer.
 
     .. math:: A = s\, QK^\top + A_{\text{prev}}, \qquad O = \operatorname{softmax}(A + M)\, V
 
@@ -121,7 +122,8 @@ def residual_attention(
 
 
 class ResidualAttention(MultiHeadAttention):
-    r"""Multi-head self-attention that adds the previous layer's scores before the softmax (RealFormer).
+    r"""Multi-head self-attention that adds the previous layer's scores before the softmax
+    (RealFormer).
 
     .. math:: A_n^{(h)} = \frac{Q_n^{(h)} K_n^{(h)\top}}{\sqrt{d_h}} + A_{n-1}^{(h)}, \qquad
        Y = \bigl[\operatorname{softmax}(A_n^{(h)} + M)\, V_n^{(h)}\bigr]_h W_O
@@ -192,7 +194,8 @@ class ResidualAttention(MultiHeadAttention):
         return self.num_heads
 
     def project(self, query, key, value):
-        """Per-head ``q, k, v`` from the packed ``in_proj`` (one matrix product for self-attention)."""
+        """Per-head ``q, k, v`` from the packed ``in_proj`` (one matrix product for
+        self-attention)."""
         if key is query and value is query:
             parts = self.in_proj(query).chunk(3, dim=-1)
         else:
@@ -304,7 +307,8 @@ class RealFormerBlock(nn.Module):
         mask: torch.Tensor | None = None,
         causal: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Apply the block; ``prev`` (the scores of the block below) is used only by ``"realformer"``.
+        """Apply the block; ``prev`` (the scores of the block below) is used only by
+        ``"realformer"``.
 
         Returns
         -------
@@ -322,7 +326,8 @@ class RealFormerBlock(nn.Module):
 
 
 class RealFormerEncoder(nn.Module):
-    r"""A stack of :class:`RealFormerBlock` blocks of one variant (the Pre-LN stack ends with a LayerNorm).
+    r"""A stack of :class:`RealFormerBlock` blocks of one variant (the Pre-LN stack ends with a
+    LayerNorm).
 
     For ``"realformer"`` the scores flow up the
     stack, :math:`A_n = Q_nK_n^\top/\sqrt{d_h} + A_{n-1}`;
