@@ -94,7 +94,8 @@ def _check_inputs(x: torch.Tensor, weight: torch.Tensor, sharpness: float) -> fl
     _check_weight(weight)
     if x.shape[-1] != weight.shape[-1]:
         raise ValueError(
-            f"x and weight must share the input dimension (last axis), got {x.shape[-1]} and {weight.shape[-1]}"
+            f"x and weight must share the input dimension (last axis), got {x.shape[-1]} and "
+            f"{weight.shape[-1]}"
         )
     check_compatible(x, weight, "x", "weight", core_dims=2)
     if x.shape[-2] < 1:

@@ -201,11 +201,13 @@ def _check_chain(initial: torch.Tensor, transition: torch.Tensor) -> int:
     v = initial.shape[-1]
     if initial.dim() != 1 or transition.shape != (v, v):
         raise ValueError(
-            f"initial must be (V,) and transition (V, V), got {tuple(initial.shape)} and {tuple(transition.shape)}"
+            f"initial must be (V,) and transition (V, V), got {tuple(initial.shape)} and "
+            f"{tuple(transition.shape)}"
         )
     if initial.dtype != transition.dtype or initial.device != transition.device:
         raise TypeError(
-            f"initial and transition must share dtype and device, got {initial.dtype}/{initial.device} "
+            "initial and transition must share dtype and device, got "
+            f"{initial.dtype}/{initial.device} "
             f"and {transition.dtype}/{transition.device}"
         )
     if transition.device.type != "meta":

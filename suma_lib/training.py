@@ -117,7 +117,8 @@ def _batches(
 
         return step
     raise TypeError(
-        f"data must be a callable returning a batch, an iterable of batches or a dataset of tensors, "
+        "data must be a callable returning a batch, an iterable of batches or a dataset of "
+        "tensors, "
         f"got {type(data).__name__}"
     )
 
@@ -211,7 +212,8 @@ def train(
     elif not isinstance(optimizer, torch.optim.Optimizer):
         if not callable(optimizer):
             raise TypeError(
-                f"optimizer must be a torch.optim.Optimizer or a factory, got {type(optimizer).__name__}"
+                "optimizer must be a torch.optim.Optimizer or a factory, got "
+                f"{type(optimizer).__name__}"
             )
         optimizer = optimizer(model.parameters())
     if progress is None:

@@ -79,7 +79,8 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None) -> None:
         raise ValueError("q and k must have a last dimension d >= 1, got d = 0")
     if q.dtype != k.dtype or q.device != k.device:
         raise TypeError(
-            f"q and k must share dtype and device, got {q.dtype}/{q.device} and {k.dtype}/{k.device}"
+            f"q and k must share dtype and device, got {q.dtype}/{q.device} and "
+            f"{k.dtype}/{k.device}"
         )
     check_compatible(q, k, "q", "k", core_dims=2)
     if v is not None:
@@ -491,7 +492,8 @@ def check_kernel_args(
     check_int(chunk_size, "chunk_size", low=1)
     if causal and q.shape[-2] != k.shape[-2]:
         raise ValueError(
-            f"causal attention needs as many queries as keys, got q length {q.shape[-2]} and k length "
+            f"causal attention needs as many queries as keys, got q length {q.shape[-2]} and k "
+            "length "
             f"{k.shape[-2]}"
         )
     if key_mask is not None:
@@ -502,7 +504,8 @@ def check_kernel_args(
             )
         if key_mask.shape[-1] != k.shape[-2]:
             raise ValueError(
-                f"key_mask must have the keys' length {k.shape[-2]} as its last dimension, got shape "
+                f"key_mask must have the keys' length {k.shape[-2]} as its last dimension, got "
+                "shape "
                 f"{tuple(key_mask.shape)}"
             )
         if key_mask.device != k.device:

@@ -215,7 +215,8 @@ def linear_attention(
         check_choice(feature_map, "feature_map", FEATURE_MAPS)
     elif not callable(feature_map):
         raise TypeError(
-            f"feature_map must be one of {FEATURE_MAPS} or a callable, got {type(feature_map).__name__}"
+            f"feature_map must be one of {FEATURE_MAPS} or a callable, got "
+            f"{type(feature_map).__name__}"
         )
     dtype = work_dtype(q.dtype)
     qc, kc, vc = q.to(dtype), k.to(dtype), v.to(dtype)
@@ -262,7 +263,8 @@ def _check_features(
             )
         if phi.shape[:-1] != x.shape[:-1]:
             raise ValueError(
-                f"feature_map changed the leading shape of {name}: {tuple(x.shape)} -> {tuple(phi.shape)}"
+                f"feature_map changed the leading shape of {name}: {tuple(x.shape)} -> "
+                f"{tuple(phi.shape)}"
             )
         if not phi.is_floating_point():
             raise TypeError(f"feature_map must return floating-point features, got {phi.dtype}")

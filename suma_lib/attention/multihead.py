@@ -260,7 +260,8 @@ class MultiHeadAttention(nn.Module):
             return None
         if n != m:
             raise ValueError(
-                f"window (restricted self-attention) needs query and key of the same length, got {n} and {m}"
+                "window (restricted self-attention) needs query and key of the same length, got "
+                f"{n} and {m}"
             )
         return local_mask(n, self.window, device=device)
 
@@ -302,7 +303,8 @@ class MultiHeadAttention(nn.Module):
                 )
         if key.shape[-2] != value.shape[-2]:
             raise ValueError(
-                f"key and value must have the same length, got {key.shape[-2]} and {value.shape[-2]}"
+                f"key and value must have the same length, got {key.shape[-2]} and "
+                f"{value.shape[-2]}"
             )
         if not self.batch_first:
             query, key, value = (

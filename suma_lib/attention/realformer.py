@@ -61,7 +61,8 @@ def _check_prev(prev: torch.Tensor | None, ref: torch.Tensor, shape: tuple[int, 
     check_tensor(prev, "prev", min_dim=2, floating=True)
     if prev.dtype != ref.dtype or prev.device != ref.device:
         raise TypeError(
-            f"prev must share the scores' dtype and device {ref.dtype}/{ref.device}, got {prev.dtype}/{prev.device}"
+            f"prev must share the scores' dtype and device {ref.dtype}/{ref.device}, got "
+            f"{prev.dtype}/{prev.device}"
         )
     try:
         torch.broadcast_shapes(prev.shape, shape)

@@ -367,7 +367,8 @@ def _check_scores_values(scores: torch.Tensor, values: torch.Tensor) -> None:
     check_tensor(values, "values", min_dim=2, floating=True, finite=True)
     if values.shape[-2] != scores.shape[-1]:
         raise ValueError(
-            f"values must have one row per score, got {values.shape[-2]} rows for {scores.shape[-1]} scores"
+            f"values must have one row per score, got {values.shape[-2]} rows for "
+            f"{scores.shape[-1]} scores"
         )
     if values.dtype != scores.dtype or values.device != scores.device:
         raise TypeError("scores and values must share dtype and device")

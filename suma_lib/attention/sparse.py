@@ -251,7 +251,8 @@ def reachability(masks: Sequence[torch.Tensor], residual: bool = False) -> torch
             )
         if m.device != masks[0].device:
             raise TypeError(
-                f"masks[{idx}] must be on the device of masks[0] ({masks[0].device}), got {m.device}"
+                f"masks[{idx}] must be on the device of masks[0] ({masks[0].device}), got "
+                f"{m.device}"
             )
         n = m.shape[-1]
     # Counts of paths are at most n**L, but only their positivity matters: clamp to 0/1 after each
@@ -317,7 +318,8 @@ def local_attention(
     check_qkv(q, k, v)
     if k.shape[-2] != q.shape[-2]:
         raise ValueError(
-            f"q and k must have the same length for local attention, got {q.shape[-2]} and {k.shape[-2]}"
+            f"q and k must have the same length for local attention, got {q.shape[-2]} and "
+            f"{k.shape[-2]}"
         )
     window = check_int(window, "window", low=0)
     causal = check_bool(causal, "causal")

@@ -112,7 +112,8 @@ def attention_sparsity(
                 raise RuntimeError
         except RuntimeError as err:
             raise ValueError(
-                f"mask of shape {tuple(mask.shape)} does not broadcast to weights {tuple(weights.shape)}"
+                f"mask of shape {tuple(mask.shape)} does not broadcast to weights "
+                f"{tuple(weights.shape)}"
             ) from err
         if mask.device != weights.device:
             raise TypeError(f"mask must be on weights' device {weights.device}, got {mask.device}")

@@ -523,7 +523,8 @@ class SynthesizerAttention(MultiHeadAttention):
                 raise TypeError("mix_weights must be a sequence of floats, one per kind")
             if len(mix_weights) != len(kinds):
                 raise ValueError(
-                    f"mix_weights must have one weight per kind ({len(kinds)}), got {len(mix_weights)}"
+                    f"mix_weights must have one weight per kind ({len(kinds)}), got "
+                    f"{len(mix_weights)}"
                 )
             ws = [check_float(w, "mix_weights") for w in mix_weights]
             self.mix_logits = None
