@@ -4,7 +4,8 @@ For a Gaussian (or any rotation-invariant) input :math:`x`, the signs of two pro
 a
 probability fixed by the angle :math:`\theta_{ij}` between the kernels:
 
-.. math:: \vartheta_{ij} = \mathbb{E}_x\bigl[\operatorname{sgn}(x^\top w_i)\,\operatorname{sgn}(x^\top w_j)\bigr]
+.. math:: \vartheta_{ij} = \mathbb{E}_x\bigl[\operatorname{sgn}(x^\top
+   w_i)\,\operatorname{sgn}(x^\top w_j)\bigr]
    = 1 - \frac{2\theta_{ij}}{\pi},
 
 which vanishes exactly when :math:`w_i \perp w_j`. The regulariser of Zhang et al.
@@ -12,7 +13,8 @@ which vanishes exactly when :math:`w_i \perp w_j`. The regulariser of Zhang et a
 estimates :math:`\vartheta_{ij}` from the layer's own batch, with :math:`\operatorname{sgn} \approx
 \tanh(s\,\cdot)` so that it has a gradient, and penalises
 
-.. math:: R = \lambda_1 \Bigl(\sum_{i \ne j} \vartheta_{ij}\Bigr)^2 + \lambda_2 \sum_{i \ne j} \vartheta_{ij}^2,
+.. math:: R = \lambda_1 \Bigl(\sum_{i \ne j} \vartheta_{ij}\Bigr)^2 + \lambda_2 \sum_{i \ne j}
+   \vartheta_{ij}^2,
    \qquad \lambda_1 = 100,\ \lambda_2 = 1.
 
 Kernels are the rows of ``weight`` (the layout of :class:`torch.nn.Linear`, ``(k, d)``); the inputs
@@ -92,7 +94,8 @@ def _check_inputs(x: torch.Tensor, weight: torch.Tensor, sharpness: float) -> fl
     _check_weight(weight)
     if x.shape[-1] != weight.shape[-1]:
         raise ValueError(
-            f"x and weight must share the input dimension (last axis), got {x.shape[-1]} and {weight.shape[-1]}"
+            f"x and weight must share the input dimension (last axis), got {x.shape[-1]} and "
+            f"{weight.shape[-1]}"
         )
     check_compatible(x, weight, "x", "weight", core_dims=2)
     if x.shape[-2] < 1:
@@ -113,7 +116,8 @@ def _check_sharpness(sharpness: float) -> float:
 def sign_correlation(
     x: torch.Tensor, weight: torch.Tensor, *, sharpness: float = 10.0
 ) -> torch.Tensor:
-    r"""Batch estimate of :math:`\vartheta_{ij} = \mathbb{E}[\operatorname{sgn}(x^\top w_i)\operatorname{sgn}(x^\top w_j)]`.
+    r"""Batch estimate
+    of :math:`\vartheta_{ij} = \mathbb{E}[\operatorname{sgn}(x^\top w_i)\operatorname{sgn}(x^\top w_j)]`.
 
     With :math:`Y = X W^\top` (``(..., b, k)``), each column :math:`t_i = \tanh(s\,Y_{:,i})` is
     normalised to
@@ -174,7 +178,8 @@ def self_orthogonality_loss(
     lambda2: float = 1.0,
     sharpness: float = 10.0,
 ) -> torch.Tensor:
-    r"""The self-orthogonality regulariser :math:`\lambda_1(\sum_{i\ne j}\vartheta_{ij})^2 + \lambda_2\sum_{i\ne j}\vartheta_{ij}^2`.
+    r"""The self-orthogonality
+    regulariser :math:`\lambda_1(\sum_{i\ne j}\vartheta_{ij})^2 + \lambda_2\sum_{i\ne j}\vartheta_{ij}^2`.
 
     :math:`\vartheta` is :func:`sign_correlation` of the batch ``x`` and the kernels ``weight``. The
     first
@@ -239,7 +244,8 @@ class SelfOrthogonality(nn.Module):
         self.sharpness = _check_sharpness(sharpness)
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Return the regulariser for the input batch ``x`` ``(..., b, d)`` and kernels ``weight`` ``(..., k, d)``."""
+        """Return the regulariser for the input batch ``x`` ``(..., b, d)`` and kernels ``weight``
+        ``(..., k, d)``."""
         return self_orthogonality_loss(
             x, weight, lambda1=self.lambda1, lambda2=self.lambda2, sharpness=self.sharpness
         )
@@ -261,7 +267,8 @@ def fit_teacher_student(
     device: torch.device | str = "cpu",
     lr: float = 1e-2,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    r"""Train a two-layer ReLU student on a random teacher, optionally with the self-orthogonality regulariser.
+    r"""Train a two-layer ReLU student on a random teacher, optionally with the self-orthogonality
+    regulariser.
 
     The teacher is :math:`y = \sum_{j=1}^{r} \operatorname{relu}(u_j^\top x)` with random unit
     vectors

@@ -1,4 +1,5 @@
-r"""Synthetic tasks for small attention models, with their exact (Bayes-optimal) answers where known.
+r"""Synthetic tasks for small attention models, with their exact (Bayes-optimal) answers where
+known.
 
 * :func:`permutation_task` and :func:`partner_task`: tasks that need positional or content attention
   (chapter ``synthesizer``);
@@ -55,7 +56,8 @@ IGNORE = -100
 def permutation_task(
     batch: int, n: int, vocab: int, perm: torch.Tensor, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""A task that needs only *positional* attention: :math:`y_i = x_{\pi(i)}`, :math:`\pi` a fixed permutation.
+    r"""A task that needs only *positional* attention: :math:`y_i = x_{\pi(i)}`, :math:`\pi` a fixed
+    permutation.
 
     Parameters
     ----------
@@ -97,7 +99,8 @@ def partner_task(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""A task that needs *content* attention: find the other token with the same symbol, report its payload.
+    r"""A task that needs *content* attention: find the other token with the same symbol, report its
+    payload.
 
     Each sequence holds :math:`2m` tokens: the symbols :math:`0, \dots, m-1` twice each, in random
     order,
@@ -198,11 +201,13 @@ def _check_chain(initial: torch.Tensor, transition: torch.Tensor) -> int:
     v = initial.shape[-1]
     if initial.dim() != 1 or transition.shape != (v, v):
         raise ValueError(
-            f"initial must be (V,) and transition (V, V), got {tuple(initial.shape)} and {tuple(transition.shape)}"
+            f"initial must be (V,) and transition (V, V), got {tuple(initial.shape)} and "
+            f"{tuple(transition.shape)}"
         )
     if initial.dtype != transition.dtype or initial.device != transition.device:
         raise TypeError(
-            f"initial and transition must share dtype and device, got {initial.dtype}/{initial.device} "
+            "initial and transition must share dtype and device, got "
+            f"{initial.dtype}/{initial.device} "
             f"and {transition.dtype}/{transition.device}"
         )
     if transition.device.type != "meta":
@@ -375,7 +380,8 @@ def markov_posterior(
 def markov_leave_one_out(
     tokens: torch.Tensor, initial: torch.Tensor, transition: torch.Tensor
 ) -> torch.Tensor:
-    r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at once.
+    r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at
+    once.
 
     Only the two neighbours matter:
 

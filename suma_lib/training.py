@@ -3,7 +3,8 @@ r"""One small training loop for the book's small models.
 :func:`train` minimises a loss with a torch optimiser over ``steps`` mini-batches and returns the
 history:
 
-.. math:: \theta_{t+1} = \operatorname{opt}\bigl(\theta_t, \nabla_\theta \mathcal{L}(\theta_t; B_t)\bigr),
+.. math:: \theta_{t+1} = \operatorname{opt}\bigl(\theta_t, \nabla_\theta \mathcal{L}(\theta_t;
+   B_t)\bigr),
    \qquad t = 0, \dots, T-1,
 
 where the batches :math:`B_t` come from a sampler (a function that returns a fresh batch), from an
@@ -41,7 +42,8 @@ LONG_RUN = 1000
 
 
 def default_loss(model: nn.Module, batch: Any) -> torch.Tensor:
-    r"""The loss of a batch ``(x, y)``: cross-entropy for integer targets, mean squared error otherwise.
+    r"""The loss of a batch ``(x, y)``: cross-entropy for integer targets, mean squared error
+    otherwise.
 
     .. math:: \mathcal{L} = -\frac{1}{|T|}\sum_{t \in T} \log \operatorname{softmax}(f(x))_{t, y_t}
        \quad\text{or}\quad \mathcal{L} = \operatorname{mean}\,(f(x) - y)^2
@@ -115,7 +117,8 @@ def _batches(
 
         return step
     raise TypeError(
-        f"data must be a callable returning a batch, an iterable of batches or a dataset of tensors, "
+        "data must be a callable returning a batch, an iterable of batches or a dataset of "
+        "tensors, "
         f"got {type(data).__name__}"
     )
 
@@ -209,7 +212,8 @@ def train(
     elif not isinstance(optimizer, torch.optim.Optimizer):
         if not callable(optimizer):
             raise TypeError(
-                f"optimizer must be a torch.optim.Optimizer or a factory, got {type(optimizer).__name__}"
+                "optimizer must be a torch.optim.Optimizer or a factory, got "
+                f"{type(optimizer).__name__}"
             )
         optimizer = optimizer(model.parameters())
     if progress is None:
@@ -259,7 +263,8 @@ def train(
 class SequenceTagger(nn.Module):
     r"""Token + learned position embeddings, a body, and a linear read-out per position.
 
-    .. math:: e_i = E[x_i] + p_i, \qquad h = e + \operatorname{body}(e) \ (\text{or } \operatorname{body}(e)), \qquad
+    .. math:: e_i = E[x_i] + p_i, \qquad h = e + \operatorname{body}(e) \ (\text{or }
+       \operatorname{body}(e)), \qquad
        \text{logits}_i = h_i W + c
 
     Parameters
@@ -331,7 +336,8 @@ def train_tagger(
     lr: float = 1e-2,
     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict:
-    r"""Train a per-position classifier with Adam on fresh batches; report its curve and held-out score.
+    r"""Train a per-position classifier with Adam on fresh batches; report its curve and held-out
+    score.
 
     Minimises the mean
     cross-entropy :math:`-\frac{1}{|T|}\sum_{(b,i) \in T} \log p_\theta(y_{bi} \mid x_b)` over

@@ -255,7 +255,7 @@ def test_gradients_match_the_unscaled_formula() -> None:
     ref = torch.softmax(0.7 * q @ k.transpose(-2, -1), -1) @ v
     grads = torch.autograd.grad(out.square().sum(), (q, k, v))
     ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
-    for a, b in zip(grads, ref_grads):
+    for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 

@@ -30,7 +30,8 @@ def rand(*shape, dtype=F64, seed=0):
 
 
 def favor_ref(q, k, v, omega, causal=False, key_mask=None):
-    """Independent float64 reference, stable in log space: w_ij = sum_l exp(a_il + b_jl), rows normalised.
+    """Independent float64 reference, stable in log space: w_ij = sum_l exp(a_il + b_jl), rows
+    normalised.
 
     a_il = omega_l.q~_i - |q~_i|^2/2, b_jl likewise for keys, q~ = q d^{-1/4}; the 1/m factor
     cancels.

@@ -91,7 +91,7 @@ def test_random_sizes_match_reference(n, d, chunk, causal, seed):
 
 def test_callable_feature_map_and_cross_attention():
     q, k, v = rand(3, 8, 4, seed=7), rand(3, 11, 4, seed=8), rand(3, 11, 2, seed=9)
-    phi = lambda x: torch.relu(x) ** 2 + 0.1
+    phi = lambda x: torch.relu(x) ** 2 + 0.1  # noqa: E731
     torch.testing.assert_close(
         linear_attention(q, k, v, phi), kernel_ref(q, k, v, phi), rtol=1e-10, atol=1e-12
     )
@@ -106,7 +106,8 @@ def test_leading_dimensions_broadcast():
 
 
 def test_peer_performer_pytorch_kernel_form():
-    """performer-pytorch's own linear attention (non-causal, and its causal reference with eps=1e-6)."""
+    """performer-pytorch's own linear attention (non-causal, and its causal reference with
+    eps=1e-6)."""
     pp = pytest.importorskip("performer_pytorch.performer_pytorch")
     q, k, v = rand(1, 2, 32, 4, seed=13), rand(1, 2, 32, 4, seed=14), rand(1, 2, 32, 3, seed=15)
     fq, fk = elu1(q), elu1(k)
@@ -252,7 +253,8 @@ def test_gradients_finite_with_masked_rows():
 
 
 def test_causal_memory_is_linear_not_n_d_d():
-    """The causal form never builds the n x d x d prefix sums: its peak stays a few times the input."""
+    """The causal form never builds the n x d x d prefix sums: its peak stays a few times the
+    input."""
     n, d = 2048, 32
     q, k, v = (torch.randn(1, n, d) for _ in range(3))
     peak = measure_peak_memory(lambda: linear_attention(q, k, v, causal=True, chunk_size=64))

@@ -1,4 +1,5 @@
-"""Tests of suma_lib.attention.multihead: multi-head attention against torch's, with and without a window."""
+"""Tests of suma_lib.attention.multihead: multi-head attention against torch's, with and without a
+window."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests of suma_lib.orthogonality: angles, the sign-correlation estimate, the regulariser and its module.
+"""Tests of suma_lib.orthogonality: angles, the sign-correlation estimate, the regulariser and its
+module.
 
 Peers: NumPy (angles by arccos, the regulariser transcribed from its definition), the closed form
 1 − 2θ/π; plus batching, gradients, dtypes, the meta device and errors.

@@ -1,4 +1,5 @@
-"""Tests of suma_lib.attention.realformer: residual attention, the three block layouts, the Markov MLM task."""
+"""Tests of suma_lib.attention.realformer: residual attention, the three block layouts, the Markov
+MLM task."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def test_encoder_scores_are_the_running_sum_of_every_layer() -> None:
     for h in hooks:
         h.remove()
     running = 0.0
-    for block, inp, got in zip(enc.blocks, inputs, scores):
+    for block, inp, got in zip(enc.blocks, inputs, scores, strict=True):
         w, b = block.attn.in_proj.weight, block.attn.in_proj.bias
         q = (inp @ w[:D].T + b[:D]).unflatten(-1, (H, -1)).transpose(-3, -2)
         k = (inp @ w[D : 2 * D].T + b[D : 2 * D]).unflatten(-1, (H, -1)).transpose(-3, -2)

@@ -1,4 +1,5 @@
-"""Tests for suma_lib.attention.scale (chapters entropy-invariant-softmax, softmax-robustness-information)."""
+"""Tests for suma_lib.attention.scale (chapters entropy-invariant-softmax,
+softmax-robustness-information)."""
 
 from __future__ import annotations
 
@@ -224,7 +225,7 @@ def test_quick_estimate_exact_for_constant_rows_and_errors():
 # -------------------------------------------------------------------------- score_cgf,
 # tilted_entropy
 def _cgf_quad(x: float, d: int) -> float:
-    w = lambda t: (1 - t * t) ** ((d - 3) / 2)
+    w = lambda t: (1 - t * t) ** ((d - 3) / 2)  # noqa: E731
     return math.log(quad(lambda t: math.exp(x * t) * w(t), -1, 1)[0] / quad(w, -1, 1)[0])
 
 
@@ -359,8 +360,8 @@ def test_box_min_entropy_matches_brute_force(n, beta):
 
 def test_box_entropy_gap_matches_search_and_limits():
     def search(beta):
-        q = lambda f: f * math.exp(2 * beta) / (f * math.exp(2 * beta) + 1 - f)
-        kl = lambda f: q(f) * math.log(q(f) / f) + (1 - q(f)) * math.log((1 - q(f)) / (1 - f))
+        q = lambda f: f * math.exp(2 * beta) / (f * math.exp(2 * beta) + 1 - f)  # noqa: E731
+        kl = lambda f: q(f) * math.log(q(f) / f) + (1 - q(f)) * math.log((1 - q(f)) / (1 - f))  # noqa: E731
         return -minimize_scalar(
             lambda f: -kl(f), bounds=(1e-12, 1 - 1e-12), method="bounded", options={"xatol": 1e-13}
         ).fun

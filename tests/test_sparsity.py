@@ -1,4 +1,5 @@
-"""Tests for suma_lib.attention.sparsity: the l1/l2 measure, masks, extremes, standard error, scores."""
+"""Tests for suma_lib.attention.sparsity: the l1/l2 measure, masks, extremes, standard error,
+scores."""
 
 from __future__ import annotations
 
@@ -149,7 +150,7 @@ def test_scores_against_direct_formulas() -> None:
         torch.randn(2, 5, 4, generator=g, dtype=F64),
     )
     s = 0.5 * q @ k.mT
-    phi = lambda t: torch.where(t > 0, t + 1, t.exp())  # elu + 1, written out
+    phi = lambda t: torch.where(t > 0, t + 1, t.exp())  # elu + 1, written out  # noqa: E731
     expected = {
         "exp": s.exp(),
         "identity": s,

@@ -1,4 +1,5 @@
-"""Tests of suma_lib.attention.synthesizer: the synthesizer score modules, the layer, the tasks and training."""
+"""Tests of suma_lib.attention.synthesizer: the synthesizer score modules, the layer, the tasks and
+training."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests of suma_lib.attention.tta: T-TA's independence of each output from its own token, PLL, Markov data."""
+"""Tests of suma_lib.attention.tta: T-TA's independence of each output from its own token, PLL,
+Markov data."""
 
 from __future__ import annotations
 

@@ -19,16 +19,16 @@ T-TA's
 from __future__ import annotations
 
 from . import exact, favor, linear, multihead, realformer, scale, sparse, sparsity, synthesizer, tta
-from .exact import *
-from .favor import *
-from .linear import *
-from .multihead import *
-from .realformer import *
-from .scale import *
-from .sparse import *
-from .sparsity import *
-from .synthesizer import *
-from .tta import *
+from .exact import *  # noqa: F403
+from .favor import *  # noqa: F403
+from .linear import *  # noqa: F403
+from .multihead import *  # noqa: F403
+from .realformer import *  # noqa: F403
+from .scale import *  # noqa: F403
+from .sparse import *  # noqa: F403
+from .sparsity import *  # noqa: F403
+from .synthesizer import *  # noqa: F403
+from .tta import *  # noqa: F403
 
 __all__ = [
     name

@@ -1,4 +1,5 @@
-r"""What every attention module shares: argument checks, masks, head layout and overflow-safe logits.
+r"""What every attention module shares: argument checks, masks, head layout and overflow-safe
+logits.
 
 Private: the attention modules import from here and never from each other's private names.
 
@@ -60,7 +61,8 @@ check_tokens = functools.partial(check_index_range, min_dim=1)
 
 # ------------------------------------------------------------------------------------------- checks
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None) -> None:
-    """Floating ``q (..., n, d)``, ``k (..., m, d)``, optional ``v (..., m, d_v)`` on one device and dtype.
+    """Floating ``q (..., n, d)``, ``k (..., m, d)``, optional ``v (..., m, d_v)`` on one device and
+    dtype.
 
     Their batch dimensions (all but the last two) must broadcast; a batch of size zero on one tensor
     against a non-trivial one on another is such a mismatch, and raises a :class:`ValueError` here
@@ -77,7 +79,8 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None) -> None:
         raise ValueError("q and k must have a last dimension d >= 1, got d = 0")
     if q.dtype != k.dtype or q.device != k.device:
         raise TypeError(
-            f"q and k must share dtype and device, got {q.dtype}/{q.device} and {k.dtype}/{k.device}"
+            f"q and k must share dtype and device, got {q.dtype}/{q.device} and "
+            f"{k.dtype}/{k.device}"
         )
     check_compatible(q, k, "q", "k", core_dims=2)
     if v is not None:
@@ -174,7 +177,8 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 def check_mask(
     mask: Any, n: int, m: int, device: torch.device, *, boolean: bool = True
 ) -> torch.Tensor:
-    """A mask broadcastable to ``(..., n, m)`` on ``device``: boolean, or (``boolean=False``) floating."""
+    """A mask broadcastable to ``(..., n, m)`` on ``device``: boolean, or (``boolean=False``)
+    floating."""
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
     check_tensor(mask, "mask", min_dim=2)
@@ -248,12 +252,14 @@ def _pow2_near(x: torch.Tensor) -> torch.Tensor:
 
 
 def _abs_max(x: torch.Tensor, dim) -> torch.Tensor:
-    """``max |x|`` over ``dim`` (kept), detached (``abs().amax()`` is far faster than the inf-norm on CPU)."""
+    """``max |x|`` over ``dim`` (kept), detached (``abs().amax()`` is far faster than the inf-norm
+    on CPU)."""
     return x.detach().abs().amax(dim=dim, keepdim=True)
 
 
 def rescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor):
-    """``q / a``, ``k / b`` and the capped factor ``c = scale * a * b`` (see the module docstring)."""
+    """``q / a``, ``k / b`` and the capped factor ``c = scale * a * b`` (see the module
+    docstring)."""
     d = q.shape[-1]
     a = _pow2_near(_abs_max(q, -1))
     b = _pow2_near(_abs_max(k, (-2, -1)))
@@ -270,7 +276,8 @@ def rescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor):
 def prescale(
     q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""``(q2, k)`` with :math:`q_2 k^\top = s\,q k^\top` wherever that is finite, and finite everywhere.
+    r"""``(q2, k)`` with :math:`q_2 k^\top = s\,q k^\top` wherever that is finite, and finite
+    everywhere.
 
     :math:`q_2 = f\,q` with, per query row, :math:`f_i = s`
     unless :math:`|s|\,\max_t|q_{it}|\,\max|k|`
@@ -324,7 +331,8 @@ def scaled_logits(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor)
 
 
 def clamp_finite(x: torch.Tensor) -> torch.Tensor:
-    """``x`` with :math:`\\pm\\infty` replaced by the largest finite value of its dtype (NaN stays NaN)."""
+    """``x`` with :math:`\\pm\\infty` replaced by the largest finite value of its dtype (NaN stays
+    NaN)."""
     big = torch.finfo(x.dtype).max
     return x.clamp(-big, big)
 
@@ -346,7 +354,8 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None = None) -> to
 
 
 def zero_rows(out: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-    """``out`` with the rows marked in ``dead`` set to zero; in place when autograd does not need ``out``."""
+    """``out`` with the rows marked in ``dead`` set to zero; in place when autograd does not need
+    ``out``."""
     if not out.requires_grad and torch.broadcast_shapes(out.shape, dead.shape) == out.shape:
         return out.masked_fill_(dead, 0.0)  # saves allocating (and page-faulting) a second output
     return out.masked_fill(dead, 0.0)
@@ -354,8 +363,10 @@ def zero_rows(out: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------- the kernel (linear) attention engine
 def _safe_div(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
-    """``num / den``, but 0 where ``den <= eps`` (a row with no weight); gradient-safe (the other branch never
-    sees 0). A NaN denominator is not "no weight": it divides, so NaN in the inputs comes out as NaN."""
+    """``num / den``, but 0 where ``den <= eps`` (a row with no weight); gradient-safe (the other
+    branch never
+    sees 0). A NaN denominator is not "no weight": it divides, so NaN in the inputs comes out as
+    NaN."""
     empty = den <= eps
     return torch.where(empty, 0.0, num / torch.where(empty, torch.ones_like(den), den))
 
@@ -370,7 +381,8 @@ def kernel_attention(
     per_feature: bool = False,
     eps: float | None = None,
 ) -> torch.Tensor:
-    r"""Attention with weights :math:`\phi(q_i)^\top\phi(k_j)` from precomputed features (shared engine).
+    r"""Attention with weights :math:`\phi(q_i)^\top\phi(k_j)` from precomputed features (shared
+    engine).
 
     ``per_feature=False`` (kernel form): :math:`o_i = \phi_i^\top S / \phi_i^\top z`.
     ``per_feature=True`` (the softmax map): each feature column of ``phi_k`` is normalised over the
@@ -480,7 +492,8 @@ def check_kernel_args(
     check_int(chunk_size, "chunk_size", low=1)
     if causal and q.shape[-2] != k.shape[-2]:
         raise ValueError(
-            f"causal attention needs as many queries as keys, got q length {q.shape[-2]} and k length "
+            f"causal attention needs as many queries as keys, got q length {q.shape[-2]} and k "
+            "length "
             f"{k.shape[-2]}"
         )
     if key_mask is not None:
@@ -491,7 +504,8 @@ def check_kernel_args(
             )
         if key_mask.shape[-1] != k.shape[-2]:
             raise ValueError(
-                f"key_mask must have the keys' length {k.shape[-2]} as its last dimension, got shape "
+                f"key_mask must have the keys' length {k.shape[-2]} as its last dimension, got "
+                "shape "
                 f"{tuple(key_mask.shape)}"
             )
         if key_mask.device != k.device:
@@ -546,7 +560,8 @@ class LayerNorm(torch.nn.LayerNorm):
 
 
 def randn(shape: tuple[int, ...], std: float, generator, device, dtype) -> torch.Tensor:
-    """Normal draws through an optional generator (on the generator's device), moved to ``device``."""
+    """Normal draws through an optional generator (on the generator's device), moved to
+    ``device``."""
     gen_device = generator.device if generator is not None else device
     if gen_device is not None and torch.device(gen_device).type == "meta":
         gen_device = None

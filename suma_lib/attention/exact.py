@@ -2,7 +2,8 @@
 
 Used by every chapter of Part IV; first derived in the chapter ``attention-is-all-you-need``:
 
-.. math:: \\operatorname{Attention}(Q, K, V) = \\operatorname{softmax}\\!\\left(s\\,QK^\\top + M\\right) V,
+.. math:: \\operatorname{Attention}(Q, K, V) = \\operatorname{softmax}\\!\\left(s\\,QK^\\top +
+   M\\right) V,
    \\qquad s = 1/\\sqrt{d_k} \\text{ by default.}
 
 Shapes follow PyTorch's convention: ``q`` is ``(..., n, d)``, ``k`` is ``(..., m, d)``, ``v`` is

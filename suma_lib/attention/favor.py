@@ -130,7 +130,8 @@ def draw_orthogonal_features(
 
 
 def favor_features(x: torch.Tensor, omega: torch.Tensor, *, log: bool = False) -> torch.Tensor:
-    r"""Positive random features :math:`\phi(x)_l = \exp(\omega_l\cdot x - \lVert x\rVert^2/2)/\sqrt m`.
+    r"""Positive random
+    features :math:`\phi(x)_l = \exp(\omega_l\cdot x - \lVert x\rVert^2/2)/\sqrt m`.
 
     :math:`\phi(x)^\top\phi(y)` is an unbiased estimate of :math:`e^{x\cdot y}` when the rows of
     ``omega``
@@ -183,7 +184,8 @@ def _has_nan(t: torch.Tensor) -> bool:
 def _safe_log_features(
     x: torch.Tensor, omega: torch.Tensor, r: float, alpha: float, const: float
 ) -> torch.Tensor:
-    r""":math:`r\,x\cdot\omega + \alpha\lVert\omega\rVert^2 - \lVert x\rVert^2/2 + c`, ``(..., L, m)``, never NaN
+    r""":math:`r\,x\cdot\omega + \alpha\lVert\omega\rVert^2 - \lVert x\rVert^2/2 + c`,
+    ``(..., L, m)``, never NaN
     for finite input.
 
     With powers of two :math:`X \ge \max|x|/2` (per row of ``x``), :math:`W` (per row of ``omega``)
@@ -241,7 +243,8 @@ def _positive_attention(
     key_mask: torch.Tensor | None,
     eps: float | None,
 ) -> torch.Tensor:
-    """Attention with positive features exp(proj omega_l . x + bias_l - |x|^2 / 2), stabilised in log space.
+    """Attention with positive features exp(proj omega_l . x + bias_l - |x|^2 / 2), stabilised in
+    log space.
 
     FAVOR+ is ``proj = 1``, ``bias = None``; FAVOR++ uses ``proj = sqrt(1 - 4A)`` and
     ``bias = A |omega_l|^2``.
@@ -295,7 +298,8 @@ def favor_attention(
     key_mask: torch.Tensor | None = None,
     eps: float | None = None,
 ) -> torch.Tensor:
-    r"""FAVOR+ attention: an unbiased random-feature approximation of :math:`\operatorname{softmax}(s\,QK^\top)V`.
+    r"""FAVOR+ attention: an unbiased random-feature approximation
+    of :math:`\operatorname{softmax}(s\,QK^\top)V`.
 
     With :math:`\tilde q = \sqrt s\, q`, :math:`\tilde k = \sqrt s\, k` (:math:`s = 1/\sqrt d`, i.e.
     the
@@ -388,7 +392,8 @@ def _scaled_inputs(q, k, v, omega, n_features, orthogonal, generator, scale):
 
 
 def _projection(q, omega, n_features, orthogonal, generator, dtype) -> torch.Tensor:
-    """The given projection (checked, cast to ``dtype``) or a fresh draw of ``n_features`` (d ln d) rows."""
+    """The given projection (checked, cast to ``dtype``) or a fresh draw of ``n_features`` (d ln d)
+    rows."""
     d = q.shape[-1]
     if omega is not None:
         _check_omega(omega, q)
@@ -407,7 +412,8 @@ def _projection(q, omega, n_features, orthogonal, generator, dtype) -> torch.Ten
 # ------------------------------------------------------------------------------ FAVOR++ (optimised
 # features)
 def favorpp_parameter(rho, d: int):
-    r"""The FAVOR++ parameter :math:`A` that minimises the relative variance for :math:`\lVert x+y\rVert^2 = \rho`.
+    r"""The FAVOR++ parameter :math:`A` that minimises the relative variance
+    for :math:`\lVert x+y\rVert^2 = \rho`.
 
     The features of :func:`favorpp_features` estimate :math:`e^{x\cdot y}` without bias for every
     :math:`A < 1/4`; for :math:`A < 1/8` one feature's relative variance is
@@ -420,7 +426,8 @@ def favorpp_parameter(rho, d: int):
     :math:`d\ln\frac{1+t}{2} - \frac d2\ln t + \rho/t`, whose derivative vanishes where
     :math:`d\,t^2 - (d + 2\rho)\,t - 2\rho = 0`:
 
-    .. math:: t = \frac{d + 2\rho + \sqrt{(d+2\rho)^2 + 8d\rho}}{2d}, \qquad A = \frac{1 - t}{8} \le 0 .
+    .. math:: t = \frac{d + 2\rho + \sqrt{(d+2\rho)^2 + 8d\rho}}{2d}, \qquad A = \frac{1 - t}{8} \le
+       0 .
 
     :math:`\rho = 0` gives :math:`A = 0` (FAVOR+ is then optimal); larger :math:`\rho` give negative
     :math:`A`, which damps the rare long :math:`\omega` that make FAVOR+'s estimate heavy-tailed.
@@ -522,7 +529,8 @@ def favorpp_attention(
     key_mask: torch.Tensor | None = None,
     eps: float | None = None,
 ) -> torch.Tensor:
-    r"""FAVOR++ attention: :func:`favor_attention` with the optimised positive features of :func:`favorpp_features`.
+    r"""FAVOR++ attention: :func:`favor_attention` with the optimised positive features
+    of :func:`favorpp_features`.
 
     The parameter :math:`A` is :func:`favorpp_parameter` at :math:`\rho`, the mean of
     :math:`\lVert\tilde q_i + \tilde k_j\rVert^2` over all query-key pairs (per batch entry and
@@ -568,7 +576,8 @@ def favorpp_attention(
 
 
 def softmax_attention_flops(n: int, d: int, d_v: int | None = None) -> int:
-    r"""Floating-point operations of exact (non-causal) attention for one head: :math:`2n^2(d + d_v) + 3n^2`.
+    r"""Floating-point operations of exact (non-causal) attention for one
+    head: :math:`2n^2(d + d_v) + 3n^2`.
 
     :math:`QK^\top` and :math:`AV` are :math:`2n^2d` and :math:`2n^2d_v` (a multiply-add counts 2);
     the
@@ -584,7 +593,8 @@ def softmax_attention_flops(n: int, d: int, d_v: int | None = None) -> int:
 
 
 def favor_flops(n: int, d: int, n_features: int, d_v: int | None = None) -> int:
-    r"""Floating-point operations of (non-causal) FAVOR+ attention for one head, :math:`m` = ``n_features``.
+    r"""Floating-point operations of (non-causal) FAVOR+ attention for one head, :math:`m` =
+    ``n_features``.
 
     .. math:: \underbrace{4nmd}_{\Omega\tilde q,\ \Omega\tilde k} + \underbrace{4nd}_{\text{norms}}
        + \underbrace{4nm}_{\exp,\ \text{shifts}} + \underbrace{2nmd_v}_{\phi(K)^\top V}

@@ -82,7 +82,8 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
 
 
 def taylor_feature_map(x: torch.Tensor) -> torch.Tensor:
-    r"""Features of the first-order Taylor similarity :math:`1 + \hat q^\top \hat k` (also "cosine").
+    r"""Features of the first-order Taylor similarity :math:`1 + \hat q^\top \hat k` (also
+    "cosine").
 
     With :math:`\hat x = x / \lVert x \rVert`, :math:`\phi(x) = [1, \hat x]` gives
     :math:`\phi(q)^\top\phi(k) = 1 + \cos\angle(q, k) \in [0, 2]`: the truncated Taylor series of
@@ -141,7 +142,8 @@ def linear_attention(
     key_mask: torch.Tensor | None = None,
     eps: float | None = None,
 ) -> torch.Tensor:
-    r"""Linear attention :math:`o_i = \sum_j \phi(q_i)^\top\phi(k_j) v_j / \sum_j \phi(q_i)^\top\phi(k_j)`.
+    r"""Linear
+    attention :math:`o_i = \sum_j \phi(q_i)^\top\phi(k_j) v_j / \sum_j \phi(q_i)^\top\phi(k_j)`.
 
     Costs :math:`O(n f d_v)` time by computing :math:`\phi(K)^\top V` first; with ``causal=True``
     the sums
@@ -213,7 +215,8 @@ def linear_attention(
         check_choice(feature_map, "feature_map", FEATURE_MAPS)
     elif not callable(feature_map):
         raise TypeError(
-            f"feature_map must be one of {FEATURE_MAPS} or a callable, got {type(feature_map).__name__}"
+            f"feature_map must be one of {FEATURE_MAPS} or a callable, got "
+            f"{type(feature_map).__name__}"
         )
     dtype = work_dtype(q.dtype)
     qc, kc, vc = q.to(dtype), k.to(dtype), v.to(dtype)
@@ -260,7 +263,8 @@ def _check_features(
             )
         if phi.shape[:-1] != x.shape[:-1]:
             raise ValueError(
-                f"feature_map changed the leading shape of {name}: {tuple(x.shape)} -> {tuple(phi.shape)}"
+                f"feature_map changed the leading shape of {name}: {tuple(x.shape)} -> "
+                f"{tuple(phi.shape)}"
             )
         if not phi.is_floating_point():
             raise TypeError(f"feature_map must return floating-point features, got {phi.dtype}")

@@ -1,6 +1,7 @@
 r"""Multi-head attention and restricted (local-window) attention, as in "Attention is all you need".
 
-.. math:: \operatorname{MultiHead}(Q, K, V) = \operatorname{Concat}(\text{head}_1, \dots, \text{head}_h)\, W^O,
+.. math:: \operatorname{MultiHead}(Q, K, V) = \operatorname{Concat}(\text{head}_1, \dots,
+   \text{head}_h)\, W^O,
    \qquad \text{head}_j = \operatorname{Attention}(Q W_j^Q, K W_j^K, V W_j^V),
 
 with each head of width :math:`d_k = d_{\text{model}} / h` and
@@ -58,7 +59,8 @@ def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate the heads again: ``(..., h, n, d) -> (..., n, h * d)`` (the inverse of :func:`split_heads`).
+    """Concatenate the heads again: ``(..., h, n, d) -> (..., n, h * d)`` (the inverse
+    of :func:`split_heads`).
 
     Parameters
     ----------
@@ -83,7 +85,8 @@ def _autocast(device: torch.device) -> bool:
 
 
 class MultiHeadAttention(nn.Module):
-    r"""Multi-head attention with separate projections and overridable scores (the base of every variant).
+    r"""Multi-head attention with separate projections and overridable scores (the base of every
+    variant).
 
     .. math:: \operatorname{MultiHead}(Q, K, V) = \operatorname{Concat}_j
               \operatorname{softmax}\!\left(S_j + B_j + M\right) V W_j^V\; W^O, \qquad
@@ -221,7 +224,8 @@ class MultiHeadAttention(nn.Module):
     def project(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
-        """Per-head ``q, k, v`` of shape ``(..., h, n, d_k)`` from the inputs ``(..., n, width)``."""
+        """Per-head ``q, k, v`` of shape ``(..., h, n, d_k)`` from the inputs
+        ``(..., n, width)``."""
         h = self.num_heads
         return (
             _core.split_heads(self.q_proj(query), h),
@@ -230,13 +234,15 @@ class MultiHeadAttention(nn.Module):
         )
 
     def transform_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Transform the per-head queries and keys (the identity unless ``qk_transform`` was given)."""
+        """Transform the per-head queries and keys (the identity unless ``qk_transform`` was
+        given)."""
         return (q, k) if self.qk_transform is None else self.qk_transform(q, k)
 
     def get_scores(
         self, q: torch.Tensor, k: torch.Tensor, query: torch.Tensor, key: torch.Tensor
     ) -> torch.Tensor:
-        r"""The scores :math:`S = q k^\top/\sqrt{d_k}`, ``(..., h, n, m)``, finite for any finite input.
+        r"""The scores :math:`S = q k^\top/\sqrt{d_k}`, ``(..., h, n, m)``, finite for any finite
+        input.
 
         ``query`` and ``key`` are the layer's inputs (``(..., n, embed_dim)``), for scores that are
         computed from the tokens rather than from ``q`` and ``k`` (Synthesizer).
@@ -248,12 +254,14 @@ class MultiHeadAttention(nn.Module):
         return None if self.score_bias is None else self.score_bias(q, k)
 
     def get_mask(self, n: int, m: int, device: torch.device) -> torch.Tensor | None:
-        """A structural boolean mask ``(n, m)`` (``True`` = may attend): the window's band, or ``None``."""
+        """A structural boolean mask ``(n, m)`` (``True`` = may attend): the window's band, or
+        ``None``."""
         if self.window is None:
             return None
         if n != m:
             raise ValueError(
-                f"window (restricted self-attention) needs query and key of the same length, got {n} and {m}"
+                "window (restricted self-attention) needs query and key of the same length, got "
+                f"{n} and {m}"
             )
         return local_mask(n, self.window, device=device)
 
@@ -269,7 +277,8 @@ class MultiHeadAttention(nn.Module):
         key: torch.Tensor | None,
         value: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Validate the inputs (width, length, device, dtype) and put the sequence axis second to last."""
+        """Validate the inputs (width, length, device, dtype) and put the sequence axis second to
+        last."""
         names = self._input_names
         check_tensor(query, names[0], min_dim=2, floating=True)
         key = query if key is None else check_tensor(key, names[1], min_dim=2, floating=True)
@@ -279,7 +288,7 @@ class MultiHeadAttention(nn.Module):
             ref.device
         )  # autocast mixes dtypes on purpose
         for name, x, width in zip(
-            names, (query, key, value), (self.embed_dim, self.kdim, self.vdim)
+            names, (query, key, value), (self.embed_dim, self.kdim, self.vdim), strict=True
         ):
             if x.shape[-1] != width:
                 raise ValueError(
@@ -294,7 +303,8 @@ class MultiHeadAttention(nn.Module):
                 )
         if key.shape[-2] != value.shape[-2]:
             raise ValueError(
-                f"key and value must have the same length, got {key.shape[-2]} and {value.shape[-2]}"
+                f"key and value must have the same length, got {key.shape[-2]} and "
+                f"{value.shape[-2]}"
             )
         if not self.batch_first:
             query, key, value = (
@@ -303,7 +313,8 @@ class MultiHeadAttention(nn.Module):
         return query, key, value
 
     def _mask(self, mask, causal: bool, n: int, m: int, score_dim: int, device: torch.device):
-        """The user's mask (same for every head unless it has a head axis), the causal and structural masks."""
+        """The user's mask (same for every head unless it has a head axis), the causal and
+        structural masks."""
         if mask is not None and isinstance(mask, torch.Tensor) and mask.dim() < score_dim:
             mask = mask.unsqueeze(-3)
         structural = self.get_mask(n, m, device)
@@ -326,7 +337,8 @@ class MultiHeadAttention(nn.Module):
         prev: torch.Tensor | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Attention of the per-head ``q, k, v``: the output ``(..., h, n, d_v)``, the weights and the scores.
+        """Attention of the per-head ``q, k, v``: the output ``(..., h, n, d_v)``, the weights and
+        the scores.
 
         ``prev`` (scores added before the softmax, RealFormer) and ``need_weights`` force the
         explicit
@@ -452,7 +464,9 @@ class MultiHeadAttention(nn.Module):
         ):
             lin.weight.copy_(w)
         if mha.in_proj_bias is not None:
-            for lin, b in zip((self.q_proj, self.k_proj, self.v_proj), mha.in_proj_bias.split(e)):
+            for lin, b in zip(
+                (self.q_proj, self.k_proj, self.v_proj), mha.in_proj_bias.split(e), strict=True
+            ):
                 lin.bias.copy_(b)
             self.out_proj.bias.copy_(mha.out_proj.bias)
         return self
@@ -461,7 +475,8 @@ class MultiHeadAttention(nn.Module):
     def from_torch(
         cls, mha: nn.MultiheadAttention, window: int | None = None
     ) -> MultiHeadAttention:
-        """A new module with the sizes, device, dtype and weights of a :class:`torch.nn.MultiheadAttention`.
+        """A new module with the sizes, device, dtype and weights of
+        a :class:`torch.nn.MultiheadAttention`.
 
         Parameters
         ----------

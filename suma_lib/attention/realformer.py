@@ -61,7 +61,8 @@ def _check_prev(prev: torch.Tensor | None, ref: torch.Tensor, shape: tuple[int, 
     check_tensor(prev, "prev", min_dim=2, floating=True)
     if prev.dtype != ref.dtype or prev.device != ref.device:
         raise TypeError(
-            f"prev must share the scores' dtype and device {ref.dtype}/{ref.device}, got {prev.dtype}/{prev.device}"
+            f"prev must share the scores' dtype and device {ref.dtype}/{ref.device}, got "
+            f"{prev.dtype}/{prev.device}"
         )
     try:
         torch.broadcast_shapes(prev.shape, shape)
@@ -80,7 +81,8 @@ def residual_attention(
     causal: bool = False,
     scale: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Residual (RealFormer) attention: returns the output and the scores to pass to the next layer.
+    r"""Residual (RealFormer) attention: returns the output and the scores to pass to the next
+    layer.
 
     .. math:: A = s\, QK^\top + A_{\text{prev}}, \qquad O = \operatorname{softmax}(A + M)\, V
 
@@ -121,7 +123,8 @@ def residual_attention(
 
 
 class ResidualAttention(MultiHeadAttention):
-    r"""Multi-head self-attention that adds the previous layer's scores before the softmax (RealFormer).
+    r"""Multi-head self-attention that adds the previous layer's scores before the softmax
+    (RealFormer).
 
     .. math:: A_n^{(h)} = \frac{Q_n^{(h)} K_n^{(h)\top}}{\sqrt{d_h}} + A_{n-1}^{(h)}, \qquad
        Y = \bigl[\operatorname{softmax}(A_n^{(h)} + M)\, V_n^{(h)}\bigr]_h W_O
@@ -192,14 +195,17 @@ class ResidualAttention(MultiHeadAttention):
         return self.num_heads
 
     def project(self, query, key, value):
-        """Per-head ``q, k, v`` from the packed ``in_proj`` (one matrix product for self-attention)."""
+        """Per-head ``q, k, v`` from the packed ``in_proj`` (one matrix product for
+        self-attention)."""
         if key is query and value is query:
             parts = self.in_proj(query).chunk(3, dim=-1)
         else:
             biases = (None,) * 3 if self.in_proj.bias is None else self.in_proj.bias.chunk(3)
             parts = [
                 F.linear(x, w, b)
-                for x, w, b in zip((query, key, value), self.in_proj.weight.chunk(3), biases)
+                for x, w, b in zip(
+                    (query, key, value), self.in_proj.weight.chunk(3), biases, strict=True
+                )
             ]
         return tuple(split_heads(t, self.num_heads) for t in parts)
 
@@ -302,7 +308,8 @@ class RealFormerBlock(nn.Module):
         mask: torch.Tensor | None = None,
         causal: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Apply the block; ``prev`` (the scores of the block below) is used only by ``"realformer"``.
+        """Apply the block; ``prev`` (the scores of the block below) is used only by
+        ``"realformer"``.
 
         Returns
         -------
@@ -320,7 +327,8 @@ class RealFormerBlock(nn.Module):
 
 
 class RealFormerEncoder(nn.Module):
-    r"""A stack of :class:`RealFormerBlock` blocks of one variant (the Pre-LN stack ends with a LayerNorm).
+    r"""A stack of :class:`RealFormerBlock` blocks of one variant (the Pre-LN stack ends with a
+    LayerNorm).
 
     For ``"realformer"`` the scores flow up the
     stack, :math:`A_n = Q_nK_n^\top/\sqrt{d_h} + A_{n-1}`;

@@ -53,7 +53,8 @@ _NOISES = ("gaussian", "uniform")
 
 # ------------------------------------------------------------------------- entropy-invariant scale
 def entropy_invariant_scale(n: int, d: int, train_len: int = 512) -> float:
-    r"""The entropy-invariant logit scale :math:`\lambda = \kappa \log n / d` with :math:`\kappa` fixed
+    r"""The entropy-invariant logit scale :math:`\lambda = \kappa \log n / d` with :math:`\kappa`
+    fixed
     so that it equals the usual :math:`1/\sqrt{d}` at the training length.
 
     .. math:: \lambda(n) = \frac{\log n}{\log L}\,\frac{1}{\sqrt{d}} = \frac{\log_L n}{\sqrt{d}},
@@ -173,7 +174,8 @@ def softmax_entropy(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 def max_gap_entropy_estimate(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    r"""The estimate :math:`\log n - (s_{\max} - \bar s)` of the entropy of :math:`\operatorname{softmax}(s)`.
+    r"""The estimate :math:`\log n - (s_{\max} - \bar s)` of the entropy
+    of :math:`\operatorname{softmax}(s)`.
 
     With the scale folded into the logits (:math:`s = \lambda\,\text{score}`) this is the quick
     estimate
@@ -236,7 +238,8 @@ def _check_x(x: float | np.ndarray) -> np.ndarray:
 
 
 def _log_iv(nu: float, x: np.ndarray) -> np.ndarray:
-    r""":math:`\log I_\nu(x)` for ``x > 0``: SciPy's exponentially scaled Bessel function, with an mpmath
+    r""":math:`\log I_\nu(x)` for ``x > 0``: SciPy's exponentially scaled Bessel function, with an
+    mpmath
     fallback where it underflows (large order, small argument)."""
     from scipy.special import ive
 
@@ -290,14 +293,16 @@ def score_cgf(x: float | np.ndarray, d: int | None = None) -> np.ndarray:
 
 
 def tilted_entropy(n: float, x: float | np.ndarray, d: int | None = None) -> np.ndarray:
-    r"""Large-``n`` entropy of :math:`\operatorname{softmax}(x\,t_1, \dots, x\,t_n)` for i.i.d. scores
+    r"""Large-``n`` entropy of :math:`\operatorname{softmax}(x\,t_1, \dots, x\,t_n)` for i.i.d.
+    scores
     :math:`t_i` (Gaussian, or cosines in :math:`\mathbb{R}^d`; see :func:`score_cgf`).
 
     When the sums over keys obey the law of large
     numbers, :math:`\sum_i e^{x t_i} \approx n\,e^{K(x)}`
     and :math:`\sum_i p_i t_i \approx K'(x)`, so
 
-    .. math:: H \approx \log n - \bigl(x K'(x) - K(x)\bigr) = \log n - D_{\mathrm{KL}}(P_x \,\|\, P),
+    .. math:: H \approx \log n - \bigl(x K'(x) - K(x)\bigr) = \log n - D_{\mathrm{KL}}(P_x \,\|\,
+       P),
 
     where :math:`P_x` is the score law :math:`P` tilted by :math:`e^{x t}`. For Gaussian scores
     :math:`H \approx \log n - x^2/2`; for cosines :math:`K'(x) = I_{d/2}(x)/I_{d/2-1}(x)`.
@@ -345,7 +350,8 @@ def tilted_entropy(n: float, x: float | np.ndarray, d: int | None = None) -> np.
 
 # --------------------------------------------------------------------------- noise on the logits
 def _noise_tau2(noise: str, std: float) -> float:
-    r""":math:`\tau^2 = \operatorname{Var}(e^\varepsilon)/\mathbb{E}[e^\varepsilon]^2` for the noise law."""
+    r""":math:`\tau^2 = \operatorname{Var}(e^\varepsilon)/\mathbb{E}[e^\varepsilon]^2` for the noise
+    law."""
     if noise == "gaussian":
         return math.expm1(std**2)
     a = math.sqrt(3.0) * std  # uniform on [-a, a] has standard deviation std
@@ -361,7 +367,8 @@ def _check_scores_values(scores: torch.Tensor, values: torch.Tensor) -> None:
     check_tensor(values, "values", min_dim=2, floating=True, finite=True)
     if values.shape[-2] != scores.shape[-1]:
         raise ValueError(
-            f"values must have one row per score, got {values.shape[-2]} rows for {scores.shape[-1]} scores"
+            f"values must have one row per score, got {values.shape[-2]} rows for "
+            f"{scores.shape[-1]} scores"
         )
     if values.dtype != scores.dtype or values.device != scores.device:
         raise TypeError("scores and values must share dtype and device")
@@ -369,7 +376,8 @@ def _check_scores_values(scores: torch.Tensor, values: torch.Tensor) -> None:
 
 
 def _pow2(x: torch.Tensor) -> torch.Tensor:
-    """A finite power of two ``p > 0`` with ``x / p`` in ``[0, 2]``, for ``x >= 0`` (1 where ``x = 0``)."""
+    """A finite power of two ``p > 0`` with ``x / p`` in ``[0, 2]``, for ``x >= 0`` (1 where
+    ``x = 0``)."""
     fi = torch.finfo(x.dtype)
     p = torch.exp2(torch.log2(x.clamp_min(fi.tiny)).ceil().clamp(max=math.frexp(fi.max)[1] - 1))
     return torch.where(x > 0, p, torch.ones_like(p))
@@ -384,7 +392,8 @@ def noisy_attention_change(
     noise: str = "gaussian",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""How much i.i.d. noise on the logits moves the attention output: :math:`o(s+\varepsilon) - o(s)`.
+    r"""How much i.i.d. noise on the logits moves the attention
+    output: :math:`o(s+\varepsilon) - o(s)`.
 
     .. math:: o(s) = \sum_i \operatorname{softmax}(s)_i\, v_i, \qquad \varepsilon_i \text{ i.i.d.},
 
@@ -438,7 +447,8 @@ def noise_change_first_order(
     noise_std: float,
     noise: str = "gaussian",
 ) -> torch.Tensor:
-    r"""First-order root-mean-square of :math:`\lVert o(s+\varepsilon) - o(s)\rVert` for i.i.d. noise.
+    r"""First-order root-mean-square of :math:`\lVert o(s+\varepsilon) - o(s)\rVert` for i.i.d.
+    noise.
 
     With :math:`p = \operatorname{softmax}(s)`, :math:`o = \sum_i p_i v_i` and
     :math:`e^{\varepsilon_i} = \mathbb{E}[e^{\varepsilon}](1 + \eta_i)`, the mean
@@ -583,7 +593,8 @@ def box_entropy_local_minima(
     starts: int = 16,
     rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    r"""Minimise :math:`H(\operatorname{softmax}(s))` over the box :math:`[-\beta, \beta]^n` from random
+    r"""Minimise :math:`H(\operatorname{softmax}(s))` over the box :math:`[-\beta, \beta]^n` from
+    random
     starts with L-BFGS-B, using the exact
     gradient :math:`\partial H/\partial s_i = -p_i(s_i - \langle s\rangle_p)`.
 

@@ -46,7 +46,8 @@ __all__ = [
 def _grid(
     n: int, k: int, causal: bool, device: torch.device | str | None, *, k_low: int
 ) -> tuple[int, bool, torch.Tensor, torch.Tensor]:
-    """Validate a mask's arguments; return ``k``, ``causal`` and the indices ``i`` ``(n, 1)``, ``j`` ``(1, n)``."""
+    """Validate a mask's arguments; return ``k``, ``causal`` and the indices ``i`` ``(n, 1)``, ``j``
+    ``(1, n)``."""
     n = check_int(n, "n", low=0)
     k = check_int(k, "k", low=k_low)
     causal = check_bool(causal, "causal")
@@ -58,7 +59,8 @@ def _grid(
 def atrous_mask(
     n: int, k: int, causal: bool = False, *, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    r"""Atrous (dilated) pattern: query :math:`i` sees keys at offsets :math:`0, \pm k, \pm 2k, \dots`.
+    r"""Atrous (dilated) pattern: query :math:`i` sees keys at
+    offsets :math:`0, \pm k, \pm 2k, \dots`.
 
     .. math:: M_{ij} = [\,(i - j) \bmod k = 0\,]
 
@@ -92,7 +94,8 @@ def atrous_mask(
 def local_mask(
     n: int, k: int, causal: bool = False, *, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    r"""Local self-attention pattern: query :math:`i` sees the :math:`k` keys on each side and itself.
+    r"""Local self-attention pattern: query :math:`i` sees the :math:`k` keys on each side and
+    itself.
 
     .. math:: M_{ij} = [\,|i - j| \le k\,] \quad (\text{causal: } 0 \le i - j \le k)
 
@@ -126,7 +129,8 @@ def local_mask(
 def strided_mask(
     n: int, k: int, causal: bool = False, *, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    r"""The Sparse Transformer's *strided* pattern: a local band of width ``k`` plus every ``k``-th offset.
+    r"""The Sparse Transformer's *strided* pattern: a local band of width ``k`` plus every ``k``-th
+    offset.
 
     .. math:: M_{ij} = [\,|i - j| < k\,] \lor [\,(i - j) \bmod k = 0\,]
 
@@ -164,9 +168,11 @@ def strided_mask(
 def fixed_mask(
     n: int, k: int, c: int = 1, causal: bool = False, *, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    r"""The Sparse Transformer's *fixed* pattern: the own block of ``k`` tokens plus "summary" columns.
+    r"""The Sparse Transformer's *fixed* pattern: the own block of ``k`` tokens plus "summary"
+    columns.
 
-    .. math:: M_{ij} = [\,\lfloor i/k \rfloor = \lfloor j/k \rfloor\,] \lor [\,(j \bmod k) \ge k - c\,]
+    .. math:: M_{ij} = [\,\lfloor i/k \rfloor = \lfloor j/k \rfloor\,] \lor [\,(j \bmod k) \ge k -
+       c\,]
 
     The last ``c`` positions of every block are summary columns that every query may read.
 
@@ -245,7 +251,8 @@ def reachability(masks: Sequence[torch.Tensor], residual: bool = False) -> torch
             )
         if m.device != masks[0].device:
             raise TypeError(
-                f"masks[{idx}] must be on the device of masks[0] ({masks[0].device}), got {m.device}"
+                f"masks[{idx}] must be on the device of masks[0] ({masks[0].device}), got "
+                f"{m.device}"
             )
         n = m.shape[-1]
     # Counts of paths are at most n**L, but only their positivity matters: clamp to 0/1 after each
@@ -271,7 +278,8 @@ def local_attention(
 ) -> torch.Tensor:
     r"""Local (banded) softmax attention in :math:`O(n \cdot \text{window})` time and memory.
 
-    .. math:: o_i = \sum_{j:\,|i-j| \le w} \frac{e^{s\, q_i \cdot k_j}}{\sum_{j':\,|i-j'| \le w} e^{s\, q_i \cdot k_{j'}}}\, v_j
+    .. math:: o_i = \sum_{j:\,|i-j| \le w} \frac{e^{s\, q_i \cdot k_j}}{\sum_{j':\,|i-j'| \le w}
+       e^{s\, q_i \cdot k_{j'}}}\, v_j
 
     (with :math:`0 \le i - j \le w` when ``causal``). The sequence is cut into blocks
     of :math:`b = w`
@@ -310,7 +318,8 @@ def local_attention(
     check_qkv(q, k, v)
     if k.shape[-2] != q.shape[-2]:
         raise ValueError(
-            f"q and k must have the same length for local attention, got {q.shape[-2]} and {k.shape[-2]}"
+            f"q and k must have the same length for local attention, got {q.shape[-2]} and "
+            f"{k.shape[-2]}"
         )
     window = check_int(window, "window", low=0)
     causal = check_bool(causal, "causal")

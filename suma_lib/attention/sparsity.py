@@ -41,7 +41,8 @@ def _check_dim(x: torch.Tensor, dim: int, name: str = "weights", least: int = 1)
 
 
 def _rescaled_abs(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """``|x| / max|x|`` along ``dim`` (rows of zeros stay zero): safe to square for any finite ``x``."""
+    """``|x| / max|x|`` along ``dim`` (rows of zeros stay zero): safe to square for any finite
+    ``x``."""
     a = x.abs()
     top = a.amax(dim=dim, keepdim=True)
     return a / safe_divisor(top)
@@ -111,7 +112,8 @@ def attention_sparsity(
                 raise RuntimeError
         except RuntimeError as err:
             raise ValueError(
-                f"mask of shape {tuple(mask.shape)} does not broadcast to weights {tuple(weights.shape)}"
+                f"mask of shape {tuple(mask.shape)} does not broadcast to weights "
+                f"{tuple(weights.shape)}"
             ) from err
         if mask.device != weights.device:
             raise TypeError(f"mask must be on weights' device {weights.device}, got {mask.device}")
@@ -126,7 +128,8 @@ def attention_sparsity(
 
 
 def sparsity_stderr(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    r"""Delta-method standard error of :math:`S_n` as an estimate of :math:`\mathbb{E}|x|/\sqrt{\mathbb{E}x^2}`.
+    r"""Delta-method standard error of :math:`S_n` as an estimate
+    of :math:`\mathbb{E}|x|/\sqrt{\mathbb{E}x^2}`.
 
     When the :math:`n` entries along ``dim`` are i.i.d. draws of a random score :math:`x`, the
     empirical
@@ -177,7 +180,8 @@ def attention_scores(
     scale: float = 1.0,
     normalize: bool = False,
 ) -> torch.Tensor:
-    r"""Un-normalised attention scores :math:`x_{ij}` of query :math:`q_i` and key :math:`k_j` by kind.
+    r"""Un-normalised attention scores :math:`x_{ij}` of query :math:`q_i` and key :math:`k_j` by
+    kind.
 
     With :math:`s_{ij} = c\, q_i \cdot k_j` (``c = scale``):
 

@@ -1,4 +1,5 @@
-r"""Synthesizer attention: attention weights that are *synthesized* rather than computed from token pairs.
+r"""Synthesizer attention: attention weights that are *synthesized* rather than computed from token
+pairs.
 
 Chapter: ``notebooks/synthesizer.ipynb`` (Su Jianlin, *Google's new Synthesizer: we do not
 understand
@@ -77,7 +78,8 @@ SYNTHESIZER_KINDS = ("dense", "random", "factorized_dense", "factorized_random",
 def _check_x(
     x: torch.Tensor, embed_dim: int, max_len: int | None = None, module: nn.Module | None = None
 ) -> int:
-    """Validate a sequence ``x`` of shape ``(..., n, embed_dim)`` (on ``module``'s device); return ``n``."""
+    """Validate a sequence ``x`` of shape ``(..., n, embed_dim)`` (on ``module``'s device); return
+    ``n``."""
     check_tensor(x, "x", min_dim=2, floating=True)
     if module is not None:
         check_module_device(module, x)
@@ -95,7 +97,8 @@ def _check_x(
 class DenseLogits(nn.Module):
     r"""Dense synthesizer scores: each token predicts its own row of logits from itself alone.
 
-    .. math:: B_i = \operatorname{relu}(x_i W_1 + b_1)\, W_2 + b_2, \qquad W_2 \in \mathbb{R}^{d_{\text{hid}} \times h\ell}
+    .. math:: B_i = \operatorname{relu}(x_i W_1 + b_1)\, W_2 + b_2, \qquad W_2 \in
+       \mathbb{R}^{d_{\text{hid}} \times h\ell}
 
     so :math:`\partial B_i / \partial x_j = 0` for :math:`j \ne i`.
 
@@ -176,7 +179,8 @@ class _TableLogits(nn.Module):
 
 
 class RandomLogits(_TableLogits):
-    r"""Random synthesizer scores: one :math:`\ell \times \ell` matrix per head, independent of the input.
+    r"""Random synthesizer scores: one :math:`\ell \times \ell` matrix per head, independent of the
+    input.
 
     .. math:: B = R_{:n,:n}, \qquad R \sim \mathcal{N}(0, \sigma^2) \text{ at initialisation}
 
@@ -225,7 +229,9 @@ class RandomLogits(_TableLogits):
 
 
 class FactorizedRandomLogits(_TableLogits):
-    r"""Factorized random scores :math:`B = R_1 R_2^\top`, :math:`R_1, R_2 \in \mathbb{R}^{\ell \times r}`: rank :math:`\le r`.
+    r"""Factorized random
+    scores :math:`B = R_1 R_2^\top`, :math:`R_1, R_2 \in \mathbb{R}^{\ell \times r}`:
+    rank :math:`\le r`.
 
     Parameters
     ----------
@@ -277,7 +283,8 @@ class FactorizedRandomLogits(_TableLogits):
 
 
 class FactorizedDenseLogits(nn.Module):
-    r"""Factorized dense scores: each token predicts two short vectors whose outer product is its row.
+    r"""Factorized dense scores: each token predicts two short vectors whose outer product is its
+    row.
 
     .. math::
 
@@ -354,7 +361,8 @@ class FactorizedDenseLogits(nn.Module):
 
 
 class DotProductLogits(nn.Module):
-    r"""Standard scaled dot-product scores :math:`B = (XW_Q)(XW_K)^\top / \sqrt{d_h}` per head (the baseline).
+    r"""Standard scaled dot-product scores :math:`B = (XW_Q)(XW_K)^\top / \sqrt{d_h}` per head (the
+    baseline).
 
     Parameters
     ----------
@@ -391,7 +399,8 @@ class DotProductLogits(nn.Module):
 
 # -------------------------------------------------------------------------------------- the layer
 class SynthesizerAttention(MultiHeadAttention):
-    r"""Multi-head attention whose weights come from synthesized logits (or a mixture of several kinds).
+    r"""Multi-head attention whose weights come from synthesized logits (or a mixture of several
+    kinds).
 
     A :class:`~suma_lib.attention.multihead.MultiHeadAttention` whose :meth:`get_scores` returns the
     mixture :meth:`logits` of the tokens instead of :math:`QK^\top/\sqrt{d_h}`; its own layout has a
@@ -514,7 +523,8 @@ class SynthesizerAttention(MultiHeadAttention):
                 raise TypeError("mix_weights must be a sequence of floats, one per kind")
             if len(mix_weights) != len(kinds):
                 raise ValueError(
-                    f"mix_weights must have one weight per kind ({len(kinds)}), got {len(mix_weights)}"
+                    f"mix_weights must have one weight per kind ({len(kinds)}), got "
+                    f"{len(mix_weights)}"
                 )
             ws = [check_float(w, "mix_weights") for w in mix_weights]
             self.mix_logits = None
@@ -535,13 +545,14 @@ class SynthesizerAttention(MultiHeadAttention):
         _check_x(x, self.embed_dim, self.max_len)
         alpha = self.mixture()
         total = None
-        for a, source in zip(alpha, self.sources.values()):
+        for a, source in zip(alpha, self.sources.values(), strict=True):
             term = a * clamp_finite(source(x))
             total = term if total is None else total + term
         return total.expand(*x.shape[:-2], *total.shape[-3:])
 
     def project(self, query, key, value):
-        """Only values: the scores come from the tokens (:meth:`logits`), not from queries and keys."""
+        """Only values: the scores come from the tokens (:meth:`logits`), not from queries and
+        keys."""
         return None, None, split_heads(self.value(value), self.num_heads)
 
     def get_scores(self, q, k, query, key):
@@ -578,5 +589,6 @@ class SynthesizerAttention(MultiHeadAttention):
         causal: bool = False,
         return_weights: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Apply the layer to ``x`` of shape ``(..., n, embed_dim)``; see :meth:`weights` for the masks."""
+        """Apply the layer to ``x`` of shape ``(..., n, embed_dim)``; see :meth:`weights` for the
+        masks."""
         return super().forward(x, mask=mask, causal=causal, return_weights=return_weights)

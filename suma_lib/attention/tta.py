@@ -1,4 +1,5 @@
-r"""T-TA: a Transformer that predicts every token from all the others in one pass (arXiv:2004.08097).
+r"""T-TA: a Transformer that predicts every token from all the others in one pass
+(arXiv:2004.08097).
 
 A masked language model (BERT) estimates :math:`p(x_i \mid x_{\setminus i})` for the few positions
 it
@@ -57,7 +58,8 @@ STACKINGS = ("tta", "naive")
 
 
 def diagonal_free_mask(n: int, *, device: torch.device | str | None = None) -> torch.Tensor:
-    r"""The mask :math:`M_{ij} = [i \ne j]`: every query attends to every key except its own position.
+    r"""The mask :math:`M_{ij} = [i \ne j]`: every query attends to every key except its own
+    position.
 
     Parameters
     ----------
@@ -77,7 +79,8 @@ def diagonal_free_mask(n: int, *, device: torch.device | str | None = None) -> t
 
 
 class DiagonalFreeAttention(MultiHeadAttention):
-    r"""Multi-head attention in which query :math:`i` never reads key :math:`i` (the mask :math:`[i \ne j]`).
+    r"""Multi-head attention in which query :math:`i` never reads key :math:`i` (the
+    mask :math:`[i \ne j]`).
 
     A :class:`~suma_lib.attention.multihead.MultiHeadAttention` whose structural mask
     (:meth:`get_mask`)
@@ -100,7 +103,8 @@ class DiagonalFreeAttention(MultiHeadAttention):
 
 
 class TTALayer(nn.Module):
-    r"""One T-TA block: diagonal-free multi-head attention from ``query`` to ``memory``, then a feed-forward.
+    r"""One T-TA block: diagonal-free multi-head attention from ``query`` to ``memory``, then a
+    feed-forward.
 
     .. math:: h = \operatorname{LN}\big(q + \operatorname{MHA}(q, m, m; M)\big), \qquad
               \text{out} = \operatorname{LN}\big(h + W_2\,\operatorname{GELU}(W_1 h)\big),
@@ -181,11 +185,13 @@ class TTALayer(nn.Module):
 
 
 class TTAEncoder(nn.Module):
-    r"""A T-TA language autoencoder: logits of :math:`p(x_i \mid x_{\setminus i})` at every position at once.
+    r"""A T-TA language autoencoder: logits of :math:`p(x_i \mid x_{\setminus i})` at every position
+    at once.
 
     With token embeddings :math:`e(x_j)` and learned position embeddings :math:`p_j`:
 
-    .. math:: m_j = \operatorname{LN}(e(x_j) + p_j), \qquad h^{(0)}_i = \operatorname{LN}'(p_i), \qquad
+    .. math:: m_j = \operatorname{LN}(e(x_j) + p_j), \qquad h^{(0)}_i = \operatorname{LN}'(p_i),
+       \qquad
               h^{(\ell)} = \text{Layer}_\ell\big(h^{(\ell-1)}, m\big), \qquad
               \text{logits}_i = W h^{(L)}_i + b.
 
@@ -273,7 +279,8 @@ class TTAEncoder(nn.Module):
     def forward_embeddings(
         self, token_vectors: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Like :meth:`forward`, from the token embeddings :math:`e(x_j)` (e.g. to differentiate through them).
+        """Like :meth:`forward`, from the token embeddings :math:`e(x_j)` (e.g. to differentiate
+        through them).
 
         Parameters
         ----------
@@ -317,7 +324,8 @@ class TTAEncoder(nn.Module):
 
 
 def pseudo_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    r"""The pseudo-log-likelihood :math:`\sum_i \log p(x_i \mid x_{\setminus i})` from one pass's logits.
+    r"""The pseudo-log-likelihood :math:`\sum_i \log p(x_i \mid x_{\setminus i})` from one pass's
+    logits.
 
     Parameters
     ----------
@@ -350,7 +358,8 @@ def pseudo_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.T
 def masked_pseudo_log_likelihood(
     model: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor, mask_token: int
 ) -> torch.Tensor:
-    r"""The pseudo-log-likelihood the MLM way: :math:`n` forward passes, the :math:`i`-th with :math:`x_i` masked.
+    r"""The pseudo-log-likelihood the MLM way: :math:`n` forward passes, the :math:`i`-th
+    with :math:`x_i` masked.
 
     .. math:: \operatorname{PLL}(x) = \sum_{i=1}^n \log p_\theta\big(x_i \mid x_1, \dots, x_{i-1},
               \texttt{[MASK]}, x_{i+1}, \dots, x_n\big)
@@ -456,7 +465,8 @@ def sample_markov_chain(
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Draw sequences from a Markov chain: :math:`x_1 \sim \pi_0`, :math:`x_{t+1} \sim P_{x_t,\cdot}`.
+    r"""Draw sequences from a Markov
+    chain: :math:`x_1 \sim \pi_0`, :math:`x_{t+1} \sim P_{x_t,\cdot}`.
 
     The former argument order ``(transition, initial)`` of :func:`suma_lib.tasks.markov_sample`,
     which
@@ -487,7 +497,8 @@ def sample_markov_chain(
 def markov_conditionals(
     tokens: torch.Tensor, transition: torch.Tensor, initial: torch.Tensor
 ) -> torch.Tensor:
-    r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at once.
+    r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at
+    once.
 
     The former argument order ``(tokens, transition, initial)`` of
     :func:`suma_lib.tasks.markov_leave_one_out`, which this wraps (see it for the formula):
