@@ -48,7 +48,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import check_choice, check_float, check_generator, check_int, check_tensor
+from ._validation import (
+    check_choice,
+    check_device,
+    check_float,
+    check_generator,
+    check_int,
+    check_tensor,
+)
 from .attention.multihead import MultiHeadAttention
 from .position import (
     KERPLE,
@@ -131,11 +138,9 @@ def lag_copy_batch(
     length = check_int(length, "length", low=lag + 1)
     vocab = check_int(vocab, "vocab", low=2)
     check_generator(generator)
-    dev = (
-        torch.device(device)
-        if device is not None
-        else (generator.device if generator is not None else torch.device("cpu"))
-    )
+    dev = check_device(device)
+    if dev is None:
+        dev = generator.device if generator is not None else torch.device("cpu")
     x = torch.randint(vocab, (batch, length), generator=generator, device=dev)
     y = torch.full_like(x, -100)
     y[:, lag:] = x[:, :-lag]
@@ -287,10 +292,17 @@ class TinyDecoder(nn.Module):
             raise ValueError(f"x must have shape (batch, n), got {tuple(x.shape)}")
         if x.dtype != torch.int64:
             raise TypeError(f"x must hold int64 token ids, got {x.dtype}")
+        ref = self.head.weight.device
+        if x.device != ref:
+            raise TypeError(f"x must be on the model's device {ref}, got {x.device}")
         if window is not None:
             window = check_int(window, "window", low=0)
         if positions is not None:
             check_tensor(positions, "positions", finite=True)
+            if positions.device != ref:
+                raise TypeError(
+                    f"positions must be on the model's device {ref}, got {positions.device}"
+                )
             if positions.shape != x.shape:
                 raise ValueError(
                     f"positions must have the shape of x {tuple(x.shape)}, "
@@ -438,7 +450,7 @@ def run_grid(
     steps = check_int(steps, "steps", low=0)
     batch = check_int(batch, "batch", low=1)
     lr = check_float(lr, "lr", low=0.0, low_open=True)
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dev = check_device(device) or torch.device("cpu")
     rows: dict[str, list] = {
         "scheme": [],
         "seed": [],

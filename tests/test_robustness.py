@@ -308,7 +308,16 @@ NOT_SWEPT = {
     "suma_lib.optim.ExponentiatedGradient": "an optimizer (takes parameters, not tensors): test_optim.py",
     "suma_lib.optim.state_bytes": "takes an optimizer (no tensor arguments): test_optim.py",
     "suma_lib.training.train": "a training loop (seconds); tested in test_training.py",
+    "suma_lib.extrapolation.run_grid": "a training loop (seconds); tested in test_extrapolation.py",
+    "suma_lib.extrapolation.summarise": "no tensor arguments (a table of NumPy arrays)",
+    "suma_lib.extrapolation.format_table": "no tensor arguments (a table of NumPy arrays)",
 }
+
+def _tiny():
+    from suma_lib.extrapolation import TinyDecoder
+
+    return TinyDecoder("rope", 5, 16, 2, 1, 8, generator=_gen())
+
 
 _MLP = lambda: penalty.random_mlp([3, 4, 2], generator=_gen())  # noqa: E731
 
@@ -366,6 +375,14 @@ EXAMPLES: dict[str, Ex] = {
     "suma_lib.position.sinusoidal_encoding": Ex(lambda: ((5, 8), {})),
     "suma_lib.position.sinusoidal_shift_matrix": Ex(lambda: ((3.0, 8), {})),
     "suma_lib.make_generator": Ex(lambda: ((3,), {})),
+    # ---------------------------------------------------------------- extrapolation (owner: p5b)
+    "suma_lib.extrapolation.lag_copy_batch": Ex(lambda: ((2, 8, 5), {"generator": _gen()})),
+    "suma_lib.extrapolation.TinyDecoder": Ex(
+        lambda: (_tiny(), (torch.randint(5, (2, 12), generator=_gen()),), {})
+    ),
+    "suma_lib.extrapolation.evaluate": Ex(
+        lambda: ((_tiny(), 16), {"generator": _gen()}), meta=False  # an accuracy: a number
+    ),
     "suma_lib.get_device": Ex(lambda: (("cpu",), {})),
     "suma_lib.profiling.crossover_length": Ex(lambda: (([64, 128, 256], [2.0, 1.2, 0.8]), {})),
     # ---------------------------------------------------------------- orthogonality
