@@ -6,7 +6,7 @@ prepared for reading (below), and the generated pages (ledger, errata, execution
 API page per module) are filled in; run ``jupyter-book build`` on it with ``-W -n --keep-going`` (any
 Sphinx warning fails the build). Output: ``_build/html/index.html``.
 
-Run from the repository root: ``python -m tools.build_book`` (or ``python tools/build_book.py`` with the
+Run from the repository root: ``python -m tools.build_book`` (or ``python -m tools.build_book`` with the
 root on ``PYTHONPATH``). ``--no-execute`` builds from the executed notebooks as they are, stale or not.
 
 What staging does to every chapter, so that no chapter's source has to:

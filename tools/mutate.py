@@ -9,9 +9,9 @@ passing is a hole in the book's checks.
 
 Usage::
 
-    python tools/mutate.py             # every mutation; exit 1 if one survives
-    python tools/mutate.py --list      # the mutations, without running anything
-    python tools/mutate.py squareplus  # only the mutations aimed at these chapters
+    python -m tools.mutate             # every mutation; exit 1 if one survives
+    python -m tools.mutate --list      # the mutations, without running anything
+    python -m tools.mutate squareplus  # only the mutations aimed at these chapters
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Usage (from the repository root; ``python -m tools.run_notebooks`` works the same)::
 
-    python tools/run_notebooks.py                 # every notebook in _toc.yml, profile ci
-    python tools/run_notebooks.py --profile full  # the article-scale run (for a GPU machine)
-    python tools/run_notebooks.py init-geometry   # just these slugs
+    python -m tools.run_notebooks                 # every notebook in _toc.yml, profile ci
+    python -m tools.run_notebooks --profile full  # the article-scale run (for a GPU machine)
+    python -m tools.run_notebooks init-geometry   # just these slugs
 
 An executed notebook is reused when neither its source, nor ``suma_lib``, nor the profile changed
 (``--force`` re-runs everything). The run fails on any notebook error and names the notebook and the cell.

@@ -7,10 +7,10 @@ notebooks. The generated notebook is normalised: no outputs, the python3 kernels
 
 Usage::
 
-    python tools/sync_notebooks.py                  # every notebooks/*.md -> .ipynb
-    python tools/sync_notebooks.py squareplus       # just these slugs
-    python tools/sync_notebooks.py --check          # exit 1 and list the pairs that are out of sync
-    python tools/sync_notebooks.py --from-ipynb X   # one-off: write X.md from an existing X.ipynb
+    python -m tools.sync_notebooks                  # every notebooks/*.md -> .ipynb
+    python -m tools.sync_notebooks squareplus       # just these slugs
+    python -m tools.sync_notebooks --check          # exit 1 and list the pairs that are out of sync
+    python -m tools.sync_notebooks --from-ipynb X   # one-off: write X.md from an existing X.ipynb
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 COLAB = {"provenance": [], "gpuType": "T4"}
-FIX = "python tools/sync_notebooks.py  (or: make sync)"
+FIX = "python -m tools.sync_notebooks  (or: make sync)"
 
 
 def notebook_from_source(md_path: Path) -> str:
