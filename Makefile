@@ -1,6 +1,7 @@
 # suma: two commands do all the set-up on a fresh machine.
 #   make book   executes every notebook with papermill and builds the HTML book (_build/html/index.html)
-#   make test   runs the whole test suite (unit tests, notebooks through papermill, the strict book build)
+#   make test   runs ruff and the whole test suite (unit tests, notebooks through papermill, mutations, the
+#               strict book build)
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -27,6 +28,7 @@ book: $(STAMP)
 	PROFILE=$(PROFILE) $(PY) -m tools.build_book
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 # Regenerate every notebooks/<slug>.ipynb from its MyST source notebooks/<slug>.md.

@@ -235,7 +235,7 @@ def main() -> None:
         f"{slope(ns, lin['exact_m']):.2f}; peer time {slope(ns, lin['peer_t']):.2f}, memory "
         f"{slope(ns, lin['peer_m']):.2f}.",
         "Time ratio linear / exact causal at shorter lengths: "
-        + ", ".join(f"n = {n}: {r:.2f}" for n, r in zip(lin["short_n"], lin["short_ratio"]))
+        + ", ".join(f"n = {n}: {r:.2f}" for n, r in zip(lin["short_n"], lin["short_ratio"], strict=False))
         + ". Linear attention overtakes exact causal attention at n ≈ "
         + crossing(lin["short_n"] + ns, lin["short_ratio"] + list(np.array(lin["lin_t"]) / np.array(lin["exact_t"])))
         + " (log-log interpolation).",
@@ -260,7 +260,8 @@ def main() -> None:
               "|---|---|---|---|---|---|"]
     for sigma, ours, pp_err, peer, uniform in accuracy:
         ok = pp_err[0] <= peer[0] + 2 * math.hypot(pp_err[1], peer[1]) and (sigma != 1.0 or pp_err[0] < uniform)
-        lines.append(f"| {sigma} ({sigma ** 2:.2f}) | {ours[0]:.4f} ± {ours[1]:.4f} | {pp_err[0]:.4f} ± {pp_err[1]:.4f} "
+        lines.append(f"| {sigma} ({sigma ** 2:.2f}) | {ours[0]:.4f} ± {ours[1]:.4f} | "
+                     f"{pp_err[0]:.4f} ± {pp_err[1]:.4f} "
                      f"| {peer[0]:.4f} ± {peer[1]:.4f} | {uniform:.4f} | {verdict(ok)} |")
     text = "\n".join(lines) + "\n"
     print(text)

@@ -173,7 +173,7 @@ class _Base(Optimizer):
         super().load_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
         ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
-        for pid, p in zip(ids, params):
+        for pid, p in zip(ids, params, strict=False):
             for k, v in saved.get(pid, {}).items():
                 self.state[p][k] = v.to(device=p.device, dtype=_stat_dtype(p))
 
@@ -207,7 +207,8 @@ class AdaFactor(_Base):
     Means instead of the article's sums give the same :math:`\hat v` (the factors cancel) and do not
     overflow; :math:`g/\sqrt{\hat v}` is computed as :math:`g\,(r_i/\bar r)^{-1/2} c_j^{-1/2}`, since
     the product :math:`r_i c_j` of two statistics near :math:`\epsilon_1` underflows in float32
-    (0/0 where a row and a column of gradients are zero). Vectors and scalars keep an unfactored :math:`v_t`. The step size is
+    (0/0 where a row and a column of gradients are zero). Vectors and scalars keep an unfactored :math:`v_t`.
+    The step size is
     :math:`\alpha_t = \min(\rho_{\max}, 1/\sqrt t)` when ``lr`` is ``None`` (the paper's relative step
     size), else the constant ``lr`` (the article's advice to pass one). With ``beta1`` a momentum
     :math:`m_t = \beta_1 m_{t-1} + (1-\beta_1)\hat u_t` replaces :math:`\hat u_t` (off by default).

@@ -91,7 +91,7 @@ def test_chapters_are_deterministic(executed: dict, tmp_path: Path) -> None:
         assert result["ok"], f"second run of {slug} failed at {result['error']}"
         second = report.claims_of(json.loads((tmp_path / f"{slug}.ipynb").read_text(encoding="utf-8")))
         keys = ("claim", "measured", "expected", "tolerance", "status")
-        diff = [(a["claim"], a["measured"], b["measured"]) for a, b in zip(first, second)
+        diff = [(a["claim"], a["measured"], b["measured"]) for a, b in zip(first, second, strict=False)
                 if any(a.get(k) != b.get(k) for k in keys)]
         assert len(first) == len(second), f"{slug}: {len(first)} claims, then {len(second)}"
         assert not diff, f"{slug} is not deterministic: {diff[:3]}"

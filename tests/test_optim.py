@@ -50,7 +50,7 @@ def test_adafactor_matches_torch_adafactor() -> None:
     # same algorithm: relative step min(1e-2, 1/sqrt t), RMS clipping d=1, parameter scale, c=0.8
     ours = _run(AdaFactor, _start(), steps=30)
     peer = _run(torch.optim.Adafactor, _start(), steps=30, lr=1e-2, eps=(1e-30, 1e-3))
-    for a, b in zip(ours, peer):
+    for a, b in zip(ours, peer, strict=False):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     moved = (ours[0] - _start()[0]).abs().max()
     assert moved > 1e-2
@@ -137,7 +137,7 @@ def test_state_dict_round_trip_continues_identically() -> None:
                 o.zero_grad()
                 _loss(ps, x).backward()
                 o.step()
-        for u, v in zip(params, params2):
+        for u, v in zip(params, params2, strict=False):
             assert torch.equal(u, v), cls
 
 
@@ -234,7 +234,7 @@ def test_egstepsize_closed_form_gains() -> None:
 def test_egstepsize_gamma_zero_is_sgd() -> None:
     a = _run(EGStepSize, _start(), steps=5, lr=0.01, gamma=0.0)
     b = _run(torch.optim.SGD, _start(), steps=5, lr=0.01)
-    for u, v in zip(a, b):
+    for u, v in zip(a, b, strict=False):
         torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
 
 

@@ -67,7 +67,7 @@ def test_squareplus_matches_mpmath_over_a_huge_range(dtype, data, b):
     y = S.squareplus(x, b)
     y.sum().backward()
     eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
-    for xi, yi, gi in zip(x.detach().tolist(), y.detach().tolist(), x.grad.tolist()):
+    for xi, yi, gi in zip(x.detach().tolist(), y.detach().tolist(), x.grad.tolist(), strict=False):
         val, der = _squareplus_mp(xi, b)
         assert abs(yi - val) <= 4 * eps * val + tiny, (xi, yi, val)
         assert abs(gi - der) <= 8 * eps * der + tiny, (xi, gi, der)
@@ -164,7 +164,7 @@ def test_smooth_relu_matches_mpmath(kernel, dtype, data, scale):
     y = S.smooth_relu(x, scale, kernel)
     y.sum().backward()
     eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
-    for xi, yi, gi in zip(x.detach().tolist(), y.detach().tolist(), x.grad.tolist()):
+    for xi, yi, gi in zip(x.detach().tolist(), y.detach().tolist(), x.grad.tolist(), strict=False):
         val, der, size = _relu_mp(xi, scale, kernel)
         u = abs(xi) / scale
         # rounding x/s by eps moves Phi(u) by a relative u^2 eps (sigmoid(u): u eps): the tolerance
@@ -479,7 +479,7 @@ def test_squareplus_extreme_b_in_float32(b):
     y = S.squareplus(x, b)
     (g,) = torch.autograd.grad(y.sum(), x)
     assert not torch.isnan(y).any() and torch.isfinite(g).all()
-    for xi, yi, gi in zip(x.tolist(), y.tolist(), g.tolist()):
+    for xi, yi, gi in zip(x.tolist(), y.tolist(), g.tolist(), strict=False):
         val, der = _squareplus_mp(xi, b)
         val32 = float(np.float32(val)) if abs(val) < 3.4e38 else math.inf
         assert yi == pytest.approx(val32, rel=1e-6, abs=1e-44), (b, xi)
@@ -514,7 +514,7 @@ def test_fused_formulas_match_mpmath(dtype):
     out = S._squareplus_kernel(x, S._const(b, x), S._const(math.sqrt(b), x), cap)
     slope = S._squareplus_grad_kernel(x, out, torch.ones_like(x), S._const(b, x), cap)
     eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
-    for xi, yi, gi in zip(pts, out.tolist(), slope.tolist()):
+    for xi, yi, gi in zip(pts, out.tolist(), slope.tolist(), strict=False):
         val, der = _squareplus_mp(xi, b)
         assert abs(yi - val) <= 4 * eps * val + tiny and abs(gi - der) <= 8 * eps * der + tiny, xi
 
@@ -547,7 +547,7 @@ def test_fused_path_wiring_forward_and_backward(monkeypatch):
     y = S.squareplus(x, 1.7)
     (g,) = torch.autograd.grad(y.sum(), x)
     assert set(S._COMPILED) == {"squareplus", "squareplus_grad"}  # both fused kernels were used
-    for xi, yi, gi in zip(x.tolist(), y.tolist(), g.tolist()):
+    for xi, yi, gi in zip(x.tolist(), y.tolist(), g.tolist(), strict=False):
         val, der = _squareplus_mp(xi, 1.7)
         assert yi == pytest.approx(val, rel=1e-14) and gi == pytest.approx(der, rel=1e-14), xi
     pts = x.detach()[1:-1].clone().requires_grad_(True)

@@ -207,7 +207,7 @@ def _mark_errata(nb: dict, slug: str) -> None:
         cell = nb["cells"][ci]
         text = _src(cell)
         parts, pos = [], 0
-        for m, name in zip(_ERRATUM.finditer(text), cell_names):
+        for m, name in zip(_ERRATUM.finditer(text), cell_names, strict=False):
             parts.append(text[pos:m.end()])
             rest = text[m.end():]
             opts = re.match(r"((?::\w[\w-]*:[^\n]*\n)*)", rest).group(1)
@@ -341,7 +341,8 @@ def split_api(text: str) -> tuple[str, dict[str, str]]:
         for m in _AUTOMODULE.finditer(block.group(1)):
             mod, opts = m.group(1), m.group(2)
             chapters = _module_chapters(mod)
-            chap = (f"; chapter{'s' if len(chapters) > 1 else ''} " + ", ".join(f"{{doc}}`../notebooks/{s}`" for s in chapters)) if chapters else ""
+            links = ", ".join(f"{{doc}}`../notebooks/{s}`" for s in chapters)
+            chap = (f"; chapter{'s' if len(chapters) > 1 else ''} " + links) if chapters else ""
             page = f"book/api/{api_page_name(mod)}.md"
             pages[page] = (
                 f"# {mod}\n\n"

@@ -1,7 +1,7 @@
 """Work on one chapter: sync its pair, run it in a profile, and show its claims and article map.
 
 ``make chapter SLUG=squareplus`` runs this (``python -m tools.chapter squareplus`` from the repository
-root, or ``python -m tools.chapter squareplus`` with the root on ``PYTHONPATH``). The steps: regenerate ``notebooks/<slug>.ipynb`` from
+root). The steps: regenerate ``notebooks/<slug>.ipynb`` from
 ``notebooks/<slug>.md`` (normalised, output-free); execute it with papermill in profile ``ci`` (the book's
 own runner, so the result is reused by ``make book``); print each claim and the article map's coverage.
 Exit status 1 when the chapter fails.

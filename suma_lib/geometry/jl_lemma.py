@@ -520,7 +520,8 @@ def embedding_entropy(dim: float, n_points: float, grid: int = 20_001) -> float:
     The minimum-entropy argument behind the embedding-size rule :math:`n > 8.33\log N`: model
     :math:`p(i, j) \propto e^{\langle u_i, v_j\rangle}` over all :math:`N^2` pairs, with embeddings
     of norm :math:`\sqrt{n}` in random directions, so :math:`\langle u_i, v_j\rangle =
-    n\cos\theta_{ij}` with :math:`\theta` distributed as :func:`~suma_lib.geometry.random_init.angle_pdf`. Replacing the sums over
+    n\cos\theta_{ij}` with :math:`\theta` distributed as
+    :func:`~suma_lib.geometry.random_init.angle_pdf`. Replacing the sums over
     pairs by :math:`N^2` times an expectation over :math:`\theta`:
 
     .. math:: H \approx 2\log N + \log\mathbb{E}\left[e^{n\cos\theta}\right]
