@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from ._validation import check_generator, check_int, check_tensor
+from ._validation import check_compatible, check_device, check_dtype, check_generator, check_int, check_tensor
 
 __all__ = ["AdditiveLoRALinear", "LoRALinear", "block_ones", "lora_factor_grads"]
 
@@ -30,6 +30,8 @@ def lora_factor_grads(
     check_tensor(grad_w, "grad_w", min_dim=2, floating=True)
     check_tensor(a, "a", min_dim=2, floating=True)
     check_tensor(b, "b", min_dim=2, floating=True)
+    check_compatible(grad_w, a, "grad_w", "a", core_dims=2)
+    check_compatible(grad_w, b, "grad_w", "b", core_dims=2)
     n, m = grad_w.shape[-2:]
     if a.shape[-2] != n or b.shape[-1] != m or a.shape[-1] != b.shape[-2]:
         raise ValueError(
@@ -50,7 +52,7 @@ def block_ones(rows: int, cols: int, r: int, *, dtype=None, device=None) -> torc
     rows = check_int(rows, "rows", low=1)
     cols = check_int(cols, "cols", low=1)
     r = check_int(r, "r", low=1)
-    eye = torch.eye(r, dtype=dtype, device=device)
+    eye = torch.eye(r, dtype=check_dtype(dtype), device=check_device(device))
     if rows == r and cols % r == 0:
         return eye.repeat(1, cols // r)
     if cols == r and rows % r == 0:
@@ -59,6 +61,16 @@ def block_ones(rows: int, cols: int, r: int, *, dtype=None, device=None) -> torc
         f"block_ones needs one side equal to r and the other a multiple of r, got "
         f"({rows}, {cols}) with r = {r}"
     )
+
+
+def _check_input(x: torch.Tensor, weight0: torch.Tensor) -> None:
+    """``x`` must be a non-empty floating tensor ``(..., n)`` on the layer's device, in its dtype."""
+    check_tensor(x, "x", min_dim=1, floating=True)
+    if x.numel() == 0:
+        raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
+    check_compatible(x, weight0, "x", "weight", core_dims=(1, 2))
+    if x.shape[-1] != weight0.shape[0]:
+        raise ValueError(f"x must have {weight0.shape[0]} features in its last dimension, got {x.shape[-1]}")
 
 
 class LoRALinear(nn.Module):
@@ -120,6 +132,7 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x W0 + (x A) B`` for ``x`` of shape ``(..., n)``."""
+        _check_input(x, self.weight0)
         return x @ self.weight0 + (x @ self.a) @ self.b
 
     def merged_weight(self) -> torch.Tensor:
@@ -163,4 +176,5 @@ class AdditiveLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x W`` with the merged weight."""
+        _check_input(x, self.weight0)
         return x @ self.merged_weight()

@@ -35,8 +35,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as hst
 
 import suma_lib
+from suma_lib import crf, lora, penalty
 from suma_lib import geometry as g
-from suma_lib import penalty
 from suma_lib.attention.scale import box_min_entropy, max_gap_entropy_estimate
 from suma_lib.orthogonality import fit_teacher_student, pairwise_angles, sign_correlation
 
@@ -666,6 +666,32 @@ EXAMPLES.update(
         ),
     }
 )
+
+# Sequences (suma_lib.crf): emissions (batch, n, K) are swept; tags are integer labels (fixed).
+_TAGS = lambda: torch.tensor([[0, 2, 1, 1], [1, 0, 0, 2]])  # noqa: E731
+_CRF = lambda: crf.CRF(3, generator=_gen())  # noqa: E731
+EXAMPLES.update(
+    {
+        "suma_lib.crf.crf_score": Ex(lambda: ((T(2, 4, 3), _TAGS(), T(3, 3, seed=1)), {}), fixed=(1,)),
+        "suma_lib.crf.crf_log_partition": Ex(lambda: ((T(2, 4, 3), T(3, 3, seed=1)), {})),
+        "suma_lib.crf.crf_log_likelihood": Ex(lambda: ((T(2, 4, 3), _TAGS(), T(3, 3, seed=1)), {}), fixed=(1,)),
+        "suma_lib.crf.crf_viterbi": Ex(lambda: ((T(2, 4, 3), T(3, 3, seed=1)), {}), grad=False),
+        "suma_lib.crf.memm_log_likelihood": Ex(lambda: ((T(2, 4, 3), _TAGS(), T(3, 3, seed=1)), {}), fixed=(1,)),
+        "suma_lib.crf.bimemm_log_likelihood": Ex(lambda: ((T(2, 4, 3), _TAGS(), T(3, 3, seed=1)), {}),
+                                                 fixed=(1,)),
+        "suma_lib.crf.memm_viterbi": Ex(lambda: ((T(2, 4, 3), T(3, 3, seed=1)), {}), grad=False),
+        # a plain matrix product of two factors: at |x| = 1e30 the true entries (sums of ±1e60) are not
+        # representable in float32, as for torch.matmul itself
+        "suma_lib.crf.low_rank_transitions": Ex(lambda: ((T(3, 2), T(3, 2, seed=1)), {}), scale=False),
+        "suma_lib.crf.CRF": Ex(lambda: (_CRF(), (T(2, 4, 3), _TAGS()), {}), fixed=(1,)),
+        "suma_lib.lora.lora_factor_grads": Ex(lambda: ((T(4, 5), T(4, 2, seed=1), T(2, 5, seed=2)), {}),
+                                              scale=False),  # matrix products, as low_rank_transitions
+        "suma_lib.lora.block_ones": Ex(lambda: ((4, 2, 2), {})),
+        "suma_lib.lora.LoRALinear": Ex(lambda: (lora.LoRALinear(T(4, 5), 2, generator=_gen()), (T(3, 4),), {})),
+        "suma_lib.lora.AdditiveLoRALinear": Ex(lambda: (lora.AdditiveLoRALinear(T(4, 6), 2), (T(3, 4),), {})),
+    }
+)
+
 
 # ---------------------------------------------------------------------------- known failures (not
 # mine)
