@@ -48,7 +48,8 @@ __all__ = [
     "permutation_task",
 ]
 
-#: The target value that marks a position without a target (``torch.nn.functional.cross_entropy``'s default).
+#: The target value that marks a position without a target
+#: (``torch.nn.functional.cross_entropy``'s default).
 IGNORE = -100
 
 

@@ -55,7 +55,8 @@ from .._validation import (
 
 __all__: list[str] = []  # private module
 
-#: Integer token ids in ``[0, high)`` of at least one dimension (the shared check, with ``min_dim=1``).
+#: Integer token ids in ``[0, high)`` of at least one dimension (the shared check, with
+#: ``min_dim=1``).
 check_tokens = functools.partial(check_index_range, min_dim=1)
 
 

@@ -50,7 +50,8 @@ __all__ = [
     "residual_attention",
 ]
 
-#: The block layouts compared in the chapter, Post-LN, Pre-LN and RealFormer (Post-LN with residual scores).
+#: The block layouts compared in the chapter, Post-LN, Pre-LN and RealFormer (Post-LN with
+#: residual scores).
 LN_VARIANTS = ("post", "pre", "realformer")
 
 
