@@ -1,8 +1,7 @@
 r"""Small numerical building blocks shared by the whole library.
 
 * :func:`safe_divisor`: a denominator with its zeros replaced by one, so that ``0 / 0`` cases can be
-  masked without a NaN reaching the forward value or the gradient; NaN stays NaN (it never turns
-  into "no weight").
+  masked without a NaN reaching the forward value or the gradient; NaN stays NaN (it never turns into "no weight").
 * :func:`scaled_norm`, :func:`unit`, :func:`rms`: norms and unit vectors that neither overflow nor
   underflow, by rescaling with the largest absolute entry first (rows of norm :math:`10^{20}` or
   :math:`10^{-30}` work in float32).
@@ -80,8 +79,7 @@ def max_abs(x: torch.Tensor, dim: int | tuple[int, ...] = -1, keepdim: bool = Tr
 def scaled_norm(
     x: torch.Tensor, dim: int = -1, keepdim: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""``(s, r)`` with :math:`\|x\| = s\,r` along ``dim``, where ``s`` is the largest absolute
-    entry.
+    r"""``(s, r)`` with :math:`\|x\| = s\,r` along ``dim``, where ``s`` is the largest absolute entry.
 
     ``r`` lies in :math:`[1, \sqrt{n}]` for a non-zero slice (0 for a zero slice), so neither factor
     over- or underflows even when :math:`\|x\|` itself would; ``s * r`` is the norm, ``inf`` only
@@ -95,15 +93,13 @@ def scaled_norm(
 
 
 def unit(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """``x / ||x||`` along ``dim`` without over- or underflow; zero slices stay zero, NaN stays
-    NaN."""
+    """``x / ||x||`` along ``dim`` without over- or underflow; zero slices stay zero, NaN stays NaN."""
     y = x / max_abs(x, dim=dim)
     return y / safe_divisor(torch.linalg.vector_norm(y, dim=dim, keepdim=True))
 
 
 def rms(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Root mean square along ``dim`` (removed), without overflow up to the dtype's largest
-    value."""
+    """Root mean square along ``dim`` (removed), without overflow up to the dtype's largest value."""
     s = max_abs(x, dim=dim)
     return (s * (x / s).square().mean(dim=dim, keepdim=True).sqrt()).squeeze(dim)
 
@@ -114,8 +110,7 @@ def work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def half_to_float32(fn: F) -> F:
-    """Decorator: run ``fn`` in float32 when any tensor argument is float16/bfloat16; cast results
-    back.
+    """Decorator: run ``fn`` in float32 when any tensor argument is float16/bfloat16; cast results back.
 
     Tensor results (also inside tuples, lists and named tuples) that are floating point are cast to
     the half dtype of the first half-precision argument; other results are returned as they are.
@@ -166,8 +161,7 @@ def blas_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     torch runs one intra-op thread (``torch.get_num_threads() == 1``) and the operands hold at least
     ``2**16`` entries: with more threads, alternating between torch's and NumPy's thread pools makes
     their idle threads compete for the cores, which costs far more than it saves. Every other case
-    (GPU, half or complex dtypes, batched operands, tensors that need a gradient) is plain
-    ``a @ b``.
+    (GPU, half or complex dtypes, batched operands, tensors that need a gradient) is plain ``a @ b``.
     """
     if (
         a.device.type == "cpu"

@@ -66,8 +66,7 @@ def mlp_layers(
         Either an :class:`torch.nn.Sequential` (or a single :class:`torch.nn.Linear`) that starts
         with a ``Linear``; every parameter-free module after a ``Linear`` (``Tanh``, ``ReLU``,
         ``GELU``, ...) is composed into that layer's activation :math:`g^{(t)}`, and only ``Linear``
-        modules may hold parameters. Or a sequence of ``(weight, bias)`` pairs (``bias`` may be
-        ``None``).
+        modules may hold parameters. Or a sequence of ``(weight, bias)`` pairs (``bias`` may be ``None``).
     activation : callable or list of callable, optional
         Only with a sequence of pairs: one activation for every layer, or one per layer (``None``
         means the identity). Default: the identity everywhere (a linear network).
@@ -83,8 +82,7 @@ def mlp_layers(
     Raises
     ------
     TypeError, ValueError
-        If ``model`` is not of the forms above, or consecutive shapes, dtypes or devices do not
-        match.
+        If ``model`` is not of the forms above, or consecutive shapes, dtypes or devices do not match.
     """
     layers: list[_Layer] = []
     if isinstance(model, nn.Module):
@@ -161,8 +159,7 @@ def _forward(params: list, acts: list, x: torch.Tensor) -> tuple[list, list]:
     """Rows of ``x`` are samples -> ``([h1, ..., h_{l+1}], [z2, ..., z_{l+1}])``.
 
     A weight of shape ``(B, out, in)`` (and bias ``(B, out)``) is a per-sample copy: sample ``i``
-    uses slice ``i`` only, so the gradient of a sum over samples with respect to it is the
-    per-sample gradient.
+    uses slice ``i`` only, so the gradient of a sum over samples with respect to it is the per-sample gradient.
     """
     h, hs, zs = x, [x], []
     for (w, b), g in zip(params, acts, strict=False):
@@ -229,8 +226,7 @@ def _sq_norm_sum(tensors) -> torch.Tensor:
 
 
 def _gradients(params, acts, f, xb, with_params: bool):
-    """One backward pass of ``sum_i f(h_i)``: per-sample input gradients, deltas and parameter
-    gradients.
+    """One backward pass of ``sum_i f(h_i)``: per-sample input gradients, deltas and parameter gradients.
 
     Samples do not interact, so the gradient of the sum with respect to sample ``i``'s input, its
     pre-activations or its own copy of the parameters is that sample's gradient.

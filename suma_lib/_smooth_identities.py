@@ -53,7 +53,7 @@ def smooth_relu(x: torch.Tensor, scale: float = 1.0, kernel: str = "gaussian") -
     :math:`(x/\sigma)^2` ulp: the absolute error is of order :math:`(x/\sigma)^2` ulp of
     :math:`|x|\Phi(x/\sigma)`, tiny, but not a small relative error.
 
-    Chapter: notebooks/dirac-smoothing.ipynb
+    Chapter: notebooks/dirac-smoothing.md
 
     %(smooth_params)s
 
@@ -138,7 +138,7 @@ def smooth_abs(x: torch.Tensor, scale: float = 1.0, kernel: str = "gaussian") ->
     a sum of two non-negative terms (no cancellation). It is at least :math:`|x|` and exceeds it most at 0,
     by :math:`2\sigma/\sqrt{2\pi}` or :math:`2\ln 2/t`.
 
-    Chapter: notebooks/dirac-smoothing.ipynb
+    Chapter: notebooks/dirac-smoothing.md
 
     %(smooth_params)s
 
@@ -164,7 +164,7 @@ def smooth_max(
     kernel it is :math:`\log(e^{t a} + e^{t b})/t`, the log-sum-exp. It lies between :math:`\max(a, b)` and
     :math:`\max(a, b) + \sigma/\sqrt{2\pi}` (resp. :math:`+\ln 2/t`).
 
-    Chapter: notebooks/dirac-smoothing.ipynb
+    Chapter: notebooks/dirac-smoothing.md
 
     Parameters
     ----------
@@ -204,7 +204,7 @@ def smooth_sign(x: torch.Tensor, scale: float = 1.0, kernel: str = "gaussian") -
 
     Both saturate to exactly :math:`\pm 1` for huge :math:`|x|` (no NaN, zero gradient).
 
-    Chapter: notebooks/dirac-smoothing.ipynb
+    Chapter: notebooks/dirac-smoothing.md
 
     %(smooth_params)s
 
@@ -236,8 +236,7 @@ def smooth_floor(x: torch.Tensor, scale: float = 0.1, kernel: str = "gaussian") 
     = 0`), and :math:`H * \delta_s = F(\cdot/s)` with the kernel's distribution function :math:`F`
     (:math:`\Phi` or the sigmoid; :math:`[\,\cdot < n]` smooths to :math:`F((n - \cdot)/s)`, the kernels
     being symmetric), the smoothed floor is a sum of :math:`F` terms. Regrouped around
-    :math:`n_0 = \lfloor x \rfloor` and :math:`f = x - n_0 \in [0, 1)`, every term is a tail
-    probability:
+    :math:`n_0 = \lfloor x \rfloor` and :math:`f = x - n_0 \in [0, 1)`, every term is a tail probability:
 
     .. math:: \lfloor x \rfloor_s = n_0 - \sum_{j = 0}^{J} F\Bigl(-\frac{f + j}{s}\Bigr)
        + \sum_{j = 1}^{J} F\Bigl(-\frac{j - f}{s}\Bigr),
@@ -249,7 +248,7 @@ def smooth_floor(x: torch.Tensor, scale: float = 0.1, kernel: str = "gaussian") 
     \lfloor x \rfloor_s + 1`. The gradient is :math:`\sum_n \delta_s(x - n)`, which never vanishes.
     The work and memory grow like :math:`J`, i.e. linearly in ``scale``, which is therefore limited to 1000.
 
-    Chapter: notebooks/dirac-smoothing.ipynb
+    Chapter: notebooks/dirac-smoothing.md
 
     %(smooth_params)s
 
@@ -278,7 +277,7 @@ def smooth_floor(x: torch.Tensor, scale: float = 0.1, kernel: str = "gaussian") 
 class SmoothReLU(nn.Module):
     r"""Module form of :func:`smooth_relu` (ReLU convolved with a Gaussian or logistic kernel).
 
-    Chapter: notebooks/dirac-smoothing.ipynb
+    Chapter: notebooks/dirac-smoothing.md
 
     Parameters
     ----------

@@ -29,7 +29,7 @@ def kernel_pdf(y: np.ndarray | float, scale: float = 1.0, kernel: str = "gaussia
 
     evaluated in NumPy (float64) without overflow.
 
-    Chapter: notebooks/dirac-smoothing.ipynb
+    Chapter: notebooks/dirac-smoothing.md
 
     Parameters
     ----------
@@ -68,7 +68,7 @@ def convolve_quad(
     for the Gaussian, 50 for the logistic kernel, beyond which the kernel's mass is below :math:`10^{-21}`),
     split at the kinks and jumps of :math:`f` so that each piece is smooth.
 
-    Chapter: notebooks/dirac-smoothing.ipynb
+    Chapter: notebooks/dirac-smoothing.md
 
     Parameters
     ----------
@@ -120,7 +120,7 @@ def squareplus_softplus_gap(x: np.ndarray | float, b: float) -> np.ndarray:
     Both functions satisfy :math:`f(x) - f(-x) = x`, so :math:`g_b` is even. SquarePlus is evaluated in the
     same cancellation-free form as :func:`squareplus`, SoftPlus as ``logaddexp(x, 0)``.
 
-    Chapter: notebooks/squareplus.ipynb
+    Chapter: notebooks/squareplus.md
 
     Parameters
     ----------
@@ -179,7 +179,7 @@ def squareplus_minimax(method: str = "equioscillation") -> MinimaxResult:
       taken on a grid of :math:`|x| \le 40` and refined by bounded scalar maximisation, with no use of the
       structure of the optimum.
 
-    Chapter: notebooks/squareplus.ipynb
+    Chapter: notebooks/squareplus.md
 
     Parameters
     ----------

@@ -1,8 +1,7 @@
 """Argument checks shared by every public entry point of :mod:`suma_lib`.
 
 Each helper raises :class:`TypeError` or :class:`ValueError` whose message names the offending
-argument and says what was expected, so that bad input never turns into a silent NaN or a wrong
-answer.
+argument and says what was expected, so that bad input never turns into a silent NaN or a wrong answer.
 """
 
 from __future__ import annotations
@@ -135,8 +134,7 @@ def check_compatible(
         Their argument names, used in the messages.
     core_dims : int or (int, int)
         How many trailing dimensions of ``a`` (and of ``b``) are core dimensions, left out of the
-        broadcast check (e.g. 1 for vectors ``(..., d)``, 2 for matrices ``(..., n, d)``); an int
-        applies to both.
+        broadcast check (e.g. 1 for vectors ``(..., d)``, 2 for matrices ``(..., n, d)``); an int applies to both.
     same_dtype : bool
         Also require equal dtypes (the device must always match).
 
@@ -151,8 +149,7 @@ def check_compatible(
         If the devices differ (a meta tensor mixed with a real one included) or, with
         ``same_dtype``, the dtypes differ; the message names both arguments.
     ValueError
-        If a tensor has fewer dimensions than its core dimensions or the batch dimensions do not
-        broadcast.
+        If a tensor has fewer dimensions than its core dimensions or the batch dimensions do not broadcast.
     """
     ca, cb = (core_dims, core_dims) if isinstance(core_dims, int) else core_dims
     if a.device != b.device:
@@ -197,8 +194,7 @@ def check_bool(x: Any, name: str) -> bool:
 def check_dtype(
     x: Any, name: str = "dtype", *, floating: bool = True, allow_none: bool = True
 ) -> torch.dtype | None:
-    """Check that ``x`` is a :class:`torch.dtype` (floating if ``floating``), or ``None`` if
-    allowed."""
+    """Check that ``x`` is a :class:`torch.dtype` (floating if ``floating``), or ``None`` if allowed."""
     if x is None and allow_none:
         return None
     if not isinstance(x, torch.dtype):
@@ -262,8 +258,7 @@ def check_index_range(
 
     Negative ids are rejected (they would wrap around silently in indexing), and so are ids
     ``>= size`` (torch would raise an IndexError from deep inside, or read past the table). The
-    value check is skipped on the meta device. The attention modules use it as ``check_tokens``
-    (with ``min_dim=1``).
+    value check is skipped on the meta device. The attention modules use it as ``check_tokens`` (with ``min_dim=1``).
 
     Raises
     ------

@@ -540,8 +540,7 @@ def article_map(rows: Any) -> list[dict]:
     Every chapter ends with this call. Each row is a tuple ``(item, status, ref)``, in the article's order:
 
     * ``item``: the item in a few words (an equation, a derivation step, a quantitative claim, an experiment,
-      or one of the author's readings, objections or conjectures), with the article's equation number if
-      it has one;
+      or one of the author's readings, objections or conjectures), with the article's equation number if it has one;
     * ``status``: ``"checked"`` (a claim of this chapter checks it), ``"retold"`` (explained in the
       chapter's words; it cannot be checked, e.g. an opinion or a paper's reported number), ``"departs"``
       (the article is wrong or loose here; the chapter's Erratum or text says where and why) or

@@ -90,8 +90,7 @@ def low_rank_transitions(left: torch.Tensor, right: torch.Tensor) -> torch.Tenso
     Parameters
     ----------
     left, right : torch.Tensor
-        ``(K, d)`` factors; :math:`g(i, j) = \langle L_i, R_j \rangle`, so ``2 d K`` parameters
-        instead of ``K**2``.
+        ``(K, d)`` factors; :math:`g(i, j) = \langle L_i, R_j \rangle`, so ``2 d K`` parameters instead of ``K**2``.
 
     Returns
     -------
@@ -209,11 +208,9 @@ def crf_score(
 
     .. math::
 
-        s(y; x) = a(y_1) + f(y_1; x) + \sum_{k=2}^{n} \big(g(y_{k-1}, y_k) + f(y_k; x)\big) +
-        b(y_n),
+        s(y; x) = a(y_1) + f(y_1; x) + \sum_{k=2}^{n} \big(g(y_{k-1}, y_k) + f(y_k; x)\big) + b(y_n),
 
-    the numerator (in log) shared by the CRF and the MEMM; :math:`n` is each row's number of valid
-    steps.
+    the numerator (in log) shared by the CRF and the MEMM; :math:`n` is each row's number of valid steps.
 
     Parameters
     ----------
@@ -337,8 +334,7 @@ def crf_log_likelihood(
 
 def _viterbi(unary, pair, end, mask, n):
     """Max-product over a chain: ``unary`` (*b, K) at step 0, ``pair(k)`` (*b, K, K) for step k >= 1
-    (``[i, j]``: from label i to label j), ``end`` (*b, K) or None added after the last valid
-    step."""
+    (``[i, j]``: from label i to label j), ``end`` (*b, K) or None added after the last valid step."""
     score = unary
     K = unary.shape[-1]
     ident = torch.arange(K, device=unary.device).expand_as(unary)
@@ -454,16 +450,14 @@ def memm_log_likelihood(
             + \sum_{k=2}^n \log\operatorname{softmax}_i\big(g(i, y_k) + f_{k-1}(i)\big)_{y_{k-1}}.
 
     Each step conditions on the true previous label, so all steps are computed at once (no
-    recursion). ``start`` is used only by the forward direction and ``end`` only by the backward
-    one.
+    recursion). ``start`` is used only by the forward direction and ``end`` only by the backward one.
 
     Parameters
     ----------
     emissions, tags, start, end, mask
         As in :func:`crf_score`.
     transitions : torch.Tensor or (torch.Tensor, torch.Tensor)
-        ``(K, K)`` matrix, or a low-rank pair ``(L, R)`` of ``(K, d)`` factors with :math:`g = L
-        R^\top`,
+        ``(K, K)`` matrix, or a low-rank pair ``(L, R)`` of ``(K, d)`` factors with :math:`g = L R^\top`,
         which costs :math:`O(n K d)` instead of :math:`O(n K^2)` (the full matrix is never formed).
     direction : {"forward", "backward"}
 
@@ -506,8 +500,7 @@ def bimemm_log_likelihood(
 
     .. math::
 
-        \ell(y \mid x) = \tfrac12\big(\log P_{\rightarrow}(y \mid x) + \log P_{\leftarrow}(y \mid
-        x)\big),
+        \ell(y \mid x) = \tfrac12\big(\log P_{\rightarrow}(y \mid x) + \log P_{\leftarrow}(y \mid x)\big),
 
     both with the same scores :math:`f, g` (no extra parameters). Parameters as in
     :func:`memm_log_likelihood`.
@@ -538,11 +531,9 @@ def memm_viterbi(
     The objective is the model's own log-probability (for ``"both"``, the mean of the two), a sum of
     per-step terms :math:`\log P(y_k \mid y_{k-1}, x)`, each depending on two adjacent labels, so
     the Viterbi algorithm finds its exact maximum in :math:`O(n K^2)`, as for a CRF. The answer
-    generally differs from :func:`crf_viterbi` with the same scores: the local normalisers depend on
-    the labels.
+    generally differs from :func:`crf_viterbi` with the same scores: the local normalisers depend on the labels.
 
-    Parameters as in :func:`memm_log_likelihood`; ``direction`` in ``{"forward", "backward",
-    "both"}``.
+    Parameters as in :func:`memm_log_likelihood`; ``direction`` in ``{"forward", "backward", "both"}``.
 
     Returns
     -------
@@ -596,8 +587,8 @@ class CRF(nn.Module):
     ``forward(emissions, tags, mask)`` returns the per-sequence log-likelihood
     :math:`s(y; x) - \log Z(x)` (see :func:`crf_log_likelihood`); ``decode(emissions, mask)`` the
     Viterbi labels (see :func:`crf_viterbi`). ``memm_log_likelihood`` and ``bimemm_log_likelihood``
-    score the same parameters under local normalisation, so one layer can be trained as a CRF, a
-    MEMM or a Bi-MEMM.
+    score the same parameters under local normalisation, so one layer can be trained as a CRF, a MEMM or a Bi-MEMM.
+
     Parameters
     ----------
     num_tags : int
@@ -610,8 +601,7 @@ class CRF(nn.Module):
     device, dtype
         Where the parameters live.
     generator : torch.Generator, optional
-        Draws the initial parameters (uniform in [-0.1, 0.1]; the factors scaled so that ``L R^T``
-        is too).
+        Draws the initial parameters (uniform in [-0.1, 0.1]; the factors scaled so that ``L R^T`` is too).
 
     Chapter: notebooks/memm-vs-crf.md
     """

@@ -20,8 +20,7 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
     device : str or torch.device
         ``"auto"`` (default) picks ``cuda`` when a GPU is available (Colab, the ``full`` profile),
         then ``mps`` on Apple silicon, then ``cpu``. Any other string (``"cpu"``, ``"cuda:0"``,
-        ``"meta"``, ...), an int (a CUDA ordinal) or a :class:`torch.device` is checked and
-        returned.
+        ``"meta"``, ...), an int (a CUDA ordinal) or a :class:`torch.device` is checked and returned.
 
     Returns
     -------
@@ -32,8 +31,7 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
     TypeError
         If ``device`` is not a string, an int or a :class:`torch.device`.
     ValueError
-        If the string does not name a device torch knows, or names CUDA (or MPS) on a machine
-        without it.
+        If the string does not name a device torch knows, or names CUDA (or MPS) on a machine without it.
     """
     if isinstance(device, str) and device == "auto":
         if torch.cuda.is_available():

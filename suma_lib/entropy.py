@@ -1,7 +1,6 @@
 r"""Shannon entropy of distributions, and entropy normalisation (chapter ``entropy-normalization``).
 
-Entropy normalisation moves a distribution :math:`p` to a prescribed entropy :math:`H^*` with the
-power transform
+Entropy normalisation moves a distribution :math:`p` to a prescribed entropy :math:`H^*` with the power transform
 
 .. math:: q_i(\gamma) = \frac{p_i^{\gamma}}{\sum_j p_j^{\gamma}}, \qquad \gamma \ge 0,
 
@@ -123,16 +122,14 @@ def _log_parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 
 def _logits(ell: torch.Tensor, support: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """:math:`\\gamma\\,\\ell_i` on the support and :math:`-\\infty` off it, for finite ``gamma
-    >= 0``."""
+    """:math:`\\gamma\\,\\ell_i` on the support and :math:`-\\infty` off it, for finite ``gamma >= 0``."""
     return torch.where(support, gamma.unsqueeze(-1) * ell, torch.full_like(ell, float("-inf")))
 
 
 def _entropy_and_var(a: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Entropy of ``softmax(a)`` and the variance of ``a`` under it (``a = -inf`` off the support).
 
-    :math:`H = \\log Z - \\mathbb{E}_q[a]` and :math:`\\operatorname{Var}_q(a)`, both from
-    log-sum-exp.
+    :math:`H = \\log Z - \\mathbb{E}_q[a]` and :math:`\\operatorname{Var}_q(a)`, both from log-sum-exp.
     """
     log_z = torch.logsumexp(a, dim=-1)
     q = torch.exp(a - log_z.unsqueeze(-1))
@@ -194,8 +191,7 @@ def power_transform(p: torch.Tensor, gamma: float | torch.Tensor, dim: int = -1)
     TypeError
         If ``p`` or ``gamma`` has the wrong type.
     ValueError
-        If ``p`` has negative entries, NaN, inf or an all-zero slice, or ``gamma`` is negative or
-        NaN.
+        If ``p`` has negative entries, NaN, inf or an all-zero slice, or ``gamma`` is negative or NaN.
 
     Notes
     -----
@@ -256,8 +252,7 @@ class EntropyNormalization(NamedTuple):
     p: torch.Tensor
     """The normalised distributions (shape of the input)."""
     gamma: torch.Tensor
-    """The exponent of each slice (0/inf at a clamped bound, 1 for a slice uniform on its
-    support)."""
+    """The exponent of each slice (0/inf at a clamped bound, 1 for a slice uniform on its support)."""
     iterations: torch.Tensor
     """Number of (safeguarded) Newton updates each slice needed (int64)."""
     converged: torch.Tensor
@@ -286,8 +281,7 @@ def entropy_normalize(
 
     (the derivative is :math:`\mathrm{d}H/\mathrm{d}u = -\operatorname{Var}_q(\log q)`), with steps
     capped at :math:`|\Delta u| \le 2` and a bisection fallback inside the bracket that every
-    evaluated point narrows (:math:`H` is monotone in :math:`u`), so it converges for every
-    reachable target.
+    evaluated point narrows (:math:`H` is monotone in :math:`u`), so it converges for every reachable target.
 
     **Reachable targets.** The power transform reaches exactly the entropies in
     :math:`[\log k, \log m]` (see :func:`entropy_bounds`). A target outside that range is either
@@ -315,18 +309,15 @@ def entropy_normalize(
         The axis that holds each distribution.
     tol : float, optional
         Stop when :math:`|H(q) - H^*| \le` ``tol``; default ``1e-10`` in float64, ``1e-5`` in
-        float32 and below (half precision is solved in float32). The final Newton step usually
-        improves on it.
+        float32 and below (half precision is solved in float32). The final Newton step usually improves on it.
     max_iter : int
         Most Newton updates per slice; slices that do not converge are flagged in ``converged``.
     unreachable : str
-        What to do with a target outside the reachable range (see above): ``"clamp"`` (default) or
-        ``"raise"``.
+        What to do with a target outside the reachable range (see above): ``"clamp"`` (default) or ``"raise"``.
     return_gamma : bool
         Also return the exponents: ``(q, gamma)``.
     return_info : bool
-        Return an :class:`EntropyNormalization` (distributions, exponents, iteration counts,
-        convergence).
+        Return an :class:`EntropyNormalization` (distributions, exponents, iteration counts, convergence).
     sum_tol : float, optional
         Tolerance on :math:`|\sum_i p_i - 1|`; default :math:`\sqrt{\varepsilon}` of ``p``'s dtype.
 
@@ -341,8 +332,7 @@ def entropy_normalize(
         If an argument has the wrong type.
     ValueError
         If ``p`` is not a distribution along ``dim`` (negative entries, NaN/inf, wrong sum),
-        ``target`` is NaN or outside :math:`[0, \log n]`, or (with ``unreachable="raise"``) not
-        reachable.
+        ``target`` is NaN or outside :math:`[0, \log n]`, or (with ``unreachable="raise"``) not reachable.
 
     Notes
     -----

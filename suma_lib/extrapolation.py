@@ -1,17 +1,14 @@
 r"""One shared length-extrapolation experiment (Part V of the book).
 
-A tiny causal decoder (:class:`TinyDecoder`) is trained at length :math:`L` on a synthetic task
-that needs
+A tiny causal decoder (:class:`TinyDecoder`) is trained at length :math:`L` on a synthetic task that needs
 position, the *lagged copy* (:func:`lag_copy_batch`): read random tokens and, at every position
 :math:`i`,
 output the token :math:`s` places back,
 
 .. math:: y_i = x_{i-s} \quad (i \ge s),
 
-then evaluated without any change at :math:`L, 2L, 4L, 8L` (:func:`evaluate`). The task is local
-(the answer
-is a fixed relative offset away), so it rewards a scheme that resolves *relative* position and
-keeps doing
+then evaluated without any change at :math:`L, 2L, 4L, 8L` (:func:`evaluate`). The task is local (the answer
+is a fixed relative offset away), so it rewards a scheme that resolves *relative* position and keeps doing
 so beyond the training length. The position scheme is the only thing that varies (:data:`SCHEMES`):
 
 * ``"none"``: no position information (a causal decoder still sees the order through its mask);
@@ -27,16 +24,14 @@ so beyond the training length. The position scheme is the only thing that varies
   on
   :math:`0, 1, \dots`;
 * ``"equal_mean"``, ``"equal_mean_logn"``: RoPE trained on the equal-mean positions
-  (:math:`\operatorname{linspace}(0, 1, L)\cdot s`, :math:`s \sim \operatorname{Exp}(L)`), the
-  latter with
+  (:math:`\operatorname{linspace}(0, 1, L)\cdot s`, :math:`s \sim \operatorname{Exp}(L)`), the latter with
   the :math:`\log_L n` scale as well.
 
-:func:`run_grid` trains every scheme with every seed and returns a tidy table (one row per scheme,
-seed
+:func:`run_grid` trains every scheme with every seed and returns a tidy table (one row per scheme, seed
 and test length); :func:`summarise` reduces it over seeds (mean, standard deviation, min, max) and
 :func:`format_table` prints it.
 
-Chapters: ``notebooks/local-attention-extrapolation.md``, ``notebooks/position-robustness.md``.
+Chapters: notebooks/local-attention-extrapolation.md, notebooks/position-robustness.md.
 """
 
 from __future__ import annotations
@@ -110,10 +105,8 @@ def lag_copy_batch(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""A batch of the lagged-copy task: tokens :math:`x_i` uniform on :math:`\{0, \dots, V-1\}`
-    and targets
-    :math:`y_i = x_{i-s}` (:math:`i \ge s`; the first :math:`s` targets are ``-100``, ignored by
-    the loss).
+    r"""A batch of the lagged-copy task: tokens :math:`x_i` uniform on :math:`\{0, \dots, V-1\}` and targets
+    :math:`y_i = x_{i-s}` (:math:`i \ge s`; the first :math:`s` targets are ``-100``, ignored by the loss).
 
     Parameters
     ----------
@@ -131,7 +124,7 @@ def lag_copy_batch(
 
     Notes
     -----
-    Chapter: ``notebooks/local-attention-extrapolation.md``.
+    Chapter: notebooks/local-attention-extrapolation.md.
     """
     batch = check_int(batch, "batch", low=1)
     lag = check_int(lag, "lag", low=1)
@@ -189,16 +182,14 @@ class TinyDecoder(nn.Module):
     vocab, d_model, heads, layers : int
         Sizes (``d_model`` divisible by ``heads``, head width even).
     train_length : int
-        :math:`L`: sets the :math:`\log_L n` scale, XPOS's scale base, the window and the random
-        range.
+        :math:`L`: sets the :math:`\log_L n` scale, XPOS's scale base, the window and the random range.
     generator : torch.Generator, optional
-        Initialises every parameter (weights :math:`\mathcal N(0, 1/\text{fan-in})`, biases 0,
-        norms 1).
+        Initialises every parameter (weights :math:`\mathcal N(0, 1/\text{fan-in})`, biases 0, norms 1).
     device
 
     Notes
     -----
-    Chapters: ``notebooks/local-attention-extrapolation.md``, ``notebooks/position-robustness.md``.
+    Chapters: notebooks/local-attention-extrapolation.md, notebooks/position-robustness.md.
     """
 
     def __init__(
@@ -283,8 +274,7 @@ class TinyDecoder(nn.Module):
     ) -> torch.Tensor:
         """Logits ``(batch, n, vocab)`` of the tokens ``x`` ``(batch, n)``.
 
-        ``positions`` ``(batch, n)`` replaces ``0, ..., n-1`` for the rotary schemes and the
-        sinusoid;
+        ``positions`` ``(batch, n)`` replaces ``0, ..., n-1`` for the rotary schemes and the sinusoid;
         ``window`` restricts each query to itself and the ``window`` keys before it.
         """
         check_tensor(x, "x", min_dim=2)
@@ -325,8 +315,7 @@ class TinyDecoder(nn.Module):
     def training_positions(
         self, batch: int, generator: torch.Generator | None
     ) -> torch.Tensor | None:
-        """Positions for one training batch: random or equal-mean for those schemes, else
-        ``None``."""
+        """Positions for one training batch: random or equal-mean for those schemes, else ``None``."""
         L = self.train_length
         dev = self.head.weight.device
         if self.scheme == "random":
@@ -344,10 +333,8 @@ class TinyDecoder(nn.Module):
         return None
 
     def test_positions(self, length: int) -> torch.Tensor | None:
-        r"""Positions at evaluation: for ``"random"`` :math:`n` evenly spaced integers of the whole
-        random
-        range :math:`[0, 8L)` (the article's recommended evaluation), else ``None`` (:math:`0, 1,
-        \dots`)."""
+        r"""Positions at evaluation: for ``"random"`` :math:`n` evenly spaced integers of the whole random
+        range :math:`[0, 8L)` (the article's recommended evaluation), else ``None`` (:math:`0, 1, \dots`)."""
         if self.scheme != "random":
             return None
         top = RANDOM_RANGE * self.train_length - 1
@@ -357,8 +344,7 @@ class TinyDecoder(nn.Module):
         )
 
     def test_window(self) -> int | None:
-        """The window used at evaluation: ``L - 1`` earlier keys for ``"window"`` (L keys in all),
-        else none."""
+        """The window used at evaluation: ``L - 1`` earlier keys for ``"window"`` (L keys in all), else none."""
         return self.train_length - 1 if self.scheme == "window" else None
 
 
@@ -376,13 +362,12 @@ def evaluate(
     .. math:: \text{acc} = \frac{1}{B(n - s)}\sum_{b}\sum_{i \ge s}
               [\arg\max_v f(x_b)_{i v} = x_{b, i-s}]
 
-    Test positions are :meth:`TinyDecoder.test_positions` (:math:`0, 1, \dots` but for
-    ``"random"``),
+    Test positions are :meth:`TinyDecoder.test_positions` (:math:`0, 1, \dots` but for ``"random"``),
     the window :meth:`TinyDecoder.test_window`.
 
     Notes
     -----
-    Chapters: ``notebooks/local-attention-extrapolation.md``, ``notebooks/position-robustness.md``.
+    Chapters: notebooks/local-attention-extrapolation.md, notebooks/position-robustness.md.
     """
     if not isinstance(model, TinyDecoder):
         raise TypeError(f"model must be a TinyDecoder, got {type(model).__name__}")
@@ -417,28 +402,24 @@ def run_grid(
     eval_batch: int = 64,
     device: torch.device | str | None = None,
 ) -> dict[str, np.ndarray]:
-    r"""Train every scheme with every seed at length :math:`L` and test it at :math:`fL` for each
-    factor.
+    r"""Train every scheme with every seed at length :math:`L` and test it at :math:`fL` for each factor.
 
     Seed :math:`k` fixes everything that is random in one run (initialisation, training batches and
     positions, test batches), so the same seed gives the same table; the test batches of seed
     :math:`k`
-    are shared by all schemes. ``"window"`` differs from ``"rope"`` only at evaluation: with the
-    same seed
-    both are the same trained model (trained once when both are asked for), so their difference is
-    the
+    are shared by all schemes. ``"window"`` differs from ``"rope"`` only at evaluation: with the same seed
+    both are the same trained model (trained once when both are asked for), so their difference is the
     window's alone.
 
     Returns
     -------
     dict of numpy arrays
-        A tidy table: columns ``scheme``, ``seed``, ``length``, ``accuracy`` (one row per scheme,
-        seed and
+        A tidy table: columns ``scheme``, ``seed``, ``length``, ``accuracy`` (one row per scheme, seed and
         test length) and ``final_loss`` (the training loss of the last step, repeated over lengths).
 
     Notes
     -----
-    Chapters: ``notebooks/local-attention-extrapolation.md``, ``notebooks/position-robustness.md``.
+    Chapters: notebooks/local-attention-extrapolation.md, notebooks/position-robustness.md.
     """
     schemes = [check_choice(s, "schemes", SCHEMES) for s in schemes]
     seeds = [check_int(s, "seeds", low=0) for s in seeds]
@@ -513,15 +494,13 @@ def summarise(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     Returns
     -------
     dict
-        ``schemes`` (in first-seen order), ``lengths`` (sorted), and ``mean``, ``std`` (sample
-        standard
-        deviation, ``ddof=1``; 0 for one seed), ``min``, ``max``, ``n`` of the accuracy, each of
-        shape
+        ``schemes`` (in first-seen order), ``lengths`` (sorted), and ``mean``, ``std`` (sample standard
+        deviation, ``ddof=1``; 0 for one seed), ``min``, ``max``, ``n`` of the accuracy, each of shape
         ``(schemes, lengths)``.
 
     Notes
     -----
-    Chapters: ``notebooks/local-attention-extrapolation.md``, ``notebooks/position-robustness.md``.
+    Chapters: notebooks/local-attention-extrapolation.md, notebooks/position-robustness.md.
     """
     for key in ("scheme", "length", "accuracy"):
         if key not in table:
@@ -540,12 +519,11 @@ def summarise(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def format_table(summary: dict[str, np.ndarray]) -> str:
-    """A Markdown table of :func:`summarise`'s result: ``mean ± std`` per scheme (rows) and length
-    (columns).
+    """A Markdown table of :func:`summarise`'s result: ``mean ± std`` per scheme (rows) and length (columns).
 
     Notes
     -----
-    Chapters: ``notebooks/local-attention-extrapolation.md``, ``notebooks/position-robustness.md``.
+    Chapters: notebooks/local-attention-extrapolation.md, notebooks/position-robustness.md.
     """
     lengths = summary["lengths"]
     head = "| scheme | " + " | ".join(f"n = {int(n)}" for n in lengths) + " |"

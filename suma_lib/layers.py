@@ -14,7 +14,7 @@ The module is organised in sections, each a family of layers:
 * **Gated attention unit**: :class:`GAU`, :func:`relu2_attention`.
 * **Stacks**: :class:`Stack`, :func:`build_stack`.
 
-Chapters: ``notebooks/deepnet-1000-layers.md``, ``notebooks/gau-warmup.md``.
+Chapters: notebooks/deepnet-1000-layers.md, notebooks/gau-warmup.md.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class SafeLayerNorm(nn.LayerNorm):
     which equals :class:`torch.nn.LayerNorm` exactly in real arithmetic (same parameters, same
     :math:`\epsilon`), and stays finite where :math:`z^2` would overflow.
 
-    Chapter: ``notebooks/deepnet-1000-layers.md``.
+    Chapter: notebooks/deepnet-1000-layers.md.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +140,7 @@ class RMSNorm(nn.Module):
     The output is homogeneous of degree 7 in large inputs (swish is linear there), so it leaves the
     floating-point range for :math:`|x|` far beyond :math:`10^{5}` in float32.
 
-    Chapter: ``notebooks/gau-warmup.md``.
+    Chapter: notebooks/gau-warmup.md.
     """
 
     def __init__(
@@ -191,7 +191,7 @@ class RMSNorm(nn.Module):
 def make_norm(kind: str, width: int, *, eps: float = 1e-5, device=None, dtype=None) -> nn.Module:
     """A normalisation layer by name: ``"layernorm"``, ``"rmsnorm"`` or ``"rmsnorm_nogain"``.
 
-    Chapter: ``notebooks/deepnet-1000-layers.md``.
+    Chapter: notebooks/deepnet-1000-layers.md.
     """
     check_choice(kind, "norm_type", _NORMS)
     width = check_int(width, "width", low=1)
@@ -228,7 +228,7 @@ class Residual(nn.Module):
     eps : float
         The normalisation's :math:`\epsilon`.
 
-    Chapter: ``notebooks/deepnet-1000-layers.md``.
+    Chapter: notebooks/deepnet-1000-layers.md.
     """
 
     def __init__(
@@ -287,7 +287,7 @@ class FeedForward(nn.Module):
         :math:`d` and the inner width (``4 d`` by default).
     activation : {"gelu", "relu", "swish"}
 
-    Chapter: ``notebooks/deepnet-1000-layers.md``.
+    Chapter: notebooks/deepnet-1000-layers.md.
     """
 
     _ACT: dict[str, Callable] = {"gelu": F.gelu, "relu": F.relu, "swish": F.silu}
@@ -337,7 +337,7 @@ class TransformerBlock(nn.Module):
     causal : bool
         Causal self-attention.
 
-    Chapter: ``notebooks/deepnet-1000-layers.md``.
+    Chapter: notebooks/deepnet-1000-layers.md.
     """
 
     def __init__(
@@ -400,7 +400,7 @@ def deepnorm_constants(
     dict
         ``{"encoder": (alpha, beta)}``, ``{"decoder": (alpha, beta)}`` or both.
 
-    Chapter: ``notebooks/deepnet-1000-layers.md``.
+    Chapter: notebooks/deepnet-1000-layers.md.
     """
     n = check_int(num_layers, "num_layers", low=1)
     check_choice(architecture, "architecture", ("encoder", "decoder", "encoder-decoder"))
@@ -437,7 +437,7 @@ def residual_scaling(num_layers: int, optimizer: str = "sgd") -> tuple[float, fl
     -------
     (alpha, lam) : tuple of float
 
-    Chapter: ``notebooks/deepnet-1000-layers.md``.
+    Chapter: notebooks/deepnet-1000-layers.md.
     """
     n2 = 2 * check_int(num_layers, "num_layers", low=1)
     opt = check_choice(optimizer, "optimizer", ("sgd", "adam", "lamb"))
@@ -478,7 +478,7 @@ def deepnorm_init_(
     nn.Module
         ``module``, initialised in place.
 
-    Chapter: ``notebooks/deepnet-1000-layers.md``.
+    Chapter: notebooks/deepnet-1000-layers.md.
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
@@ -522,8 +522,7 @@ def relu2_attention(
     .. math:: A = \frac{1}{n s} \operatorname{relu}^2\!\left(Q K^\top\right)
               = \frac1n \operatorname{relu}^2\!\left(\frac{Q K^\top}{\sqrt s}\right),
 
-    :math:`n` the number of keys, :math:`s` the width of :math:`Q, K`. Entries where ``mask`` is
-    ``False`` are zero.
+    :math:`n` the number of keys, :math:`s` the width of :math:`Q, K`. Entries where ``mask`` is ``False`` are zero.
 
     Parameters
     ----------
@@ -536,7 +535,7 @@ def relu2_attention(
     -------
     torch.Tensor, shape ``(..., n, m)``
 
-    Chapter: ``notebooks/gau-warmup.md``.
+    Chapter: notebooks/gau-warmup.md.
     """
     check_tensor(q, "q", min_dim=2, floating=True)
     check_tensor(k, "k", min_dim=2, floating=True)
@@ -606,7 +605,7 @@ class GAU(nn.Module):
     generator : torch.Generator, optional
         For the initialisation.
 
-    Chapter: ``notebooks/gau-warmup.md``.
+    Chapter: notebooks/gau-warmup.md.
     """
 
     def __init__(
@@ -685,7 +684,7 @@ class GAU(nn.Module):
 class Stack(nn.ModuleList):
     """Layers called as ``layer(x, mask)`` in turn (an :class:`nn.ModuleList` with a forward).
 
-    Chapter: ``notebooks/deepnet-1000-layers.md``.
+    Chapter: notebooks/deepnet-1000-layers.md.
     """
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -732,7 +731,7 @@ def build_stack(
     -------
     Stack
 
-    Chapter: ``notebooks/deepnet-1000-layers.md``.
+    Chapter: notebooks/deepnet-1000-layers.md.
     """
     n = check_int(num_layers, "num_layers", low=1)
     kind = check_choice(kind, "kind", ("transformer", "gau"))

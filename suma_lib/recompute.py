@@ -57,8 +57,7 @@ def segment_length(n: int) -> int:
 
 
 def segments(n: int, every: int | None = None) -> list[tuple[int, int]]:
-    r"""Split layers ``0..n-1`` into consecutive segments of ``every`` layers (the last may be
-    shorter).
+    r"""Split layers ``0..n-1`` into consecutive segments of ``every`` layers (the last may be shorter).
 
     Parameters
     ----------

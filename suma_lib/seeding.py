@@ -26,8 +26,7 @@ def seed_everything(seed: int) -> np.random.Generator:
     Returns
     -------
     numpy.random.Generator
-        A fresh NumPy generator seeded with ``seed``, the preferred source of randomness for NumPy
-        code.
+        A fresh NumPy generator seeded with ``seed``, the preferred source of randomness for NumPy code.
     """
     seed = check_int(seed, "seed", low=0, high=2**32 - 1)
     random.seed(seed)

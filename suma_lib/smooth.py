@@ -27,7 +27,7 @@ The fast SquarePlus path lives here; the approximate identities and the NumPy/Sc
 modules (``suma_lib._smooth_identities``, ``suma_lib._smooth_reference``, helpers in
 ``suma_lib._smooth_common``), and every name is importable from here.
 
-Chapters: ``notebooks/squareplus.md``, ``notebooks/dirac-smoothing.md``.
+Chapters: notebooks/squareplus.md, notebooks/dirac-smoothing.md.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def squareplus(x: torch.Tensor, b: float = 4.0) -> torch.Tensor:
     reduction (the overflow test). See
     ``benchmarks/smooth.py`` for the ratios to SoftPlus.
 
-    Chapter: notebooks/squareplus.ipynb
+    Chapter: notebooks/squareplus.md
 
     Parameters
     ----------
@@ -260,7 +260,7 @@ def squareplus(x: torch.Tensor, b: float = 4.0) -> torch.Tensor:
 class SquarePlus(nn.Module):
     r"""Module form of :func:`squareplus`, :math:`\tfrac12(x + \sqrt{x^2 + b})`, for use as an activation.
 
-    Chapter: notebooks/squareplus.ipynb
+    Chapter: notebooks/squareplus.md
 
     Parameters
     ----------

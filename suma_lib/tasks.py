@@ -1,22 +1,19 @@
-r"""Synthetic tasks for small attention models, with their exact (Bayes-optimal) answers where
-known.
+r"""Synthetic tasks for small attention models, with their exact (Bayes-optimal) answers where known.
 
 * :func:`permutation_task` and :func:`partner_task`: tasks that need positional or content attention
   (chapter ``synthesizer``);
 * a first-order Markov chain over ``V`` states: :func:`markov_chain` draws
   one, :func:`markov_sample`
   draws sequences from it, :func:`markov_mlm_task` hides some positions (a miniature masked language
-  model), :func:`markov_posterior` gives the exact posterior of every position given the visible
-  ones
+  model), :func:`markov_posterior` gives the exact posterior of every position given the visible ones
   (forward-backward) and :func:`markov_leave_one_out` the exact :math:`p(x_i \mid x_{\setminus i})`
   (chapters ``realformer`` and ``faster-mlm``).
 
 Every Markov function takes the chain in one order, ``(initial, transition)``: the distribution
 :math:`\pi` of the first state, shape ``(V,)``, then the row-stochastic matrix
-:math:`P_{ab} = p(x_{t+1} = b \mid x_t = a)`, shape ``(V, V)``, as :func:`markov_chain` returns
-them.
-(The older :func:`suma_lib.attention.sample_markov_chain`
-and :func:`suma_lib.attention.markov_conditionals`
+:math:`P_{ab} = p(x_{t+1} = b \mid x_t = a)`, shape ``(V, V)``, as :func:`markov_chain` returns them.
+(The older :func:`suma_lib.attention.tta.sample_markov_chain`
+and :func:`suma_lib.attention.tta.markov_conditionals`
 take ``(transition, initial)``; they are thin wrappers of :func:`markov_sample` and
 :func:`markov_leave_one_out`.)
 
@@ -57,8 +54,7 @@ IGNORE = -100
 def permutation_task(
     batch: int, n: int, vocab: int, perm: torch.Tensor, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""A task that needs only *positional* attention: :math:`y_i = x_{\pi(i)}`, :math:`\pi` a fixed
-    permutation.
+    r"""A task that needs only *positional* attention: :math:`y_i = x_{\pi(i)}`, :math:`\pi` a fixed permutation.
 
     Parameters
     ----------
@@ -76,7 +72,7 @@ def permutation_task(
 
     Notes
     -----
-    Chapter: ``notebooks/synthesizer.ipynb``.
+    Chapter: notebooks/synthesizer.md.
     """
     batch = check_int(batch, "batch", low=1)
     n = check_int(n, "n", low=1)
@@ -100,15 +96,12 @@ def partner_task(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""A task that needs *content* attention: find the other token with the same symbol, report its
-    payload.
+    r"""A task that needs *content* attention: find the other token with the same symbol, report its payload.
 
-    Each sequence holds :math:`2m` tokens: the symbols :math:`0, \dots, m-1` twice each, in random
-    order,
+    Each sequence holds :math:`2m` tokens: the symbols :math:`0, \dots, m-1` twice each, in random order,
     each with an independent uniform payload in :math:`0, \dots, P-1`; token id =
     symbol :math:`\cdot P` +
-    payload. The target at position :math:`i` is the payload of its partner (the other position with
-    the
+    payload. The target at position :math:`i` is the payload of its partner (the other position with the
     same symbol), so where to look depends on the tokens, not on the positions.
 
     Parameters
@@ -131,7 +124,7 @@ def partner_task(
 
     Notes
     -----
-    Chapter: ``notebooks/synthesizer.ipynb``.
+    Chapter: notebooks/synthesizer.md.
     """
     batch = check_int(batch, "batch", low=1)
     m = check_int(n_pairs, "n_pairs", low=1)
@@ -185,7 +178,7 @@ def markov_chain(
 
     Notes
     -----
-    Chapter: ``notebooks/realformer.ipynb``.
+    Chapter: notebooks/realformer.md.
     """
     v = check_int(n_states, "n_states", low=1)
     beta = check_float(sharpness, "sharpness", low=0.0)
@@ -244,7 +237,7 @@ def markov_sample(
 
     Notes
     -----
-    Chapters: ``notebooks/realformer.ipynb``, ``notebooks/faster-mlm.ipynb``.
+    Chapters: notebooks/realformer.md, notebooks/faster-mlm.md.
     """
     v = _check_chain(initial, transition)
     batch = check_int(batch, "batch", low=1)
@@ -268,8 +261,7 @@ def markov_mlm_task(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Masked-token prediction on sequences of a Markov chain (a miniature MLM).
 
-    Sequences :math:`s_0 \sim \pi,\ s_t \sim P_{s_{t-1}\cdot}` are drawn; each position is hidden
-    with
+    Sequences :math:`s_0 \sim \pi,\ s_t \sim P_{s_{t-1}\cdot}` are drawn; each position is hidden with
     probability ``mask_rate`` (replaced by the id :math:`V`), and the targets are the hidden states.
 
     Parameters
@@ -286,13 +278,12 @@ def markov_mlm_task(
     Returns
     -------
     tuple of torch.Tensor
-        Inputs ``x`` (``(batch, n)``, ids ``0..V``, ``V`` = hidden) and targets ``y`` (the hidden
-        states,
+        Inputs ``x`` (``(batch, n)``, ids ``0..V``, ``V`` = hidden) and targets ``y`` (the hidden states,
         ``-100`` at visible positions).
 
     Notes
     -----
-    Chapter: ``notebooks/realformer.ipynb``.
+    Chapter: notebooks/realformer.md.
     """
     batch = check_int(batch, "batch", low=1)
     n = check_int(n, "n", low=1)
@@ -323,8 +314,7 @@ def markov_posterior(
 ) -> torch.Tensor:
     r"""Exact posterior of every position's state given the visible ones (forward-backward).
 
-    With the evidence :math:`e_t(s) = 1` at a hidden position and :math:`[s = x_t]` at a visible
-    one,
+    With the evidence :math:`e_t(s) = 1` at a hidden position and :math:`[s = x_t]` at a visible one,
 
     .. math::
 
@@ -332,8 +322,7 @@ def markov_posterior(
        \beta_{n-1} = \mathbf{1},\quad \beta_t = P (e_{t+1} \odot \beta_{t+1}), \qquad
        p(s_t = s \mid x) \propto \alpha_t(s)\, \beta_t(s),
 
-    each message renormalised as it goes. Its cross-entropy on the hidden states is the Bayes limit
-    of
+    each message renormalised as it goes. Its cross-entropy on the hidden states is the Bayes limit of
     any predictor of :func:`markov_mlm_task`.
 
     Parameters
@@ -351,12 +340,11 @@ def markov_posterior(
     Raises
     ------
     ValueError
-        If an id lies outside ``[0, V]``, or the visible states have probability zero under the
-        chain.
+        If an id lies outside ``[0, V]``, or the visible states have probability zero under the chain.
 
     Notes
     -----
-    Chapter: ``notebooks/realformer.ipynb``.
+    Chapter: notebooks/realformer.md.
     """
     v = _check_chain(initial, transition)
     check_tokens(x, "x", v + 1, min_dim=2)
@@ -381,8 +369,7 @@ def markov_posterior(
 def markov_leave_one_out(
     tokens: torch.Tensor, initial: torch.Tensor, transition: torch.Tensor
 ) -> torch.Tensor:
-    r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at
-    once.
+    r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at once.
 
     Only the two neighbours matter:
 
@@ -390,8 +377,7 @@ def markov_leave_one_out(
               \qquad \pi_{i-1\to a} = \begin{cases} \pi(a) & i = 1 \\ P_{x_{i-1}, a} & i >
               1\end{cases}
 
-    (the second factor is 1 at the last position). This is the Bayes-optimal predictor of every
-    token
+    (the second factor is 1 at the last position). This is the Bayes-optimal predictor of every token
     from all the others (what a T-TA model can at best approach); it equals :func:`markov_posterior`
     with only position :math:`i` hidden.
 
@@ -414,7 +400,7 @@ def markov_leave_one_out(
 
     Notes
     -----
-    Chapter: ``notebooks/faster-mlm.ipynb``.
+    Chapter: notebooks/faster-mlm.md.
     """
     v = _check_chain(initial, transition)
     check_tokens(tokens, "tokens", v)

@@ -1,7 +1,6 @@
 r"""One small training loop for the book's small models.
 
-:func:`train` minimises a loss with a torch optimiser over ``steps`` mini-batches and returns the
-history:
+:func:`train` minimises a loss with a torch optimiser over ``steps`` mini-batches and returns the history:
 
 .. math:: \theta_{t+1} = \operatorname{opt}\bigl(\theta_t, \nabla_\theta \mathcal{L}(\theta_t;
    B_t)\bigr),
@@ -9,15 +8,13 @@ history:
 
 where the batches :math:`B_t` come from a sampler (a function that returns a fresh batch), from an
 iterable of batches, or are drawn with replacement from a dataset of tensors with the caller's
-``generator``. The loop itself never draws from torch's global random state (a model with dropout
-still
-does, as in any torch code), so a caller's seeded state is left as it was. A progress bar is shown
-only
+``generator``. The loop itself never draws from torch's global random state (a model with dropout still
+does, as in any torch code), so a caller's seeded state is left as it was. A progress bar is shown only
 for long runs in a terminal (never in CI, in papermill or in a notebook unless asked for).
 
-Chapters: ``notebooks/synthesizer.ipynb``, ``notebooks/realformer.ipynb``,
-``notebooks/faster-mlm.ipynb``,
-``notebooks/self-orthogonality.ipynb``.
+Chapters: notebooks/synthesizer.md, notebooks/realformer.md,
+notebooks/faster-mlm.md,
+notebooks/self-orthogonality.md.
 """
 
 from __future__ import annotations
@@ -42,14 +39,12 @@ LONG_RUN = 1000
 
 
 def default_loss(model: nn.Module, batch: Any) -> torch.Tensor:
-    r"""The loss of a batch ``(x, y)``: cross-entropy for integer targets, mean squared error
-    otherwise.
+    r"""The loss of a batch ``(x, y)``: cross-entropy for integer targets, mean squared error otherwise.
 
     .. math:: \mathcal{L} = -\frac{1}{|T|}\sum_{t \in T} \log \operatorname{softmax}(f(x))_{t, y_t}
        \quad\text{or}\quad \mathcal{L} = \operatorname{mean}\,(f(x) - y)^2
 
-    For integer targets the model's output is ``(..., classes)`` with ``y`` of shape ``(...)``;
-    entries of
+    For integer targets the model's output is ``(..., classes)`` with ``y`` of shape ``(...)``; entries of
     ``y`` equal to ``-100`` are ignored (:func:`torch.nn.functional.cross_entropy`'s convention).
     """
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
@@ -144,12 +139,10 @@ def train(
     ----------
     model : torch.nn.Module
         Any model; it is in training mode during the loop and back in its former mode afterwards.
-    data : callable, iterable or tensors
+    data : callable, iterable or tuple of torch.Tensor
         Where the batches come from: a function ``data() -> batch`` (a fresh batch each call, e.g.
-        ``lambda: task(64, generator=g)``), an iterable of batches (started again when it runs out),
-        or a
-        dataset, a tensor or a tuple of tensors sharing the first dimension, from which each step
-        draws
+        ``lambda: task(64, generator=g)``), an iterable of batches (started again when it runs out), or a
+        dataset, a tensor or a tuple of tensors sharing the first dimension, from which each step draws
         ``batch_size`` rows with replacement using ``generator``.
     steps : int
         Number of optimiser steps (0 is allowed: nothing is trained).
@@ -157,16 +150,14 @@ def train(
         An optimiser over the model's parameters, or a factory ``optimizer(params)``; Adam with
         learning rate ``lr`` by default.
     loss : callable, optional
-        ``loss(model, batch) -> scalar tensor``; :func:`default_loss` by default (cross-entropy or
-        mean
+        ``loss(model, batch) -> scalar tensor``; :func:`default_loss` by default (cross-entropy or mean
         squared error on ``(x, y)``).
     lr : float
         Learning rate of the default optimiser.
     batch_size : int, optional
         Rows per step when ``data`` is a dataset.
     generator : torch.Generator, optional
-        Draws the rows of a dataset (on the dataset's device); the global random state is never
-        used.
+        Draws the rows of a dataset (on the dataset's device); the global random state is never used.
     max_grad_norm : float, optional
         Clip the gradients' total norm to this value before each step.
     eval_fn : callable, optional
@@ -176,8 +167,7 @@ def train(
         Evaluation period in steps.
     progress : bool, optional
         Show a progress bar on stderr. ``None`` (default): only for runs of at least
-        :data:`LONG_RUN` steps with stderr a terminal and no ``CI`` environment variable (so
-        chapters run
+        ``LONG_RUN`` (1000) steps with stderr a terminal and no ``CI`` environment variable (so chapters run
         by papermill are silent).
 
     Returns
@@ -188,8 +178,8 @@ def train(
 
     Notes
     -----
-    Chapters: ``notebooks/synthesizer.ipynb``, ``notebooks/realformer.ipynb``,
-    ``notebooks/faster-mlm.ipynb``, ``notebooks/self-orthogonality.ipynb``.
+    Chapters: notebooks/synthesizer.md, notebooks/realformer.md,
+    notebooks/faster-mlm.md, notebooks/self-orthogonality.md.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -280,14 +270,13 @@ class SequenceTagger(nn.Module):
     body : torch.nn.Module
         Maps ``(..., n, embed_dim)`` to ``(..., n, embed_dim)`` (an attention layer, an encoder).
     residual : bool
-        Add the embeddings to the body's output (for a bare attention layer; an encoder has its
-        own).
+        Add the embeddings to the body's output (for a bare attention layer; an encoder has its own).
     device, dtype : optional
         Factory arguments.
 
     Notes
     -----
-    Chapters: ``notebooks/synthesizer.ipynb``, ``notebooks/realformer.ipynb``.
+    Chapters: notebooks/synthesizer.md, notebooks/realformer.md
     """
 
     @former_names(d_model="embed_dim")
@@ -336,12 +325,12 @@ def train_tagger(
     lr: float = 1e-2,
     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict:
-    r"""Train a per-position classifier with Adam on fresh batches; report its curve and held-out
-    score.
+    r"""Train a per-position classifier with Adam on fresh batches; report its curve and held-out score.
 
     Minimises the mean
     cross-entropy :math:`-\frac{1}{|T|}\sum_{(b,i) \in T} \log p_\theta(y_{bi} \mid x_b)` over
-    the targets :math:`T` (entries equal to ``-100`` are ignored).
+    the targets :math:`T` (entries equal to ``-100`` are ignored). A thin wrapper of
+    :func:`suma_lib.training.train` (Adam, :func:`~suma_lib.training.default_loss`).
 
     Parameters
     ----------
@@ -358,20 +347,15 @@ def train_tagger(
     eval_data : tuple of torch.Tensor, optional
         Held-out ``(x, y)`` scored after training.
 
-    A thin wrapper of :func:`suma_lib.training.train`
-    (Adam, :func:`~suma_lib.training.default_loss`).
-
     Returns
     -------
     dict
-        ``"losses"`` (a float CPU tensor of the training losses), and with ``eval_data`` also
-        ``"eval_loss"``
-        (mean cross-entropy in nats) and ``"eval_accuracy"`` (fraction of targets predicted by the
-        arg-max).
+        ``"losses"`` (a float CPU tensor of the training losses), and with ``eval_data`` also ``"eval_loss"``
+        (mean cross-entropy in nats) and ``"eval_accuracy"`` (fraction of targets predicted by the arg-max).
 
     Notes
     -----
-    Chapters: ``notebooks/synthesizer.ipynb``, ``notebooks/realformer.ipynb``.
+    Chapters: notebooks/synthesizer.md, notebooks/realformer.md
     """
     if not callable(sample):
         raise TypeError("sample must be callable: sample(batch) -> (x, y)")

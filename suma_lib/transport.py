@@ -11,8 +11,7 @@ under a cost matrix ``d`` is the linear programme
 Word Mover's Distance (Kusner et al., ICML 2015) takes the word vectors of two sentences, uniform
 (or given) weights and the Euclidean cost; Word Rotator's Distance (Yokoi et al., arXiv:2004.15003)
 takes the vectors' norms as weights and ``1 - cos`` as cost. Each has a cheap lower bound through
-the weighted means. :func:`sinkhorn` solves the entropic problem in the log domain, batched over
-pairs, on any device.
+the weighted means. :func:`sinkhorn` solves the entropic problem in the log domain, batched over pairs, on any device.
 
 Chapter: notebooks/wmd-wrd.md
 """
@@ -106,6 +105,8 @@ def emd(
     ValueError
         Bad shapes, negative or unbalanced masses, non-finite costs, or a solver failure.
 
+    Notes
+    -----
     Chapter: notebooks/wmd-wrd.md
     """
     from scipy import sparse
@@ -207,8 +208,7 @@ def word_centroid_distance(x: Any, y: Any, p: Any = None, q: Any = None) -> torc
 
         \\operatorname{WMD} \\ge \\Big\\|\\sum_i p_i w_i - \\sum_j q_j w'_j\\Big\\| ,
 
-    by the triangle inequality applied to ``sum_ij gamma_ij (w_i - w'_j)`` and the marginal
-    constraints.
+    by the triangle inequality applied to ``sum_ij gamma_ij (w_i - w'_j)`` and the marginal constraints.
 
     Parameters
     ----------
@@ -335,8 +335,7 @@ def sinkhorn(
     redone in the log domain, so the iterates are those of the log-domain updates either way.
     Returns the transport cost ``<gamma, C>`` (what POT's ``ot.sinkhorn2`` returns), which tends to
     the exact EMD as ``eps -> 0``.
-    Pairs of different sizes batch by padding with zero mass: a zero weight gets an empty row or
-    column of the plan.
+    Pairs of different sizes batch by padding with zero mass: a zero weight gets an empty row or column of the plan.
 
     Parameters
     ----------

@@ -235,3 +235,12 @@ def test_readme_module_map_is_current() -> None:
     assert module_map.readme_block(text) == module_map.table(), (
         "README.md's chapter-to-module table is out of date: python -m tools.module_map --write"
     )
+
+
+def test_chapter_pointers_have_one_style() -> None:
+    """Docstrings point to their chapter as ``Chapter: notebooks/<slug>.md`` (the source), never the .ipynb."""
+    for path in (ROOT / "suma_lib").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"notebooks/[a-z0-9-]+\.ipynb", text), f"{path}: point to notebooks/<slug>.md"
+        for slug in re.findall(r"notebooks/([a-z0-9-]+)\.md", text):
+            assert (ROOT / "notebooks" / f"{slug}.md").exists(), f"{path} points to a missing chapter {slug}"

@@ -1,33 +1,25 @@
-r"""What every attention module shares: argument checks, masks, head layout and overflow-safe
-logits.
+r"""What every attention module shares: argument checks, masks, head layout and overflow-safe logits.
 
 Private: the attention modules import from here and never from each other's private names.
 
-Overflow-safe logits. The logits :math:`s\,q_i\cdot k_j` overflow in float32 once :math:`|q|, |k|`
-reach
+Overflow-safe logits. The logits :math:`s\,q_i\cdot k_j` overflow in float32 once :math:`|q|, |k|` reach
 about :math:`10^{19}`, and ``inf - inf`` inside the dot product gives NaN. Two ways around it:
 
 * :func:`scaled_logits` (explicit scores). With :math:`a_i` a power of two with
-  :math:`\max_t |q_{it}| \le 2a_i` (per query row) and :math:`b` one with :math:`\max |k| \le 2b`
-  (per
-  attention matrix), :math:`\hat q = q/a` and :math:`\hat k = k/b` have entries in :math:`[-2, 2]`,
-  so
+  :math:`\max_t |q_{it}| \le 2a_i` (per query row) and :math:`b` one with :math:`\max |k| \le 2b` (per
+  attention matrix), :math:`\hat q = q/a` and :math:`\hat k = k/b` have entries in :math:`[-2, 2]`, so
   :math:`|\hat q_i \cdot \hat k_j| \le 4d`,
   and :math:`s\, q_i \cdot k_j = c_i\, \hat q_i \cdot \hat k_j`
   with :math:`c_i = s\, a_i\, b` computed in float64 (no overflow of :math:`a_i b`,
   no :math:`0 \cdot
   \infty`) and capped at the largest float over :math:`4d`. Dividing by a power of two is exact, so below
-  the cap the logits are bit for bit those of ``(q @ k.T) * s``; at the cap the softmax is a hard
-  maximum
+  the cap the logits are bit for bit those of ``(q @ k.T) * s``; at the cap the softmax is a hard maximum
   already, and the capped logits give that limit instead of NaN.
 * :func:`prescale` (torch's fused kernel, which takes ``q`` and ``k``): ``q`` times a per-row factor
-  that equals :math:`s` unless :math:`|s|\max|q_i|\max|k|` could overflow, lowered there just
-  enough.
-  One pass over each input, so :func:`~suma_lib.attention.exact.softmax_attention` stays as fast as
-  SDPA.
+  that equals :math:`s` unless :math:`|s|\max|q_i|\max|k|` could overflow, lowered there just enough.
+  One pass over each input, so :func:`~suma_lib.attention.exact.softmax_attention` stays as fast as SDPA.
 
-:func:`masked_softmax` turns such logits into weights: masked entries get weight zero, a fully
-masked row
+:func:`masked_softmax` turns such logits into weights: masked entries get weight zero, a fully masked row
 gets zeros (never NaN), and infinite logits give the softmax's limit.
 """
 
@@ -62,12 +54,10 @@ check_tokens = functools.partial(check_index_range, min_dim=1)
 
 # ------------------------------------------------------------------------------------------- checks
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None) -> None:
-    """Floating ``q (..., n, d)``, ``k (..., m, d)``, optional ``v (..., m, d_v)`` on one device and
-    dtype.
+    """Floating ``q (..., n, d)``, ``k (..., m, d)``, optional ``v (..., m, d_v)`` on one device and dtype.
 
     Their batch dimensions (all but the last two) must broadcast; a batch of size zero on one tensor
-    against a non-trivial one on another is such a mismatch, and raises a :class:`ValueError` here
-    instead
+    against a non-trivial one on another is such a mismatch, and raises a :class:`ValueError` here instead
     of a torch error from inside the product.
     """
     check_tensor(q, "q", min_dim=2, floating=True)
@@ -107,10 +97,8 @@ def check_same_device(x: torch.Tensor, ref: torch.Tensor, name: str, ref_name: s
 def check_module_device(module: torch.nn.Module, x: torch.Tensor, name: str = "x") -> None:
     """A :class:`TypeError` when ``x`` is not on the device of ``module``'s parameters and buffers.
 
-    Torch would raise its own error for a CPU weight on a meta input, or (for modules whose input
-    only
-    sets a length) silently return CPU values for a meta input; both become one message naming
-    ``name``.
+    Torch would raise its own error for a CPU weight on a meta input, or (for modules whose input only
+    sets a length) silently return CPU values for a meta input; both become one message naming ``name``.
     A module with neither parameters nor buffers accepts any device.
     """
     for t in itertools.chain(module.parameters(), module.buffers()):
@@ -134,8 +122,7 @@ def default_scale(scale: Any, d: int) -> float:
 def former_names(**former: str):
     """Let a constructor accept its arguments' former names too, e.g. ``d_model`` for ``embed_dim``.
 
-    ``@former_names(d_model="embed_dim")`` maps the keyword ``d_model=`` to ``embed_dim=`` (no
-    warning);
+    ``@former_names(d_model="embed_dim")`` maps the keyword ``d_model=`` to ``embed_dim=`` (no warning);
     passing both names is a :class:`TypeError`.
     """
 
@@ -178,8 +165,7 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 def check_mask(
     mask: Any, n: int, m: int, device: torch.device, *, boolean: bool = True
 ) -> torch.Tensor:
-    """A mask broadcastable to ``(..., n, m)`` on ``device``: boolean, or (``boolean=False``)
-    floating."""
+    """A mask broadcastable to ``(..., n, m)`` on ``device``: boolean, or (``boolean=False``) floating."""
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
     check_tensor(mask, "mask", min_dim=2)
@@ -224,7 +210,7 @@ def combine_masks(
 
     Notes
     -----
-    Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
+    Chapter: notebooks/attention-is-all-you-need.md.
     """
     check_bool(causal, "causal")
     device = check_device(device, "device", allow_none=False)
@@ -253,14 +239,12 @@ def _pow2_near(x: torch.Tensor) -> torch.Tensor:
 
 
 def _abs_max(x: torch.Tensor, dim) -> torch.Tensor:
-    """``max |x|`` over ``dim`` (kept), detached (``abs().amax()`` is far faster than the inf-norm
-    on CPU)."""
+    """``max |x|`` over ``dim`` (kept), detached (``abs().amax()`` is far faster than the inf-norm on CPU)."""
     return x.detach().abs().amax(dim=dim, keepdim=True)
 
 
 def rescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor):
-    """``q / a``, ``k / b`` and the capped factor ``c = scale * a * b`` (see the module
-    docstring)."""
+    """``q / a``, ``k / b`` and the capped factor ``c = scale * a * b`` (see the module docstring)."""
     d = q.shape[-1]
     a = _pow2_near(_abs_max(q, -1))
     b = _pow2_near(_abs_max(k, (-2, -1)))
@@ -277,18 +261,14 @@ def rescale(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor):
 def prescale(
     q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""``(q2, k)`` with :math:`q_2 k^\top = s\,q k^\top` wherever that is finite, and finite
-    everywhere.
+    r"""``(q2, k)`` with :math:`q_2 k^\top = s\,q k^\top` wherever that is finite, and finite everywhere.
 
     :math:`q_2 = f\,q` with, per query row, :math:`f_i = s`
     unless :math:`|s|\,\max_t|q_{it}|\,\max|k|`
-    could overflow, where :math:`|f_i|` is lowered to the largest value that cannot (the softmax is
-    a
-    hard maximum there anyway). One pass over ``q`` and ``k`` each to find the maxima, one to scale
-    ``q``:
+    could overflow, where :math:`|f_i|` is lowered to the largest value that cannot (the softmax is a
+    hard maximum there anyway). One pass over ``q`` and ``k`` each to find the maxima, one to scale ``q``:
     the fast path of :func:`~suma_lib.attention.exact.softmax_attention`. ``scale`` is a float or a
-    tensor broadcastable to ``(..., n, 1)`` (one scale per query); the factor is detached, so
-    gradients
+    tensor broadcastable to ``(..., n, 1)`` (one scale per query); the factor is detached, so gradients
     are those of :math:`s\,q k^\top`.
     """
     if q.numel() == 0 or k.numel() == 0:  # nothing to overflow (and no maximum to take)
@@ -310,10 +290,8 @@ def prescale(
 def scaled_logits(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
     r"""The logits :math:`s\, q k^\top`, shape ``(..., n, m)``, finite for every finite input.
 
-    Bit for bit ``(q @ k.mT) * scale`` wherever that does not overflow; capped where it would. On
-    the CPU
-    the plain product is tried first and kept when it is finite (checking is cheap there); elsewhere
-    the
+    Bit for bit ``(q @ k.mT) * scale`` wherever that does not overflow; capped where it would. On the CPU
+    the plain product is tried first and kept when it is finite (checking is cheap there); elsewhere the
     rescaled product is always used, so that no device synchronisation is needed.
     """
     if q.numel() == 0 or k.numel() == 0:
@@ -332,8 +310,7 @@ def scaled_logits(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor)
 
 
 def clamp_finite(x: torch.Tensor) -> torch.Tensor:
-    """``x`` with :math:`\\pm\\infty` replaced by the largest finite value of its dtype (NaN stays
-    NaN)."""
+    """``x`` with :math:`\\pm\\infty` replaced by the largest finite value of its dtype (NaN stays NaN)."""
     big = torch.finfo(x.dtype).max
     return x.clamp(-big, big)
 
@@ -341,10 +318,8 @@ def clamp_finite(x: torch.Tensor) -> torch.Tensor:
 def masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     r"""Softmax over the last axis that never returns NaN for masked rows or infinite logits.
 
-    ``mask`` (boolean, ``True`` = keep) removes the other entries; a row with no allowed entry gets
-    zero
-    weights. Infinite logits are clamped to the largest finite value first, which gives the
-    softmax's
+    ``mask`` (boolean, ``True`` = keep) removes the other entries; a row with no allowed entry gets zero
+    weights. Infinite logits are clamped to the largest finite value first, which gives the softmax's
     limit: equal weight on the entries at :math:`+\infty`, none elsewhere. NaN logits stay NaN.
     """
     logits = clamp_finite(logits)
@@ -355,8 +330,7 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None = None) -> to
 
 
 def zero_rows(out: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-    """``out`` with the rows marked in ``dead`` set to zero; in place when autograd does not need
-    ``out``."""
+    """``out`` with the rows marked in ``dead`` set to zero; in place when autograd does not need ``out``."""
     if not out.requires_grad and torch.broadcast_shapes(out.shape, dead.shape) == out.shape:
         return out.masked_fill_(dead, 0.0)  # saves allocating (and page-faulting) a second output
     return out.masked_fill(dead, 0.0)
@@ -364,10 +338,8 @@ def zero_rows(out: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------- the kernel (linear) attention engine
 def _safe_div(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
-    """``num / den``, but 0 where ``den <= eps`` (a row with no weight); gradient-safe (the other
-    branch never
-    sees 0). A NaN denominator is not "no weight": it divides, so NaN in the inputs comes out as
-    NaN."""
+    """``num / den``, but 0 where ``den <= eps`` (a row with no weight); gradient-safe (the other branch never
+    sees 0). A NaN denominator is not "no weight": it divides, so NaN in the inputs comes out as NaN."""
     empty = den <= eps
     return torch.where(empty, 0.0, num / torch.where(empty, torch.ones_like(den), den))
 
@@ -382,13 +354,11 @@ def kernel_attention(
     per_feature: bool = False,
     eps: float | None = None,
 ) -> torch.Tensor:
-    r"""Attention with weights :math:`\phi(q_i)^\top\phi(k_j)` from precomputed features (shared
-    engine).
+    r"""Attention with weights :math:`\phi(q_i)^\top\phi(k_j)` from precomputed features (shared engine).
 
     ``per_feature=False`` (kernel form): :math:`o_i = \phi_i^\top S / \phi_i^\top z`.
     ``per_feature=True`` (the softmax map): each feature column of ``phi_k`` is normalised over the
-    visible keys, :math:`o_i = \sum_f \phi_{if} S_{f\cdot} / z_f`, which is the kernel form with
-    query
+    visible keys, :math:`o_i = \sum_f \phi_{if} S_{f\cdot} / z_f`, which is the kernel form with query
     features :math:`\phi_{if} / z_f` and no denominator.
     Features are used as given (stabilise them first); the output has the features' dtype.
     """
@@ -435,21 +405,16 @@ def _causal_chunks(
 ) -> torch.Tensor:
     r"""Causal kernel attention, all chunks at once (no loop over the sequence).
 
-    With chunks of :math:`C` positions (the last one padded with zero features, which weigh
-    nothing),
-    chunk :math:`c` gets the exact masked quadratic form inside it plus the state of every earlier
-    chunk:
+    With chunks of :math:`C` positions (the last one padded with zero features, which weigh nothing),
+    chunk :math:`c` gets the exact masked quadratic form inside it plus the state of every earlier chunk:
 
     .. math:: o_i = \frac{\sum_{j \le i,\ j \in c} w_{ij} v_j + \phi(q_i)^\top S_{<c}}
        {\sum_{j \le i,\ j \in c} w_{ij} + \phi(q_i)^\top z_{<c}}, \qquad
        S_{<c} = \sum_{c' < c} \phi(K_{c'})^\top V_{c'},
 
-    the exclusive prefix sums :math:`S_{<c}`, :math:`z_{<c}` taken over the :math:`n/C` chunk states
-    by one
-    ``cumsum`` (the chunkwise form of the later linear-attention literature). A handful of batched
-    matrix
-    products whatever :math:`n`; the extra memory is :math:`(n/C)\,f\,d_v + n\,C`, linear
-    in :math:`n`.
+    the exclusive prefix sums :math:`S_{<c}`, :math:`z_{<c}` taken over the :math:`n/C` chunk states by one
+    ``cumsum`` (the chunkwise form of the later linear-attention literature). A handful of batched matrix
+    products whatever :math:`n`; the extra memory is :math:`(n/C)\,f\,d_v + n\,C`, linear in :math:`n`.
     """
     n = phi_q.shape[-2]
     lead = torch.broadcast_shapes(phi_q.shape[:-2], phi_k.shape[:-2], v.shape[:-2])
@@ -518,14 +483,11 @@ def check_kernel_args(
 class LayerNorm(torch.nn.LayerNorm):
     r""":class:`torch.nn.LayerNorm` that stays finite when :math:`\sum_t x_t^2` would overflow.
 
-    Rows whose largest entry exceeds :math:`\sqrt{\text{max}/(4D)}` (:math:`D` normalised entries)
-    are
+    Rows whose largest entry exceeds :math:`\sqrt{\text{max}/(4D)}` (:math:`D` normalised entries) are
     normalised as :math:`\hat c / \sqrt{\overline{\hat c^2} + \epsilon/t^2}`
     with :math:`c = x - \mu`
-    (:math:`\mu` taken from :math:`x/s`) and :math:`\hat c = c/t`, :math:`s, t` powers of two; every
-    other
-    row is exactly torch's. On the CPU the safe path runs only when such a row exists; it computes
-    in
+    (:math:`\mu` taken from :math:`x/s`) and :math:`\hat c = c/t`, :math:`s, t` powers of two; every other
+    row is exactly torch's. On the CPU the safe path runs only when such a row exists; it computes in
     float64 (where the device has it), so that a row of equal entries gives exactly the bias.
     """
 
@@ -561,8 +523,7 @@ class LayerNorm(torch.nn.LayerNorm):
 
 
 def randn(shape: tuple[int, ...], std: float, generator, device, dtype) -> torch.Tensor:
-    """Normal draws through an optional generator (on the generator's device), moved to
-    ``device``."""
+    """Normal draws through an optional generator (on the generator's device), moved to ``device``."""
     gen_device = generator.device if generator is not None else device
     if gen_device is not None and torch.device(gen_device).type == "meta":
         gen_device = None

@@ -54,8 +54,7 @@ def attention_weights(
     Returns
     -------
     torch.Tensor, shape ``(..., n, m)``
-        Each row is a probability distribution; a row whose keys are all masked is all zeros (not
-        NaN).
+        Each row is a probability distribution; a row whose keys are all masked is all zeros (not NaN).
     """
     check_qkv(q, k, None)
     logits = scaled_logits(q, k, default_scale(scale, q.shape[-1]))
@@ -74,13 +73,10 @@ def softmax_attention(
 ) -> torch.Tensor:
     """Exact scaled dot-product attention ``softmax(scale * q k^T + mask) v``.
 
-    Dispatches to :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient
-    /
-    math kernels as torch chooses), so it is as fast as torch's own attention, and adds one
-    guarantee
+    Dispatches to :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient /
+    math kernels as torch chooses), so it is as fast as torch's own attention, and adds one guarantee
     on top: a query whose keys are all masked gets a zero output instead of NaN, and huge inputs
-    (:math:`|x| = 10^{30}` in float32) give the limiting hard-max attention instead of NaN (the
-    scale is
+    (:math:`|x| = 10^{30}` in float32) give the limiting hard-max attention instead of NaN (the scale is
     folded into rescaled ``q`` and ``k`` whose product cannot overflow).
 
     Parameters
@@ -101,7 +97,7 @@ def softmax_attention(
 
     Notes
     -----
-    Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
+    Chapter: notebooks/attention-is-all-you-need.md.
     """
     check_qkv(q, k, v)
     check_bool(causal, "causal")

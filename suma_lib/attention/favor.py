@@ -1,6 +1,6 @@
 r"""FAVOR+: Performer's positive orthogonal random features for softmax attention.
 
-Chapter: ``notebooks/performer.ipynb`` (Su Jianlin, 《Performer:用随机投影将Attention的复杂度线性化》,
+Chapter: notebooks/performer.md (Su Jianlin, 《Performer:用随机投影将Attention的复杂度线性化》,
 2020-12-01, https://kexue.fm/archives/7921; Choromanski et al., arXiv:2009.14794).
 
 For :math:`\omega \sim \mathcal N(0, I_d)`, completing the square in the Gaussian integral gives
@@ -10,14 +10,10 @@ For :math:`\omega \sim \mathcal N(0, I_d)`, completing the square in the Gaussia
 
 so with :math:`m` draws :math:`\omega_1, \dots, \omega_m` the positive features
 :math:`\phi(x)_l = e^{\omega_l\cdot x - \lVert x\rVert^2/2}/\sqrt m` give an unbiased estimate
-:math:`\phi(x)^\top\phi(y) \approx e^{x\cdot y}`. Scaling queries and keys by :math:`d^{-1/4}` turns
-this into
-:math:`e^{q\cdot k/\sqrt d}`, the softmax kernel, and attention becomes linear attention with these
-features
-(computed by the same engine as :func:`suma_lib.attention.linear.linear_attention`, causal form
-included).
-Drawing the :math:`\omega_l` in orthogonal blocks (with chi-distributed lengths, so that each one is
-still
+:math:`\phi(x)^\top\phi(y) \approx e^{x\cdot y}`. Scaling queries and keys by :math:`d^{-1/4}` turns this into
+:math:`e^{q\cdot k/\sqrt d}`, the softmax kernel, and attention becomes linear attention with these features
+(computed by the same engine as :func:`suma_lib.attention.linear.linear_attention`, causal form included).
+Drawing the :math:`\omega_l` in orthogonal blocks (with chi-distributed lengths, so that each one is still
 :math:`\mathcal N(0, I_d)`) keeps the estimate unbiased and lowers its variance.
 """
 
@@ -63,12 +59,9 @@ def draw_orthogonal_features(
     r"""Draw the random projection :math:`\Omega \in \mathbb R^{m \times d}` of FAVOR+.
 
     ``orthogonal=True``: rows come in blocks of :math:`d` mutually orthogonal directions (QR of a
-    Gaussian :math:`d \times d` block, with the signs of :math:`\operatorname{diag} R` folded in so
-    that
-    the block is Haar-distributed), each scaled by an independent :math:`\chi_d` length (the norm of
-    a
-    fresh Gaussian vector). Every row is then exactly :math:`\mathcal N(0, I_d)`, as the
-    unbiasedness of
+    Gaussian :math:`d \times d` block, with the signs of :math:`\operatorname{diag} R` folded in so that
+    the block is Haar-distributed), each scaled by an independent :math:`\chi_d` length (the norm of a
+    fresh Gaussian vector). Every row is then exactly :math:`\mathcal N(0, I_d)`, as the unbiasedness of
     the estimator needs, while rows within a block are orthogonal. The last block is truncated when
     :math:`d` does not divide :math:`m`. ``orthogonal=False``: i.i.d. Gaussian rows.
 
@@ -79,15 +72,13 @@ def draw_orthogonal_features(
     d : int
         Dimension of queries and keys (columns).
     generator : torch.Generator, optional
-        Source of randomness. Draws happen on its device and are moved to ``device`` if that
-        differs.
+        Source of randomness. Draws happen on its device and are moved to ``device`` if that differs.
     orthogonal : bool
         Orthogonal blocks (default) or i.i.d. rows.
     device : torch.device or str, optional
         Where the result lives (the generator's device, or the CPU, by default).
     dtype : torch.dtype, optional
-        Floating-point dtype of the result (float32 by default); half precisions are drawn in
-        float32.
+        Floating-point dtype of the result (float32 by default); half precisions are drawn in float32.
 
     Returns
     -------
@@ -95,7 +86,7 @@ def draw_orthogonal_features(
 
     Notes
     -----
-    Chapter: ``notebooks/performer.ipynb``.
+    Chapter: notebooks/performer.md.
     """
     m = check_int(m, "m", low=1)
     d = check_int(d, "d", low=1)
@@ -133,14 +124,10 @@ def favor_features(x: torch.Tensor, omega: torch.Tensor, *, log: bool = False) -
     r"""Positive random
     features :math:`\phi(x)_l = \exp(\omega_l\cdot x - \lVert x\rVert^2/2)/\sqrt m`.
 
-    :math:`\phi(x)^\top\phi(y)` is an unbiased estimate of :math:`e^{x\cdot y}` when the rows of
-    ``omega``
-    are :math:`\mathcal N(0, I_d)` (see :func:`draw_orthogonal_features`). No scaling is applied:
-    pass
-    :math:`x\,d^{-1/4}` to estimate :math:`e^{q\cdot k/\sqrt d}`. These are the raw features (they
-    may
-    overflow for large :math:`\lVert x\rVert`); :func:`favor_attention` stabilises them in log
-    space.
+    :math:`\phi(x)^\top\phi(y)` is an unbiased estimate of :math:`e^{x\cdot y}` when the rows of ``omega``
+    are :math:`\mathcal N(0, I_d)` (see :func:`draw_orthogonal_features`). No scaling is applied: pass
+    :math:`x\,d^{-1/4}` to estimate :math:`e^{q\cdot k/\sqrt d}`. These are the raw features (they may
+    overflow for large :math:`\lVert x\rVert`); :func:`favor_attention` stabilises them in log space.
 
     Parameters
     ----------
@@ -157,7 +144,7 @@ def favor_features(x: torch.Tensor, omega: torch.Tensor, *, log: bool = False) -
 
     Notes
     -----
-    Chapter: ``notebooks/performer.ipynb``.
+    Chapter: notebooks/performer.md.
     """
     check_tensor(x, "x", min_dim=1, floating=True)
     _check_omega(omega, x)
@@ -184,18 +171,15 @@ def _has_nan(t: torch.Tensor) -> bool:
 def _safe_log_features(
     x: torch.Tensor, omega: torch.Tensor, r: float, alpha: float, const: float
 ) -> torch.Tensor:
-    r""":math:`r\,x\cdot\omega + \alpha\lVert\omega\rVert^2 - \lVert x\rVert^2/2 + c`,
-    ``(..., L, m)``, never NaN
+    r""":math:`r\,x\cdot\omega + \alpha\lVert\omega\rVert^2 - \lVert x\rVert^2/2 + c`, ``(..., L, m)``, never NaN
     for finite input.
 
-    With powers of two :math:`X \ge \max|x|/2` (per row of ``x``), :math:`W` (per row of ``omega``)
-    and
+    With powers of two :math:`X \ge \max|x|/2` (per row of ``x``), :math:`W` (per row of ``omega``) and
     :math:`S = \max(X, W)`, the bracket
     :math:`r\tfrac{X}{S}\tfrac{W}{S}\,\hat x\cdot\hat\omega + \alpha\tfrac{W^2}{S^2}\lVert\hat\omega\rVert^2
     - \tfrac{X^2}{2S^2}\lVert\hat x\rVert^2` is finite (:math:`\hat x = x/X`, :math:`\hat\omega =
       \omega/W`),
-    and :math:`S(S\cdot[\ldots])` overflows to :math:`\pm\infty` (the feature is then 0 or inf)
-    instead
+    and :math:`S(S\cdot[\ldots])` overflows to :math:`\pm\infty` (the feature is then 0 or inf) instead
     of :math:`\infty - \infty`.
     """
     xd, wd = x.detach().abs().amax(-1, keepdim=True), omega.detach().abs().amax(-1, keepdim=True)
@@ -243,19 +227,15 @@ def _positive_attention(
     key_mask: torch.Tensor | None,
     eps: float | None,
 ) -> torch.Tensor:
-    """Attention with positive features exp(proj omega_l . x + bias_l - |x|^2 / 2), stabilised in
-    log space.
+    """Attention with positive features exp(proj omega_l . x + bias_l - |x|^2 / 2), stabilised in log space.
 
-    FAVOR+ is ``proj = 1``, ``bias = None``; FAVOR++ uses ``proj = sqrt(1 - 4A)`` and
-    ``bias = A |omega_l|^2``.
+    FAVOR+ is ``proj = 1``, ``bias = None``; FAVOR++ uses ``proj = sqrt(1 - 4A)`` and ``bias = A |omega_l|^2``.
     Queries: log phi = proj omega . q + bias (the row constants -|q|^2/2 and log D / sqrt m cancel),
-    shifted by the row maximum (it cancels). Each row is first divided by M = max(1, its largest
-    entry)
+    shifted by the row maximum (it cancels). Each row is first divided by M = max(1, its largest entry)
     (detached; it cancels too): u = proj omega . (q / M) + bias / M is finite, u - max u <= 0, and
     (u - max u) M is in [-inf, 0], never NaN, even at |q| = 1e38 where omega . q itself overflows.
     Keys: log phi = M (proj omega . k/M + bias/M - M |k/M|^2 / 2), finite or -inf (never inf - inf),
-    shifted by one global maximum over keys and features, NaN keys ignored there (they reach the
-    output
+    shifted by one global maximum over keys and features, NaN keys ignored there (they reach the output
     through their own weight, as NaN). (In place: these (n, m) buffers are fresh.)
     """
     omega_t = omega.transpose(-2, -1)
@@ -301,16 +281,14 @@ def favor_attention(
     r"""FAVOR+ attention: an unbiased random-feature approximation
     of :math:`\operatorname{softmax}(s\,QK^\top)V`.
 
-    With :math:`\tilde q = \sqrt s\, q`, :math:`\tilde k = \sqrt s\, k` (:math:`s = 1/\sqrt d`, i.e.
-    the
+    With :math:`\tilde q = \sqrt s\, q`, :math:`\tilde k = \sqrt s\, k` (:math:`s = 1/\sqrt d`, i.e. the
     :math:`d^{-1/4}` scaling) and :math:`\phi` of :func:`favor_features`,
 
     .. math:: o_i = \frac{\sum_j \phi(\tilde q_i)^\top\phi(\tilde k_j)\, v_j}
        {\sum_j \phi(\tilde q_i)^\top\phi(\tilde k_j)}, \qquad
        \mathbb E\big[\phi(\tilde q_i)^\top\phi(\tilde k_j)\big] = e^{s\, q_i\cdot k_j},
 
-    computed in :math:`O(n m d)` like :func:`~suma_lib.attention.linear.linear_attention` (causal
-    form chunk by
+    computed in :math:`O(n m d)` like :func:`~suma_lib.attention.linear.linear_attention` (causal form chunk by
     chunk, sharing its engine).
 
     Parameters
@@ -322,8 +300,7 @@ def favor_attention(
         Number of random features :math:`m`; by default the rows of ``omega`` or
         :math:`\operatorname{round}(d \ln d)` (the paper's default).
     orthogonal : bool
-        Draw orthogonal features (:func:`draw_orthogonal_features`); ignored when ``omega`` is
-        given.
+        Draw orthogonal features (:func:`draw_orthogonal_features`); ignored when ``omega`` is given.
     generator : torch.Generator, optional
         Randomness for drawing ``omega``.
     causal : bool
@@ -336,8 +313,7 @@ def favor_attention(
     chunk_size : int
         Chunk length of the causal form.
     key_mask : torch.Tensor, optional
-        Boolean ``(..., m)``, ``True`` for keys that may be attended to; a query that sees no key
-        gets zeros.
+        Boolean ``(..., m)``, ``True`` for keys that may be attended to; a query that sees no key gets zeros.
     eps : float, optional
         Rows whose (stabilised) denominator is ``<= eps`` return zeros; see
         :func:`~suma_lib.attention.linear.linear_attention`.
@@ -349,30 +325,20 @@ def favor_attention(
 
     Notes
     -----
-    Stabilisation in log space (as in the paper's code): each query's log-features are shifted by
-    their
+    Stabilisation in log space (as in the paper's code): each query's log-features are shifted by their
     maximum over the :math:`m` features, :math:`c_i = \max_l \omega_l\cdot\tilde q_i`, and all key
-    log-features by one global maximum :math:`c = \max_{j,l} \log\phi(\tilde k_j)_l` (over unmasked
-    keys).
-    Row :math:`i`'s numerator and denominator are then both multiplied by :math:`e^{-c_i}e^{-c}`,
-    which
-    cancels, so the output is unchanged while every feature lies in :math:`[0, 1]`. For the queries
-    the
-    term :math:`-\lVert\tilde q_i\rVert^2/2` (and :math:`1/\sqrt m`) is a per-row constant too and
-    is
-    dropped for the same reason. Each row of queries and keys is divided by its largest
-    entry :math:`M`
-    before the projection and the log-features multiplied by :math:`M` after the shift, so that
-    nothing
-    overflows into :math:`\infty - \infty` (the output stays finite at :math:`|q| = 10^{38}` in
-    float32).
-    Keys whose log-feature lies more than about 87 (float32) below the global maximum underflow to
-    zero
-    weight; a query left with no weight returns zeros. NaN in ``q``, ``k`` or ``v`` comes out as NaN
-    (never
+    log-features by one global maximum :math:`c = \max_{j,l} \log\phi(\tilde k_j)_l` (over unmasked keys).
+    Row :math:`i`'s numerator and denominator are then both multiplied by :math:`e^{-c_i}e^{-c}`, which
+    cancels, so the output is unchanged while every feature lies in :math:`[0, 1]`. For the queries the
+    term :math:`-\lVert\tilde q_i\rVert^2/2` (and :math:`1/\sqrt m`) is a per-row constant too and is
+    dropped for the same reason. Each row of queries and keys is divided by its largest entry :math:`M`
+    before the projection and the log-features multiplied by :math:`M` after the shift, so that nothing
+    overflows into :math:`\infty - \infty` (the output stays finite at :math:`|q| = 10^{38}` in float32).
+    Keys whose log-feature lies more than about 87 (float32) below the global maximum underflow to zero
+    weight; a query left with no weight returns zeros. NaN in ``q``, ``k`` or ``v`` comes out as NaN (never
     as "no weight").
 
-    Chapter: ``notebooks/performer.ipynb``.
+    Chapter: notebooks/performer.md.
     """
     check_kernel_args(q, k, v, causal, chunk_size, key_mask, eps)
     qs, ks, vc, omega = _scaled_inputs(q, k, v, omega, n_features, orthogonal, generator, scale)
@@ -392,8 +358,7 @@ def _scaled_inputs(q, k, v, omega, n_features, orthogonal, generator, scale):
 
 
 def _projection(q, omega, n_features, orthogonal, generator, dtype) -> torch.Tensor:
-    """The given projection (checked, cast to ``dtype``) or a fresh draw of ``n_features`` (d ln d)
-    rows."""
+    """The given projection (checked, cast to ``dtype``) or a fresh draw of ``n_features`` (d ln d) rows."""
     d = q.shape[-1]
     if omega is not None:
         _check_omega(omega, q)
@@ -421,8 +386,7 @@ def favorpp_parameter(rho, d: int):
     .. math:: \frac{\operatorname{Var}}{e^{2x\cdot y}} = (1-4A)^{d}\,(1-8A)^{-d/2}\,
        e^{\lVert x+y\rVert^2/(1-8A)} - 1
 
-    (:math:`A = 0`, FAVOR+: :math:`e^{\lVert x+y\rVert^2} - 1`). With :math:`t = 1 - 8A > 0` its
-    logarithm is
+    (:math:`A = 0`, FAVOR+: :math:`e^{\lVert x+y\rVert^2} - 1`). With :math:`t = 1 - 8A > 0` its logarithm is
     :math:`d\ln\frac{1+t}{2} - \frac d2\ln t + \rho/t`, whose derivative vanishes where
     :math:`d\,t^2 - (d + 2\rho)\,t - 2\rho = 0`:
 
@@ -430,18 +394,14 @@ def favorpp_parameter(rho, d: int):
        0 .
 
     :math:`\rho = 0` gives :math:`A = 0` (FAVOR+ is then optimal); larger :math:`\rho` give negative
-    :math:`A`, which damps the rare long :math:`\omega` that make FAVOR+'s estimate heavy-tailed.
-    This is the
-    optimised positive random feature of Likhosherstov et al. (arXiv:2205.15317), derived here for
-    one
-    value of :math:`\rho`; :func:`favorpp_attention` takes :math:`\rho` as the mean over all
-    query-key pairs.
+    :math:`A`, which damps the rare long :math:`\omega` that make FAVOR+'s estimate heavy-tailed. This is the
+    optimised positive random feature of Likhosherstov et al. (arXiv:2205.15317), derived here for one
+    value of :math:`\rho`; :func:`favorpp_attention` takes :math:`\rho` as the mean over all query-key pairs.
 
     Parameters
     ----------
     rho : float or torch.Tensor
-        :math:`\lVert x+y\rVert^2 \ge 0`, finite (a tensor's NaN and inf are read as 0
-        and :math:`10^{12}`).
+        :math:`\lVert x+y\rVert^2 \ge 0`, finite (a tensor's NaN and inf are read as 0 and :math:`10^{12}`).
     d : int
         The dimension.
 
@@ -452,7 +412,7 @@ def favorpp_parameter(rho, d: int):
 
     Notes
     -----
-    Chapter: ``notebooks/performer.ipynb``.
+    Chapter: notebooks/performer.md.
     """
     d = check_int(d, "d", low=1)
     if isinstance(rho, torch.Tensor):
@@ -471,15 +431,11 @@ def favorpp_features(
     r"""Optimised positive random features :math:`\phi_A(x)_l = \frac{D}{\sqrt m}
     \exp\bigl(A\lVert\omega_l\rVert^2 + B\,\omega_l\cdot x - \lVert x\rVert^2/2\bigr)`.
 
-    With :math:`B = \sqrt{1-4A}` and :math:`D = (1-4A)^{d/4}`, completing the square in the Gaussian
-    integral
+    With :math:`B = \sqrt{1-4A}` and :math:`D = (1-4A)^{d/4}`, completing the square in the Gaussian integral
     (per coordinate, :math:`\mathbb E[e^{2Aw^2 + cw}] = (1-4A)^{-1/2}e^{c^2/(2(1-4A))}` for
-    :math:`w\sim\mathcal N(0,1)`) gives :math:`\mathbb E[\phi_A(x)^\top\phi_A(y)] = e^{x\cdot y}`
-    for every
-    :math:`A < 1/4` when the rows of ``omega`` are :math:`\mathcal N(0, I_d)`; :math:`A = 0` is
-    FAVOR+
-    (:func:`favor_features`). The variance is finite for :math:`A < 1/8`; :func:`favorpp_parameter`
-    gives
+    :math:`w\sim\mathcal N(0,1)`) gives :math:`\mathbb E[\phi_A(x)^\top\phi_A(y)] = e^{x\cdot y}` for every
+    :math:`A < 1/4` when the rows of ``omega`` are :math:`\mathcal N(0, I_d)`; :math:`A = 0` is FAVOR+
+    (:func:`favor_features`). The variance is finite for :math:`A < 1/8`; :func:`favorpp_parameter` gives
     the :math:`A` that minimises it.
 
     Parameters
@@ -497,7 +453,7 @@ def favorpp_features(
 
     Notes
     -----
-    Chapter: ``notebooks/performer.ipynb``.
+    Chapter: notebooks/performer.md.
     """
     check_tensor(x, "x", min_dim=1, floating=True)
     _check_omega(omega, x)
@@ -529,19 +485,15 @@ def favorpp_attention(
     key_mask: torch.Tensor | None = None,
     eps: float | None = None,
 ) -> torch.Tensor:
-    r"""FAVOR++ attention: :func:`favor_attention` with the optimised positive features
-    of :func:`favorpp_features`.
+    r"""FAVOR++ attention: :func:`favor_attention` with the optimised positive features of :func:`favorpp_features`.
 
     The parameter :math:`A` is :func:`favorpp_parameter` at :math:`\rho`, the mean of
-    :math:`\lVert\tilde q_i + \tilde k_j\rVert^2` over all query-key pairs (per batch entry and
-    head;
+    :math:`\lVert\tilde q_i + \tilde k_j\rVert^2` over all query-key pairs (per batch entry and head;
     :math:`\tilde q = \sqrt s\,q`), computed in :math:`O(nd)` as
     :math:`\overline{\lVert\tilde q\rVert^2} + \overline{\lVert\tilde k\rVert^2} + 2\,\bar{\tilde q}\cdot\bar{\tilde k}`
     (gradients flow through it too). Each weight is still an unbiased estimate of
-    :math:`e^{s\,q_i\cdot k_j}` (up to the common factor :math:`D^2`, which cancels in the ratio),
-    with a
-    relative variance that grows like :math:`e^{\rho/(1-8A)}` instead of FAVOR+'s :math:`e^{\rho}`.
-    Arguments,
+    :math:`e^{s\,q_i\cdot k_j}` (up to the common factor :math:`D^2`, which cancels in the ratio), with a
+    relative variance that grows like :math:`e^{\rho/(1-8A)}` instead of FAVOR+'s :math:`e^{\rho}`. Arguments,
     stabilisation, masks and NaN handling are those of :func:`favor_attention`.
 
     Returns
@@ -550,7 +502,7 @@ def favorpp_attention(
 
     Notes
     -----
-    Chapter: ``notebooks/performer.ipynb`` (Likhosherstov et al., arXiv:2205.15317).
+    Chapter: notebooks/performer.md (Likhosherstov et al., arXiv:2205.15317).
     """
     check_kernel_args(q, k, v, causal, chunk_size, key_mask, eps)
     qs, ks, vc, omega = _scaled_inputs(q, k, v, omega, n_features, orthogonal, generator, scale)
@@ -579,13 +531,12 @@ def softmax_attention_flops(n: int, d: int, d_v: int | None = None) -> int:
     r"""Floating-point operations of exact (non-causal) attention for one
     head: :math:`2n^2(d + d_v) + 3n^2`.
 
-    :math:`QK^\top` and :math:`AV` are :math:`2n^2d` and :math:`2n^2d_v` (a multiply-add counts 2);
-    the
+    :math:`QK^\top` and :math:`AV` are :math:`2n^2d` and :math:`2n^2d_v` (a multiply-add counts 2); the
     softmax costs about 3 per logit (subtract the max, exponentiate, divide).
 
     Notes
     -----
-    Chapter: ``notebooks/performer.ipynb``.
+    Chapter: notebooks/performer.md.
     """
     n, d = check_int(n, "n", low=0), check_int(d, "d", low=1)
     d_v = d if d_v is None else check_int(d_v, "d_v", low=1)
@@ -593,18 +544,16 @@ def softmax_attention_flops(n: int, d: int, d_v: int | None = None) -> int:
 
 
 def favor_flops(n: int, d: int, n_features: int, d_v: int | None = None) -> int:
-    r"""Floating-point operations of (non-causal) FAVOR+ attention for one head, :math:`m` =
-    ``n_features``.
+    r"""Floating-point operations of (non-causal) FAVOR+ attention for one head, :math:`m` = ``n_features``.
 
     .. math:: \underbrace{4nmd}_{\Omega\tilde q,\ \Omega\tilde k} + \underbrace{4nd}_{\text{norms}}
        + \underbrace{4nm}_{\exp,\ \text{shifts}} + \underbrace{2nmd_v}_{\phi(K)^\top V}
-       + \underbrace{nm}_{\sum_j\phi(k_j)} + \underbrace{2nmd_v + 2nm}_{\text{numerator,
-       denominator}}
+       + \underbrace{nm}_{\sum_j\phi(k_j)} + \underbrace{2nmd_v + 2nm}_{\text{numerator, denominator}}
        + \underbrace{nd_v}_{\text{division}}
 
     Notes
     -----
-    Chapter: ``notebooks/performer.ipynb``.
+    Chapter: notebooks/performer.md.
     """
     n, d = check_int(n, "n", low=0), check_int(d, "d", low=1)
     m = check_int(n_features, "n_features", low=1)

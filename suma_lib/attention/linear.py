@@ -1,28 +1,22 @@
 r"""Linear (kernelised) attention: replace :math:`e^{q\cdot k}` by :math:`\phi(q)^\top\phi(k)`.
 
-Chapter: ``notebooks/linear-attention.ipynb`` (Su Jianlin, 《线性Attention的探索:Attention必须有个Softmax吗?》,
+Chapter: notebooks/linear-attention.md (Su Jianlin, 《线性Attention的探索:Attention必须有个Softmax吗?》,
 2020-07-04, https://kexue.fm/archives/7546).
 
-With any similarity that factorises as :math:`\operatorname{sim}(q, k) = \phi(q)^\top\phi(k) \ge 0`,
-the
+With any similarity that factorises as :math:`\operatorname{sim}(q, k) = \phi(q)^\top\phi(k) \ge 0`, the
 attention output
 
 .. math:: o_i = \frac{\sum_j \phi(q_i)^\top\phi(k_j)\, v_j}{\sum_j \phi(q_i)^\top\phi(k_j)}
    = \frac{\phi(q_i)^\top \left(\sum_j \phi(k_j) v_j^\top\right)}{\phi(q_i)^\top \sum_j \phi(k_j)}
 
-costs :math:`O(n f d_v)` instead of :math:`O(n^2)`, because the bracket is computed once
-(associativity of
+costs :math:`O(n f d_v)` instead of :math:`O(n^2)`, because the bracket is computed once (associativity of
 the matrix product). Causally, the bracket becomes the running state
-:math:`S_i = S_{i-1} + \phi(k_i) v_i^\top` (and :math:`z_i = z_{i-1} + \phi(k_i)` for the
-denominator).
+:math:`S_i = S_{i-1} + \phi(k_i) v_i^\top` (and :math:`z_i = z_{i-1} + \phi(k_i)` for the denominator).
 
-This module computes that state chunk by chunk: inside a chunk of ``chunk_size`` positions the
-masked
-quadratic form is exact and cheap; across chunks only the :math:`f \times d_v` state and the
-length-:math:`f`
+This module computes that state chunk by chunk: inside a chunk of ``chunk_size`` positions the masked
+quadratic form is exact and cheap; across chunks only the :math:`f \times d_v` state and the length-:math:`f`
 normaliser are carried. Time is linear in :math:`n` and the extra memory is
-:math:`O(\text{chunk}^2 + f d_v)`; the :math:`n \times f \times d_v` tensor of prefix sums is never
-formed.
+:math:`O(\text{chunk}^2 + f d_v)`; the :math:`n \times f \times d_v` tensor of prefix sums is never formed.
 
 Shapes follow PyTorch's convention: ``q`` is ``(..., n, d)``, ``k`` is ``(..., m, d)``, ``v`` is
 ``(..., m, d_v)``; leading dimensions broadcast.
@@ -75,15 +69,14 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
 
     Notes
     -----
-    Chapter: ``notebooks/linear-attention.ipynb``.
+    Chapter: notebooks/linear-attention.md.
     """
     check_tensor(x, "x", min_dim=1, floating=True)
     return F.elu(x) + 1.0
 
 
 def taylor_feature_map(x: torch.Tensor) -> torch.Tensor:
-    r"""Features of the first-order Taylor similarity :math:`1 + \hat q^\top \hat k` (also
-    "cosine").
+    r"""Features of the first-order Taylor similarity :math:`1 + \hat q^\top \hat k` (also "cosine").
 
     With :math:`\hat x = x / \lVert x \rVert`, :math:`\phi(x) = [1, \hat x]` gives
     :math:`\phi(q)^\top\phi(k) = 1 + \cos\angle(q, k) \in [0, 2]`: the truncated Taylor series of
@@ -102,7 +95,7 @@ def taylor_feature_map(x: torch.Tensor) -> torch.Tensor:
 
     Notes
     -----
-    Chapter: ``notebooks/linear-attention.ipynb``.
+    Chapter: notebooks/linear-attention.md.
     """
     check_tensor(x, "x", min_dim=1, floating=True)
     if x.shape[-1] == 0:
@@ -145,12 +138,9 @@ def linear_attention(
     r"""Linear
     attention :math:`o_i = \sum_j \phi(q_i)^\top\phi(k_j) v_j / \sum_j \phi(q_i)^\top\phi(k_j)`.
 
-    Costs :math:`O(n f d_v)` time by computing :math:`\phi(K)^\top V` first; with ``causal=True``
-    the sums
-    run over :math:`j \le i` and are carried chunk by chunk (exact masked attention inside each
-    chunk, the
-    running state :math:`S = \sum_j \phi(k_j) v_j^\top`, :math:`z = \sum_j \phi(k_j)` across
-    chunks), so
+    Costs :math:`O(n f d_v)` time by computing :math:`\phi(K)^\top V` first; with ``causal=True`` the sums
+    run over :math:`j \le i` and are carried chunk by chunk (exact masked attention inside each chunk, the
+    running state :math:`S = \sum_j \phi(k_j) v_j^\top`, :math:`z = \sum_j \phi(k_j)` across chunks), so
     time and memory stay linear in :math:`n`.
 
     Parameters
@@ -166,8 +156,7 @@ def linear_attention(
         ``"softmax"``: Shen et
         al.'s :math:`\operatorname{softmax}_2(Q)\operatorname{softmax}_1(K)^\top V`,
         softmax of each query over its features and of each key feature over the (visible) sequence.
-        This one is *not* of the form :math:`\phi(q)^\top\phi(k)/\text{normaliser}`: the sequence
-        softmax
+        This one is *not* of the form :math:`\phi(q)^\top\phi(k)/\text{normaliser}`: the sequence softmax
         normalises every feature column
         separately, :math:`o_i = \sum_f \operatorname{softmax}(q_i)_f
         \sum_j e^{k_{jf}} v_j / \sum_j
@@ -180,12 +169,9 @@ def linear_attention(
     chunk_size : int
         Positions per chunk in the causal form (ignored otherwise); ``n`` need not be a multiple.
     key_mask : torch.Tensor, optional
-        Boolean ``(..., m)``, ``True`` for keys that may be attended to. A query that sees no key
-        gets a
-        zero output (not NaN). NaN in ``q``, ``k`` or ``v`` is never read as "no weight": it comes
-        out as
-        NaN in every output it reaches (with ``causal=True`` possibly also at earlier positions of
-        its
+        Boolean ``(..., m)``, ``True`` for keys that may be attended to. A query that sees no key gets a
+        zero output (not NaN). NaN in ``q``, ``k`` or ``v`` is never read as "no weight": it comes out as
+        NaN in every output it reaches (with ``causal=True`` possibly also at earlier positions of its
         chunk, since the masked products ``0 * NaN`` inside a chunk are NaN).
     eps : float, optional
         A row whose denominator is ``<= eps`` is treated as having no keys and returns zeros. The
@@ -201,14 +187,12 @@ def linear_attention(
     Notes
     -----
     Overflow is avoided by dividing each query's features by their largest magnitude and all key
-    features by one global (per batch entry) largest magnitude; both are positive constants of a
-    row's
-    numerator and denominator and cancel exactly (for ``"softmax"``, :math:`e^{k_{jf}}` is computed
-    as
+    features by one global (per batch entry) largest magnitude; both are positive constants of a row's
+    numerator and denominator and cancel exactly (for ``"softmax"``, :math:`e^{k_{jf}}` is computed as
     :math:`e^{k_{jf} - \max_j k_{jf}}`). Keys whose features are below about :math:`10^{-38}` of the
     largest one (float32) then contribute nothing.
 
-    Chapter: ``notebooks/linear-attention.ipynb``.
+    Chapter: notebooks/linear-attention.md.
     """
     check_kernel_args(q, k, v, causal, chunk_size, key_mask, eps)
     if isinstance(feature_map, str):

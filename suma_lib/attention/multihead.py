@@ -7,13 +7,11 @@ r"""Multi-head attention and restricted (local-window) attention, as in "Attenti
 with each head of width :math:`d_k = d_{\text{model}} / h` and
 :math:`\operatorname{Attention}(Q, K, V) = \operatorname{softmax}(QK^\top/\sqrt{d_k})\,V`
 (:func:`~suma_lib.attention.exact.softmax_attention`). The paper's restricted self-attention, where
-position :math:`i` attends to the :math:`2r + 1` positions :math:`|i - j| \le r` only, is the
-``window``
-option; it reuses :func:`~suma_lib.attention.sparse.local_attention`, which computes the band alone
-in
+position :math:`i` attends to the :math:`2r + 1` positions :math:`|i - j| \le r` only, is the ``window``
+option; it reuses :func:`~suma_lib.attention.sparse.local_attention`, which computes the band alone in
 :math:`O(nrd)` instead of :math:`O(n^2 d)`.
 
-Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
+Chapter: notebooks/attention-is-all-you-need.md.
 """
 
 from __future__ import annotations
@@ -59,8 +57,7 @@ def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate the heads again: ``(..., h, n, d) -> (..., n, h * d)`` (the inverse
-    of :func:`split_heads`).
+    """Concatenate the heads again: ``(..., h, n, d) -> (..., n, h * d)`` (the inverse of :func:`split_heads`).
 
     Parameters
     ----------
@@ -85,8 +82,7 @@ def _autocast(device: torch.device) -> bool:
 
 
 class MultiHeadAttention(nn.Module):
-    r"""Multi-head attention with separate projections and overridable scores (the base of every
-    variant).
+    r"""Multi-head attention with separate projections and overridable scores (the base of every variant).
 
     .. math:: \operatorname{MultiHead}(Q, K, V) = \operatorname{Concat}_j
               \operatorname{softmax}\!\left(S_j + B_j + M\right) V W_j^V\; W^O, \qquad
@@ -107,12 +103,9 @@ class MultiHeadAttention(nn.Module):
       mask).
 
     While :meth:`get_scores` is the default and no weights are asked for, the attention runs through
-    :func:`~suma_lib.attention.exact.softmax_attention` (torch's fused kernels) or, for a window
-    alone,
-    :func:`~suma_lib.attention.sparse.local_attention`; otherwise the scores are formed explicitly.
-    Either
-    way huge inputs give finite outputs (the logits are computed overflow-safe) and a fully masked
-    query
+    :func:`~suma_lib.attention.exact.softmax_attention` (torch's fused kernels) or, for a window alone,
+    :func:`~suma_lib.attention.sparse.local_attention`; otherwise the scores are formed explicitly. Either
+    way huge inputs give finite outputs (the logits are computed overflow-safe) and a fully masked query
     gets a zero attention output.
 
     Parameters
@@ -130,19 +123,16 @@ class MultiHeadAttention(nn.Module):
     batch_first : bool
         ``True`` (the default here, unlike torch): inputs are ``(..., n, embed_dim)``, the sequence
         second to last. ``False``: the sequence axis comes first, ``(n, ..., embed_dim)`` (torch's
-        default ``(L, N, E)`` layout); the output follows the same layout. Masks are ``(..., n, m)``
-        either way.
+        default ``(L, N, E)`` layout); the output follows the same layout. Masks are ``(..., n, m)`` either way.
     window : int, optional
-        Restricted self-attention: query :math:`i` sees keys :math:`|i - j| \le` ``window`` only
-        (query
+        Restricted self-attention: query :math:`i` sees keys :math:`|i - j| \le` ``window`` only (query
         and key sequences must then have the same length), computed on the band alone
         (:func:`~suma_lib.attention.sparse.local_attention`) when nothing else is asked for.
     qk_transform : callable, optional
         ``qk_transform(q, k) -> (q, k)`` on the per-head tensors ``(..., h, n, d_k)``; an
         :class:`torch.nn.Module` is registered as a submodule.
     score_bias : callable, optional
-        ``score_bias(q, k) -> B``, broadcastable to ``(..., h, n, m)`` (from the per-head ``q, k``;
-        it
+        ``score_bias(q, k) -> B``, broadcastable to ``(..., h, n, m)`` (from the per-head ``q, k``; it
         may use only their shapes, device and dtype); a :class:`torch.nn.Module` is registered.
     projections : bool
         Build the four projections ``q_proj, k_proj, v_proj, out_proj`` (subclasses with another
@@ -153,17 +143,14 @@ class MultiHeadAttention(nn.Module):
     Notes
     -----
     Masks are boolean with ``True`` where attention is **allowed**, the opposite of
-    :class:`torch.nn.MultiheadAttention`'s boolean ``attn_mask``. A mask with fewer dimensions than
-    the
+    :class:`torch.nn.MultiheadAttention`'s boolean ``attn_mask``. A mask with fewer dimensions than the
     per-head scores is the same for every head; one with as many is per head. With the same weights
-    (:meth:`load_torch_weights`) the output equals :class:`torch.nn.MultiheadAttention`'s in
-    ``eval``
+    (:meth:`load_torch_weights`) the output equals :class:`torch.nn.MultiheadAttention`'s in ``eval``
     mode.
 
     Examples
     --------
-    A position bias (ALiBi-like) and a transform of the queries and keys (RoPE-like), plugged in
-    without subclassing::
+    A position bias (ALiBi-like) and a transform of the queries and keys (RoPE-like), plugged in without subclassing::
 
         def alibi(q, k):  # (h, n, m): a linear distance penalty, one slope per head
             h, n, m = q.shape[-3], q.shape[-2], k.shape[-2]
@@ -172,7 +159,7 @@ class MultiHeadAttention(nn.Module):
 
         mha = MultiHeadAttention(64, 8, score_bias=alibi, qk_transform=rotary)
 
-    Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
+    Chapter: notebooks/attention-is-all-you-need.md.
     """
 
     _input_names = ("query", "key", "value")  # the forward's argument names, for error messages
@@ -234,15 +221,13 @@ class MultiHeadAttention(nn.Module):
         )
 
     def transform_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Transform the per-head queries and keys (the identity unless ``qk_transform`` was
-        given)."""
+        """Transform the per-head queries and keys (the identity unless ``qk_transform`` was given)."""
         return (q, k) if self.qk_transform is None else self.qk_transform(q, k)
 
     def get_scores(
         self, q: torch.Tensor, k: torch.Tensor, query: torch.Tensor, key: torch.Tensor
     ) -> torch.Tensor:
-        r"""The scores :math:`S = q k^\top/\sqrt{d_k}`, ``(..., h, n, m)``, finite for any finite
-        input.
+        r"""The scores :math:`S = q k^\top/\sqrt{d_k}`, ``(..., h, n, m)``, finite for any finite input.
 
         ``query`` and ``key`` are the layer's inputs (``(..., n, embed_dim)``), for scores that are
         computed from the tokens rather than from ``q`` and ``k`` (Synthesizer).
@@ -254,8 +239,7 @@ class MultiHeadAttention(nn.Module):
         return None if self.score_bias is None else self.score_bias(q, k)
 
     def get_mask(self, n: int, m: int, device: torch.device) -> torch.Tensor | None:
-        """A structural boolean mask ``(n, m)`` (``True`` = may attend): the window's band, or
-        ``None``."""
+        """A structural boolean mask ``(n, m)`` (``True`` = may attend): the window's band, or ``None``."""
         if self.window is None:
             return None
         if n != m:
@@ -277,8 +261,7 @@ class MultiHeadAttention(nn.Module):
         key: torch.Tensor | None,
         value: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Validate the inputs (width, length, device, dtype) and put the sequence axis second to
-        last."""
+        """Validate the inputs (width, length, device, dtype) and put the sequence axis second to last."""
         names = self._input_names
         check_tensor(query, names[0], min_dim=2, floating=True)
         key = query if key is None else check_tensor(key, names[1], min_dim=2, floating=True)
@@ -313,8 +296,7 @@ class MultiHeadAttention(nn.Module):
         return query, key, value
 
     def _mask(self, mask, causal: bool, n: int, m: int, score_dim: int, device: torch.device):
-        """The user's mask (same for every head unless it has a head axis), the causal and
-        structural masks."""
+        """The user's mask (same for every head unless it has a head axis), the causal and structural masks."""
         if mask is not None and isinstance(mask, torch.Tensor) and mask.dim() < score_dim:
             mask = mask.unsqueeze(-3)
         structural = self.get_mask(n, m, device)
@@ -337,11 +319,9 @@ class MultiHeadAttention(nn.Module):
         prev: torch.Tensor | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Attention of the per-head ``q, k, v``: the output ``(..., h, n, d_v)``, the weights and
-        the scores.
+        """Attention of the per-head ``q, k, v``: the output ``(..., h, n, d_v)``, the weights and the scores.
 
-        ``prev`` (scores added before the softmax, RealFormer) and ``need_weights`` force the
-        explicit
+        ``prev`` (scores added before the softmax, RealFormer) and ``need_weights`` force the explicit
         path; the weights and scores are ``None`` on the fused path.
         """
         n, m = query.shape[-2], key.shape[-2]
@@ -388,8 +368,7 @@ class MultiHeadAttention(nn.Module):
         mask : torch.Tensor, optional
             Boolean, ``True`` where query :math:`i` may attend to key :math:`j`, broadcastable to
             ``(..., n, m)`` over the batch dimensions of ``query`` (the same for every head), or to
-            ``(..., h, n, m)`` when it has a head axis. A padding mask over the keys is
-            ``keep[..., None, :]``.
+            ``(..., h, n, m)`` when it has a head axis. A padding mask over the keys is ``keep[..., None, :]``.
         causal : bool
             Query :math:`i` attends to keys :math:`j \\le i` only.
         return_weights : bool
@@ -400,8 +379,7 @@ class MultiHeadAttention(nn.Module):
         torch.Tensor, shape ``(..., n, embed_dim)``
             The output, and with ``return_weights`` also the weights, shape
             ``(..., num_heads, n, m)``.
-            A query whose keys are all masked gets the output projection's bias (a zero attention
-            output), never NaN.
+            A query whose keys are all masked gets the output projection's bias (a zero attention output), never NaN.
         """
         check_bool(return_weights, "return_weights")
         query, key, value = self._inputs(query, key, value)
@@ -420,10 +398,8 @@ class MultiHeadAttention(nn.Module):
 
         torch stacks the three input projections in ``in_proj_weight`` (shape ``(3E, E)``, rows
         :math:`W^Q; W^K; W^V`) when the key and value widths equal ``embed_dim``, and keeps
-        ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight`` otherwise; ``in_proj_bias`` stacks
-        the
-        three biases; ``out_proj`` is a plain linear layer. After loading, both modules compute the
-        same
+        ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight`` otherwise; ``in_proj_bias`` stacks the
+        three biases; ``out_proj`` is a plain linear layer. After loading, both modules compute the same
         function (in ``eval`` mode, i.e. without torch's attention dropout).
 
         Parameters

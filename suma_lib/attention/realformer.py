@@ -1,9 +1,7 @@
 r"""RealFormer: residual connections on the attention scores, and the Post-LN / Pre-LN baselines.
 
-Chapter: ``notebooks/realformer.ipynb`` (Su Jianlin, *RealFormer: moving the residual onto the
-attention
-matrix*, 2020; He et al., *RealFormer: Transformer Likes Residual Attention*, arXiv:2012.11747;
-Xiong et
+Chapter: notebooks/realformer.md (Su Jianlin, *RealFormer: moving the residual onto the attention
+matrix*, 2020; He et al., *RealFormer: Transformer Likes Residual Attention*, arXiv:2012.11747; Xiong et
 al., *On Layer Normalization in the Transformer Architecture*, arXiv:2002.04745).
 
 Layer :math:`n` of a RealFormer adds its pre-softmax scores to those of the layer below, per head:
@@ -82,8 +80,7 @@ def residual_attention(
     causal: bool = False,
     scale: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Residual (RealFormer) attention: returns the output and the scores to pass to the next
-    layer.
+    r"""Residual (RealFormer) attention: returns the output and the scores to pass to the next layer.
 
     .. math:: A = s\, QK^\top + A_{\text{prev}}, \qquad O = \operatorname{softmax}(A + M)\, V
 
@@ -105,14 +102,13 @@ def residual_attention(
     Returns
     -------
     tuple of torch.Tensor
-        The output ``(..., n, d_v)`` and the unmasked scores :math:`A` ``(..., n, m)``. The scores
-        are
+        The output ``(..., n, d_v)`` and the unmasked scores :math:`A` ``(..., n, m)``. The scores are
         computed overflow-safe and capped at the dtype's largest value, so they stay finite (and the
         output correct) for inputs as large as :math:`10^{30}`.
 
     Notes
     -----
-    Chapter: ``notebooks/realformer.ipynb``.
+    Chapter: notebooks/realformer.md.
     """
     check_qkv(q, k, v)
     scores = scaled_logits(q, k, default_scale(scale, q.shape[-1]))
@@ -124,17 +120,14 @@ def residual_attention(
 
 
 class ResidualAttention(MultiHeadAttention):
-    r"""Multi-head self-attention that adds the previous layer's scores before the softmax
-    (RealFormer).
+    r"""Multi-head self-attention that adds the previous layer's scores before the softmax (RealFormer).
 
     .. math:: A_n^{(h)} = \frac{Q_n^{(h)} K_n^{(h)\top}}{\sqrt{d_h}} + A_{n-1}^{(h)}, \qquad
        Y = \bigl[\operatorname{softmax}(A_n^{(h)} + M)\, V_n^{(h)}\bigr]_h W_O
 
     A :class:`~suma_lib.attention.multihead.MultiHeadAttention` whose projections are laid out like
-    :class:`torch.nn.MultiheadAttention`'s (one ``in_proj`` of width ``3 * embed_dim``
-    for :math:`Q, K, V`,
-    then ``out_proj``) and whose forward takes and returns the scores. With ``prev=None`` this is
-    ordinary
+    :class:`torch.nn.MultiheadAttention`'s (one ``in_proj`` of width ``3 * embed_dim`` for :math:`Q, K, V`,
+    then ``out_proj``) and whose forward takes and returns the scores. With ``prev=None`` this is ordinary
     multi-head attention. The hooks of the base class (``qk_transform``, ``score_bias``) apply.
 
     Parameters
@@ -154,7 +147,7 @@ class ResidualAttention(MultiHeadAttention):
 
     Notes
     -----
-    Chapter: ``notebooks/realformer.ipynb``.
+    Chapter: notebooks/realformer.md.
     """
 
     _input_names = ("x", "x", "x")
@@ -238,8 +231,7 @@ class ResidualAttention(MultiHeadAttention):
         Returns
         -------
         tuple of torch.Tensor
-            The output ``(..., n, embed_dim)`` and the scores :math:`A_n` ``(..., h, n, n)``
-            (finite).
+            The output ``(..., n, embed_dim)`` and the scores :math:`A_n` ``(..., h, n, n)`` (finite).
         """
         check_bool(causal, "causal")
         q, k, v = self.qkv(x)
@@ -258,8 +250,7 @@ class RealFormerBlock(nn.Module):
                      x \leftarrow \operatorname{LN}(x + \operatorname{FFN}(x)) \\
        \text{pre: } & x \leftarrow x + \operatorname{Attn}(\operatorname{LN}(x)),\;
                     x \leftarrow x + \operatorname{FFN}(\operatorname{LN}(x)) \\
-       \text{realformer: } & \text{post, with } \operatorname{Attn} \text{ taking and returning the
-       scores } A_n
+       \text{realformer: } & \text{post, with } \operatorname{Attn} \text{ taking and returning the scores } A_n
 
     with :math:`\operatorname{FFN}(x) = \operatorname{gelu}(x W_1 + b_1) W_2 + b_2`.
 
@@ -278,7 +269,7 @@ class RealFormerBlock(nn.Module):
 
     Notes
     -----
-    Chapter: ``notebooks/realformer.ipynb``.
+    Chapter: notebooks/realformer.md.
     """
 
     @former_names(d_model="embed_dim", n_heads="num_heads", d_ff="ff_dim")
@@ -328,8 +319,7 @@ class RealFormerBlock(nn.Module):
 
 
 class RealFormerEncoder(nn.Module):
-    r"""A stack of :class:`RealFormerBlock` blocks of one variant (the Pre-LN stack ends with a
-    LayerNorm).
+    r"""A stack of :class:`RealFormerBlock` blocks of one variant (the Pre-LN stack ends with a LayerNorm).
 
     For ``"realformer"`` the scores flow up the
     stack, :math:`A_n = Q_nK_n^\top/\sqrt{d_h} + A_{n-1}`;
@@ -348,7 +338,7 @@ class RealFormerEncoder(nn.Module):
 
     Notes
     -----
-    Chapter: ``notebooks/realformer.ipynb``.
+    Chapter: notebooks/realformer.md.
     """
 
     @former_names(n_layers="num_layers", d_model="embed_dim", n_heads="num_heads", d_ff="ff_dim")

@@ -3,8 +3,7 @@ r"""The scale of the attention logits, seen through the entropy of the attention
 Two chapters build on this module:
 
 * ``entropy-invariant-softmax``: why the logit scale should grow with the number of keys ``n``, the
-  entropy-invariant scale :math:`\log_{L} n/\sqrt{d}` (``L`` the training length), and the
-  large-``n``
+  entropy-invariant scale :math:`\log_{L} n/\sqrt{d}` (``L`` the training length), and the large-``n``
   entropy of a softmax over i.i.d.
   scores, :math:`H \approx \log n - D_{\mathrm{KL}}(P_\lambda\,\|\,P)`;
 * ``softmax-robustness-information``: why i.i.d. noise on the logits barely moves the attention
@@ -53,8 +52,7 @@ _NOISES = ("gaussian", "uniform")
 
 # ------------------------------------------------------------------------- entropy-invariant scale
 def entropy_invariant_scale(n: int, d: int, train_len: int = 512) -> float:
-    r"""The entropy-invariant logit scale :math:`\lambda = \kappa \log n / d` with :math:`\kappa`
-    fixed
+    r"""The entropy-invariant logit scale :math:`\lambda = \kappa \log n / d` with :math:`\kappa` fixed
     so that it equals the usual :math:`1/\sqrt{d}` at the training length.
 
     .. math:: \lambda(n) = \frac{\log n}{\log L}\,\frac{1}{\sqrt{d}} = \frac{\log_L n}{\sqrt{d}},
@@ -77,7 +75,7 @@ def entropy_invariant_scale(n: int, d: int, train_len: int = 512) -> float:
 
     Notes
     -----
-    Chapter: ``notebooks/entropy-invariant-softmax.ipynb``.
+    Chapter: notebooks/entropy-invariant-softmax.md.
     """
     n = check_int(n, "n", low=1)
     d = check_int(d, "d", low=1)
@@ -119,7 +117,7 @@ def entropy_invariant_attention(
 
     Notes
     -----
-    Chapter: ``notebooks/entropy-invariant-softmax.ipynb``.
+    Chapter: notebooks/entropy-invariant-softmax.md.
     """
     check_qkv(q, k, v)
     train_len = check_int(train_len, "train_len", low=2)
@@ -160,8 +158,8 @@ def softmax_entropy(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
     Notes
     -----
-    Chapters: ``notebooks/entropy-invariant-softmax.ipynb``,
-    ``notebooks/softmax-robustness-information.ipynb``.
+    Chapters: notebooks/entropy-invariant-softmax.md,
+    notebooks/softmax-robustness-information.md.
     """
     check_tensor(logits, "logits", min_dim=1, floating=True)
     check_int(dim, "dim", low=-logits.dim(), high=logits.dim() - 1)
@@ -177,8 +175,7 @@ def max_gap_entropy_estimate(logits: torch.Tensor, dim: int = -1) -> torch.Tenso
     r"""The estimate :math:`\log n - (s_{\max} - \bar s)` of the entropy
     of :math:`\operatorname{softmax}(s)`.
 
-    With the scale folded into the logits (:math:`s = \lambda\,\text{score}`) this is the quick
-    estimate
+    With the scale folded into the logits (:math:`s = \lambda\,\text{score}`) this is the quick estimate
     :math:`H \approx \log n - \lambda(s_{\max} - \bar s)`. It is in fact a lower bound,
 
     .. math:: H = \log n + \log\tfrac{1}{n}\sum_i e^{s_i} - \sum_i p_i s_i
@@ -204,7 +201,7 @@ def max_gap_entropy_estimate(logits: torch.Tensor, dim: int = -1) -> torch.Tenso
 
     Notes
     -----
-    Chapter: ``notebooks/entropy-invariant-softmax.ipynb``.
+    Chapter: notebooks/entropy-invariant-softmax.md.
     """
     check_tensor(logits, "logits", min_dim=1, floating=True, finite=True)
     check_int(dim, "dim", low=-logits.dim(), high=logits.dim() - 1)
@@ -238,8 +235,7 @@ def _check_x(x: float | np.ndarray) -> np.ndarray:
 
 
 def _log_iv(nu: float, x: np.ndarray) -> np.ndarray:
-    r""":math:`\log I_\nu(x)` for ``x > 0``: SciPy's exponentially scaled Bessel function, with an
-    mpmath
+    r""":math:`\log I_\nu(x)` for ``x > 0``: SciPy's exponentially scaled Bessel function, with an mpmath
     fallback where it underflows (large order, small argument)."""
     from scipy.special import ive
 
@@ -277,7 +273,7 @@ def score_cgf(x: float | np.ndarray, d: int | None = None) -> np.ndarray:
 
     Notes
     -----
-    Chapter: ``notebooks/entropy-invariant-softmax.ipynb``.
+    Chapter: notebooks/entropy-invariant-softmax.md.
     """
     from scipy.special import gammaln
 
@@ -293,8 +289,7 @@ def score_cgf(x: float | np.ndarray, d: int | None = None) -> np.ndarray:
 
 
 def tilted_entropy(n: float, x: float | np.ndarray, d: int | None = None) -> np.ndarray:
-    r"""Large-``n`` entropy of :math:`\operatorname{softmax}(x\,t_1, \dots, x\,t_n)` for i.i.d.
-    scores
+    r"""Large-``n`` entropy of :math:`\operatorname{softmax}(x\,t_1, \dots, x\,t_n)` for i.i.d. scores
     :math:`t_i` (Gaussian, or cosines in :math:`\mathbb{R}^d`; see :func:`score_cgf`).
 
     When the sums over keys obey the law of large
@@ -306,15 +301,12 @@ def tilted_entropy(n: float, x: float | np.ndarray, d: int | None = None) -> np.
 
     where :math:`P_x` is the score law :math:`P` tilted by :math:`e^{x t}`. For Gaussian scores
     :math:`H \approx \log n - x^2/2`; for cosines :math:`K'(x) = I_{d/2}(x)/I_{d/2-1}(x)`.
-    The law-of-large-numbers step needs :math:`(e^{K(2x) - 2K(x)} - 1)/n \ll 1`, the relative
-    variance
+    The law-of-large-numbers step needs :math:`(e^{K(2x) - 2K(x)} - 1)/n \ll 1`, the relative variance
     of :math:`\sum_i e^{x t_i}`; for Gaussian scores :math:`K(2x) - 2K(x) = x^2`, so it needs
     :math:`x^2 \ll \log n`. That is a condition on the estimate, not yet a change of regime: the
-    softmax "freezes" on the few largest scores (the random-energy-model transition, where the
-    entropy
+    softmax "freezes" on the few largest scores (the random-energy-model transition, where the entropy
     stops growing with :math:`n`) only at :math:`x^2 = 2\log n`, the point where the estimate
-    :math:`\log n - x^2/2` would reach :math:`0`. For :math:`\log n \lesssim x^2 < 2\log n` the sum
-    is
+    :math:`\log n - x^2/2` would reach :math:`0`. For :math:`\log n \lesssim x^2 < 2\log n` the sum is
     dominated by rare large terms and the estimate is unreliable, although no freezing has occurred.
 
     Parameters
@@ -334,7 +326,7 @@ def tilted_entropy(n: float, x: float | np.ndarray, d: int | None = None) -> np.
 
     Notes
     -----
-    Chapter: ``notebooks/entropy-invariant-softmax.ipynb``.
+    Chapter: notebooks/entropy-invariant-softmax.md.
     """
     n = check_float(n, "n", low=1.0)
     xa = _check_x(x)
@@ -350,8 +342,7 @@ def tilted_entropy(n: float, x: float | np.ndarray, d: int | None = None) -> np.
 
 # --------------------------------------------------------------------------- noise on the logits
 def _noise_tau2(noise: str, std: float) -> float:
-    r""":math:`\tau^2 = \operatorname{Var}(e^\varepsilon)/\mathbb{E}[e^\varepsilon]^2` for the noise
-    law."""
+    r""":math:`\tau^2 = \operatorname{Var}(e^\varepsilon)/\mathbb{E}[e^\varepsilon]^2` for the noise law."""
     if noise == "gaussian":
         return math.expm1(std**2)
     a = math.sqrt(3.0) * std  # uniform on [-a, a] has standard deviation std
@@ -376,8 +367,7 @@ def _check_scores_values(scores: torch.Tensor, values: torch.Tensor) -> None:
 
 
 def _pow2(x: torch.Tensor) -> torch.Tensor:
-    """A finite power of two ``p > 0`` with ``x / p`` in ``[0, 2]``, for ``x >= 0`` (1 where
-    ``x = 0``)."""
+    """A finite power of two ``p > 0`` with ``x / p`` in ``[0, 2]``, for ``x >= 0`` (1 where ``x = 0``)."""
     fi = torch.finfo(x.dtype)
     p = torch.exp2(torch.log2(x.clamp_min(fi.tiny)).ceil().clamp(max=math.frexp(fi.max)[1] - 1))
     return torch.where(x > 0, p, torch.ones_like(p))
@@ -420,7 +410,7 @@ def noisy_attention_change(
 
     Notes
     -----
-    Chapter: ``notebooks/softmax-robustness-information.ipynb``.
+    Chapter: notebooks/softmax-robustness-information.md.
     """
     _check_scores_values(scores, values)
     noise_std = check_float(noise_std, "noise_std", low=0.0)
@@ -447,8 +437,7 @@ def noise_change_first_order(
     noise_std: float,
     noise: str = "gaussian",
 ) -> torch.Tensor:
-    r"""First-order root-mean-square of :math:`\lVert o(s+\varepsilon) - o(s)\rVert` for i.i.d.
-    noise.
+    r"""First-order root-mean-square of :math:`\lVert o(s+\varepsilon) - o(s)\rVert` for i.i.d. noise.
 
     With :math:`p = \operatorname{softmax}(s)`, :math:`o = \sum_i p_i v_i` and
     :math:`e^{\varepsilon_i} = \mathbb{E}[e^{\varepsilon}](1 + \eta_i)`, the mean
@@ -479,7 +468,7 @@ def noise_change_first_order(
 
     Notes
     -----
-    Chapter: ``notebooks/softmax-robustness-information.ipynb``.
+    Chapter: notebooks/softmax-robustness-information.md.
     """
     _check_scores_values(scores, values)
     noise_std = check_float(noise_std, "noise_std", low=0.0)
@@ -542,7 +531,7 @@ def box_min_entropy(n: int, beta: float = 1.0) -> tuple[float, int]:
 
     Notes
     -----
-    Chapter: ``notebooks/softmax-robustness-information.ipynb``.
+    Chapter: notebooks/softmax-robustness-information.md.
     """
     n = check_int(n, "n", low=2, high=10**8)
     beta = check_float(beta, "beta", low=0.0, low_open=True)
@@ -556,8 +545,7 @@ def box_entropy_gap(beta: float = 1.0) -> float:
     r"""Limit of :math:`\log n - \min_{s\in[-\beta,\beta]^n} H(\operatorname{softmax}(s))` as
     :math:`n \to \infty`.
 
-    Maximising :math:`\log n - H(k)` over the fraction :math:`f = k/n` (see :func:`box_min_entropy`)
-    with
+    Maximising :math:`\log n - H(k)` over the fraction :math:`f = k/n` (see :func:`box_min_entropy`) with
     :math:`u = f e^{\beta} + (1-f) e^{-\beta}` gives
     :math:`\log n - H = \beta\coth\beta - \beta/(u\sinh\beta) - \log u`, largest at
     :math:`u^* = \beta/\sinh\beta`,
@@ -577,7 +565,7 @@ def box_entropy_gap(beta: float = 1.0) -> float:
 
     Notes
     -----
-    Chapter: ``notebooks/softmax-robustness-information.ipynb``.
+    Chapter: notebooks/softmax-robustness-information.md.
     """
     beta = check_float(beta, "beta", low=0.0, low_open=True)
     if beta < 1e-3:
@@ -593,8 +581,7 @@ def box_entropy_local_minima(
     starts: int = 16,
     rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    r"""Minimise :math:`H(\operatorname{softmax}(s))` over the box :math:`[-\beta, \beta]^n` from
-    random
+    r"""Minimise :math:`H(\operatorname{softmax}(s))` over the box :math:`[-\beta, \beta]^n` from random
     starts with L-BFGS-B, using the exact
     gradient :math:`\partial H/\partial s_i = -p_i(s_i - \langle s\rangle_p)`.
 
@@ -618,7 +605,7 @@ def box_entropy_local_minima(
 
     Notes
     -----
-    Chapter: ``notebooks/softmax-robustness-information.ipynb``.
+    Chapter: notebooks/softmax-robustness-information.md.
     """
     from scipy.optimize import minimize
 

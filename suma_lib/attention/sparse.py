@@ -1,11 +1,9 @@
 r"""Sparse attention patterns: atrous, local, strided and fixed masks, and windowed attention.
 
-Chapter: ``notebooks/sparse-attention.ipynb`` (Su Jianlin, *From standard attention to sparse
-attention*,
+Chapter: notebooks/sparse-attention.md (Su Jianlin, *From standard attention to sparse attention*,
 2019; Child et al., *Generating Long Sequences with Sparse Transformers*, arXiv:1904.10509).
 
-Every pattern is an ``(n, n)`` boolean mask with ``True`` where query ``i`` may attend to key ``j``,
-so it
+Every pattern is an ``(n, n)`` boolean mask with ``True`` where query ``i`` may attend to key ``j``, so it
 can be passed as the ``mask`` of :func:`~suma_lib.attention.exact.softmax_attention`. Writing
 :math:`d = i - j` for the relative offset:
 
@@ -46,8 +44,7 @@ __all__ = [
 def _grid(
     n: int, k: int, causal: bool, device: torch.device | str | None, *, k_low: int
 ) -> tuple[int, bool, torch.Tensor, torch.Tensor]:
-    """Validate a mask's arguments; return ``k``, ``causal`` and the indices ``i`` ``(n, 1)``, ``j``
-    ``(1, n)``."""
+    """Validate a mask's arguments; return ``k``, ``causal`` and the indices ``i`` ``(n, 1)``, ``j`` ``(1, n)``."""
     n = check_int(n, "n", low=0)
     k = check_int(k, "k", low=k_low)
     causal = check_bool(causal, "causal")
@@ -84,7 +81,7 @@ def atrous_mask(
 
     Notes
     -----
-    Chapter: ``notebooks/sparse-attention.ipynb``.
+    Chapter: notebooks/sparse-attention.md.
     """
     k, causal, i, j = _grid(n, k, causal, device, k_low=1)
     m = torch.remainder(i - j, k) == 0
@@ -94,8 +91,7 @@ def atrous_mask(
 def local_mask(
     n: int, k: int, causal: bool = False, *, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    r"""Local self-attention pattern: query :math:`i` sees the :math:`k` keys on each side and
-    itself.
+    r"""Local self-attention pattern: query :math:`i` sees the :math:`k` keys on each side and itself.
 
     .. math:: M_{ij} = [\,|i - j| \le k\,] \quad (\text{causal: } 0 \le i - j \le k)
 
@@ -119,7 +115,7 @@ def local_mask(
 
     Notes
     -----
-    Chapter: ``notebooks/sparse-attention.ipynb``.
+    Chapter: notebooks/sparse-attention.md.
     """
     k, causal, i, j = _grid(n, k, causal, device, k_low=0)
     d = i - j
@@ -129,15 +125,12 @@ def local_mask(
 def strided_mask(
     n: int, k: int, causal: bool = False, *, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    r"""The Sparse Transformer's *strided* pattern: a local band of width ``k`` plus every ``k``-th
-    offset.
+    r"""The Sparse Transformer's *strided* pattern: a local band of width ``k`` plus every ``k``-th offset.
 
     .. math:: M_{ij} = [\,|i - j| < k\,] \lor [\,(i - j) \bmod k = 0\,]
 
-    the union of :func:`local_mask` with half-width ``k - 1`` and :func:`atrous_mask` with stride
-    ``k``
-    (they share only the diagonal), so it allows :math:`(2k-1)n - k(k-1) + n^2/k + s(k-s)/k - n`
-    pairs for
+    the union of :func:`local_mask` with half-width ``k - 1`` and :func:`atrous_mask` with stride ``k``
+    (they share only the diagonal), so it allows :math:`(2k-1)n - k(k-1) + n^2/k + s(k-s)/k - n` pairs for
     :math:`n \ge k`, :math:`s = n \bmod k`; with :math:`k \approx \sqrt{n/2}` that
     is :math:`O(n\sqrt{n})`.
 
@@ -158,7 +151,7 @@ def strided_mask(
 
     Notes
     -----
-    Chapter: ``notebooks/sparse-attention.ipynb``.
+    Chapter: notebooks/sparse-attention.md.
     """
     n = check_int(n, "n", low=0)
     k = check_int(k, "k", low=1)
@@ -168,8 +161,7 @@ def strided_mask(
 def fixed_mask(
     n: int, k: int, c: int = 1, causal: bool = False, *, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    r"""The Sparse Transformer's *fixed* pattern: the own block of ``k`` tokens plus "summary"
-    columns.
+    r"""The Sparse Transformer's *fixed* pattern: the own block of ``k`` tokens plus "summary" columns.
 
     .. math:: M_{ij} = [\,\lfloor i/k \rfloor = \lfloor j/k \rfloor\,] \lor [\,(j \bmod k) \ge k -
        c\,]
@@ -195,7 +187,7 @@ def fixed_mask(
 
     Notes
     -----
-    Chapter: ``notebooks/sparse-attention.ipynb``.
+    Chapter: notebooks/sparse-attention.md.
     """
     k, causal, i, j = _grid(n, k, causal, device, k_low=1)
     c = check_int(c, "c", low=1, high=k)
@@ -210,16 +202,14 @@ def fixed_mask(
 def reachability(masks: Sequence[torch.Tensor], residual: bool = False) -> torch.Tensor:
     r"""Which inputs can influence which outputs after a stack of attention layers.
 
-    With the layers' masks :math:`M^{(1)}, \dots, M^{(L)}` (first layer first), output :math:`i` of
-    the
+    With the layers' masks :math:`M^{(1)}, \dots, M^{(L)}` (first layer first), output :math:`i` of the
     last layer depends on input :math:`j` iff there is a
     path :math:`j = t_0 \to t_1 \to \dots \to t_L = i`
     with :math:`M^{(l)}_{t_l t_{l-1}}` true for every layer, i.e. iff the boolean product
 
     .. math:: R = M^{(L)} \cdots M^{(2)} M^{(1)}
 
-    has :math:`R_{ij}` true. ``residual=True`` adds the identity to every layer (a residual
-    connection
+    has :math:`R_{ij}` true. ``residual=True`` adds the identity to every layer (a residual connection
     lets a token keep its own information even where the mask hides the diagonal).
 
     Parameters
@@ -235,7 +225,7 @@ def reachability(masks: Sequence[torch.Tensor], residual: bool = False) -> torch
 
     Notes
     -----
-    Chapter: ``notebooks/sparse-attention.ipynb``.
+    Chapter: notebooks/sparse-attention.md.
     """
     if isinstance(masks, torch.Tensor) or not isinstance(masks, Sequence) or len(masks) == 0:
         raise TypeError("masks must be a non-empty sequence (list or tuple) of boolean tensors")
@@ -281,24 +271,19 @@ def local_attention(
     .. math:: o_i = \sum_{j:\,|i-j| \le w} \frac{e^{s\, q_i \cdot k_j}}{\sum_{j':\,|i-j'| \le w}
        e^{s\, q_i \cdot k_{j'}}}\, v_j
 
-    (with :math:`0 \le i - j \le w` when ``causal``). The sequence is cut into blocks
-    of :math:`b = w`
+    (with :math:`0 \le i - j \le w` when ``causal``). The sequence is cut into blocks of :math:`b = w`
     positions; the queries of block :math:`t` only need the keys of blocks :math:`t-1, t, t+1` (only
-    :math:`t-1, t` when causal), so each block is one small matrix product of :math:`b \times 3b`
-    scores,
+    :math:`t-1, t` when causal), so each block is one small matrix product of :math:`b \times 3b` scores,
     masked to the band. The :math:`n \times n` matrix is never formed: the work is
-    :math:`4 \cdot 3 n w d` multiply-adds (:math:`4 \cdot 2nwd` causal) for :math:`w \mid n`, and
-    the memory
-    :math:`O(n w + n d)`. When the band covers the whole sequence (:math:`2w + 1 \ge n`) the exact
-    masked
+    :math:`4 \cdot 3 n w d` multiply-adds (:math:`4 \cdot 2nwd` causal) for :math:`w \mid n`, and the memory
+    :math:`O(n w + n d)`. When the band covers the whole sequence (:math:`2w + 1 \ge n`) the exact masked
     form is used instead. The result equals
     ``softmax_attention(q, k, v, mask=local_mask(n, window, causal))``.
 
     Parameters
     ----------
     q, k, v : torch.Tensor
-        Shapes ``(..., n, d)``, ``(..., n, d)`` and ``(..., n, d_v)`` (self-attention: one length
-        ``n``);
+        Shapes ``(..., n, d)``, ``(..., n, d)`` and ``(..., n, d_v)`` (self-attention: one length ``n``);
         leading dimensions broadcast.
     window : int
         Half-width :math:`w \ge 0` of the band.
@@ -313,7 +298,7 @@ def local_attention(
 
     Notes
     -----
-    Chapter: ``notebooks/sparse-attention.ipynb``.
+    Chapter: notebooks/sparse-attention.md.
     """
     check_qkv(q, k, v)
     if k.shape[-2] != q.shape[-2]:

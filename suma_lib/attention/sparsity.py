@@ -1,6 +1,6 @@
 r"""How concentrated an attention row is: the :math:`\ell_1/\ell_2` sparsity measure.
 
-Chapter: ``notebooks/attention-focus.ipynb``.
+Chapter: notebooks/attention-focus.md.
 
 For a row :math:`x = (x_1, \dots, x_n)` of attention scores (normalised or not, of any sign),
 
@@ -8,8 +8,7 @@ For a row :math:`x = (x_1, \dots, x_n)` of attention scores (normalised or not, 
    = \frac{\|x\|_1}{\sqrt{n}\,\|x\|_2} \in \Big[\tfrac{1}{\sqrt{n}}, 1\Big],
 
 the empirical version of :math:`\mathbb{E}|x| / \sqrt{\mathbb{E}\,x^2}`. It is 1 for a row of equal
-magnitudes and :math:`1/\sqrt{n}` for a one-hot row; it does not change when the row is multiplied
-by a
+magnitudes and :math:`1/\sqrt{n}` for a one-hot row; it does not change when the row is multiplied by a
 non-zero constant, so the softmax normaliser plays no role. For a probability row :math:`p`,
 :math:`S^2 = e^{H_2(p)}/n` with the collision (Rényi-2) entropy :math:`H_2 = -\log \sum_j p_j^2`.
 """
@@ -41,8 +40,7 @@ def _check_dim(x: torch.Tensor, dim: int, name: str = "weights", least: int = 1)
 
 
 def _rescaled_abs(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """``|x| / max|x|`` along ``dim`` (rows of zeros stay zero): safe to square for any finite
-    ``x``."""
+    """``|x| / max|x|`` along ``dim`` (rows of zeros stay zero): safe to square for any finite ``x``."""
     a = x.abs()
     top = a.amax(dim=dim, keepdim=True)
     return a / safe_divisor(top)
@@ -61,17 +59,14 @@ def attention_sparsity(
     Parameters
     ----------
     weights : torch.Tensor
-        Floating-point, finite; any sign (the measure uses :math:`|x_j|`), normalised or not.
-        Entries of
+        Floating-point, finite; any sign (the measure uses :math:`|x_j|`), normalised or not. Entries of
         any size work: each row is divided by its largest magnitude first, which leaves :math:`S`
         unchanged and keeps :math:`x_j^2` from overflowing or underflowing.
     dim : int
         The axis along which each row lies.
     mask : torch.Tensor, optional
-        Boolean, broadcastable to ``weights.shape``; ``True`` marks the entries that belong to the
-        row
-        (keys a query may attend to). Masked entries are ignored and do not count in :math:`n`, so
-        the
+        Boolean, broadcastable to ``weights.shape``; ``True`` marks the entries that belong to the row
+        (keys a query may attend to). Masked entries are ignored and do not count in :math:`n`, so the
         zeros of padding or of a causal mask do not make a row look sparse.
 
     Returns
@@ -79,10 +74,8 @@ def attention_sparsity(
     torch.Tensor
         ``weights`` with ``dim`` removed, values in :math:`[1/\sqrt{n}, 1]`.
 
-        **Rule for empty rows**: a row with no non-zero entry among its unmasked ones (a fully
-        masked
-        query, or a row of zeros) has no direction to measure; it gets :math:`S = 0`, a value
-        outside
+        **Rule for empty rows**: a row with no non-zero entry among its unmasked ones (a fully masked
+        query, or a row of zeros) has no direction to measure; it gets :math:`S = 0`, a value outside
         the range of every non-empty row, so ``S > 0`` selects the rows that carry attention.
 
     Raises
@@ -90,13 +83,12 @@ def attention_sparsity(
     TypeError
         If ``weights`` is not a floating-point tensor or ``mask`` is not boolean.
     ValueError
-        If ``weights`` holds NaN or inf, ``dim`` is out of range, the row length is 0, or ``mask``
-        does
+        If ``weights`` holds NaN or inf, ``dim`` is out of range, the row length is 0, or ``mask`` does
         not broadcast to ``weights``.
 
     Notes
     -----
-    Chapter: ``notebooks/attention-focus.ipynb``.
+    Chapter: notebooks/attention-focus.md.
     """
     check_tensor(weights, "weights", min_dim=1, floating=True, finite=True)
     dim = _check_dim(weights, dim)
@@ -131,10 +123,8 @@ def sparsity_stderr(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     r"""Delta-method standard error of :math:`S_n` as an estimate
     of :math:`\mathbb{E}|x|/\sqrt{\mathbb{E}x^2}`.
 
-    When the :math:`n` entries along ``dim`` are i.i.d. draws of a random score :math:`x`, the
-    empirical
-    :math:`S_n = \bar a / \sqrt{\bar b}` with :math:`a = |x|`, :math:`b = x^2` estimates the
-    population
+    When the :math:`n` entries along ``dim`` are i.i.d. draws of a random score :math:`x`, the empirical
+    :math:`S_n = \bar a / \sqrt{\bar b}` with :math:`a = |x|`, :math:`b = x^2` estimates the population
     measure with variance, to first order in :math:`1/n`,
 
     .. math:: \operatorname{Var} S_n \approx \frac{1}{n}\left(
@@ -180,8 +170,7 @@ def attention_scores(
     scale: float = 1.0,
     normalize: bool = False,
 ) -> torch.Tensor:
-    r"""Un-normalised attention scores :math:`x_{ij}` of query :math:`q_i` and key :math:`k_j` by
-    kind.
+    r"""Un-normalised attention scores :math:`x_{ij}` of query :math:`q_i` and key :math:`k_j` by kind.
 
     With :math:`s_{ij} = c\, q_i \cdot k_j` (``c = scale``):
 
@@ -201,8 +190,7 @@ def attention_scores(
     scale : float
         The factor :math:`c`.
     normalize : bool
-        Divide each row by its :math:`\ell_1` norm (for ``"exp"`` this is the softmax, computed
-        stably,
+        Divide each row by its :math:`\ell_1` norm (for ``"exp"`` this is the softmax, computed stably,
         so huge logits do not overflow). :func:`attention_sparsity` gives the same value either way.
 
     Returns

@@ -1,10 +1,7 @@
-r"""Synthesizer attention: attention weights that are *synthesized* rather than computed from token
-pairs.
+r"""Synthesizer attention: attention weights that are *synthesized* rather than computed from token pairs.
 
-Chapter: ``notebooks/synthesizer.ipynb`` (Su Jianlin, *Google's new Synthesizer: we do not
-understand
-self-attention well enough*, 2020; Tay et al., *Synthesizer: Rethinking Self-Attention in
-Transformer
+Chapter: notebooks/synthesizer.md (Su Jianlin, *Google's new Synthesizer: we do not understand
+self-attention well enough*, 2020; Tay et al., *Synthesizer: Rethinking Self-Attention in Transformer
 Models*, arXiv:2005.00743).
 
 Standard attention scores every pair, :math:`B = QK^\top/\sqrt{d_h}`. A synthesizer
@@ -16,15 +13,12 @@ replaces :math:`B`
    \text{dense: } B_i = \operatorname{relu}(x_i W_1 + b_1) W_2 + b_2 \in \mathbb{R}^{\ell}, \qquad
    \text{random: } B = R \in \mathbb{R}^{\ell \times \ell},
 
-   \text{factorized dense: } B_i = \operatorname{vec}(b_i a_i^\top),\ a_i \in \mathbb{R}^{a},\ b_i
-   \in \mathbb{R}^{b},\
+   \text{factorized dense: } B_i = \operatorname{vec}(b_i a_i^\top),\ a_i \in \mathbb{R}^{a},\ b_i \in \mathbb{R}^{b},\
    ab = \ell, \qquad
    \text{factorized random: } B = R_1 R_2^\top,\ R_{1,2} \in \mathbb{R}^{\ell \times r},
 
-cut to the first :math:`n` rows and columns, and a mixture uses :math:`\sum_s \alpha_s B^{(s)}`. The
-output
-is :math:`\operatorname{softmax}(B)\, G(X)` with the value projection :math:`G`, followed by an
-output
+cut to the first :math:`n` rows and columns, and a mixture uses :math:`\sum_s \alpha_s B^{(s)}`. The output
+is :math:`\operatorname{softmax}(B)\, G(X)` with the value projection :math:`G`, followed by an output
 projection. Each score module maps ``x`` of shape ``(..., n, embed_dim)`` to logits
 ``(..., h, n, n)``
 (or ``(h, n, n)`` for the input-independent random ones).
@@ -78,8 +72,7 @@ SYNTHESIZER_KINDS = ("dense", "random", "factorized_dense", "factorized_random",
 def _check_x(
     x: torch.Tensor, embed_dim: int, max_len: int | None = None, module: nn.Module | None = None
 ) -> int:
-    """Validate a sequence ``x`` of shape ``(..., n, embed_dim)`` (on ``module``'s device); return
-    ``n``."""
+    """Validate a sequence ``x`` of shape ``(..., n, embed_dim)`` (on ``module``'s device); return ``n``."""
     check_tensor(x, "x", min_dim=2, floating=True)
     if module is not None:
         check_module_device(module, x)
@@ -109,8 +102,7 @@ class DenseLogits(nn.Module):
     num_heads : int
         Number of heads :math:`h`.
     max_len : int
-        Longest sequence :math:`\ell`; a sequence of length :math:`n` uses the first :math:`n`
-        logits.
+        Longest sequence :math:`\ell`; a sequence of length :math:`n` uses the first :math:`n` logits.
     hidden : int, optional
         Width of the hidden layer, ``embed_dim`` by default.
     device, dtype : optional
@@ -118,7 +110,7 @@ class DenseLogits(nn.Module):
 
     Notes
     -----
-    Chapter: ``notebooks/synthesizer.ipynb``.
+    Chapter: notebooks/synthesizer.md.
     """
 
     @former_names(d_model="embed_dim", n_heads="num_heads")
@@ -179,8 +171,7 @@ class _TableLogits(nn.Module):
 
 
 class RandomLogits(_TableLogits):
-    r"""Random synthesizer scores: one :math:`\ell \times \ell` matrix per head, independent of the
-    input.
+    r"""Random synthesizer scores: one :math:`\ell \times \ell` matrix per head, independent of the input.
 
     .. math:: B = R_{:n,:n}, \qquad R \sim \mathcal{N}(0, \sigma^2) \text{ at initialisation}
 
@@ -201,7 +192,7 @@ class RandomLogits(_TableLogits):
 
     Notes
     -----
-    Chapter: ``notebooks/synthesizer.ipynb``.
+    Chapter: notebooks/synthesizer.md.
     """
 
     @former_names(n_heads="num_heads")
@@ -230,8 +221,7 @@ class RandomLogits(_TableLogits):
 
 class FactorizedRandomLogits(_TableLogits):
     r"""Factorized random
-    scores :math:`B = R_1 R_2^\top`, :math:`R_1, R_2 \in \mathbb{R}^{\ell \times r}`:
-    rank :math:`\le r`.
+    scores :math:`B = R_1 R_2^\top`, :math:`R_1, R_2 \in \mathbb{R}^{\ell \times r}`: rank :math:`\le r`.
 
     Parameters
     ----------
@@ -253,7 +243,7 @@ class FactorizedRandomLogits(_TableLogits):
 
     Notes
     -----
-    Chapter: ``notebooks/synthesizer.ipynb``.
+    Chapter: notebooks/synthesizer.md.
     """
 
     @former_names(n_heads="num_heads")
@@ -283,18 +273,15 @@ class FactorizedRandomLogits(_TableLogits):
 
 
 class FactorizedDenseLogits(nn.Module):
-    r"""Factorized dense scores: each token predicts two short vectors whose outer product is its
-    row.
+    r"""Factorized dense scores: each token predicts two short vectors whose outer product is its row.
 
     .. math::
 
        h_i = \operatorname{relu}(x_i W_1 + b_1), \quad a_i = h_i W_A + b_A \in \mathbb{R}^{a}, \quad
        b_i = h_i W_B + b_B \in \mathbb{R}^{b}, \quad B_{i,\, p a + q} = (b_i)_p (a_i)_q
 
-    with :math:`ab = \ell` (Tay et al.'s tiling :math:`H_A(a_i) \odot H_B(b_i)`), so each row,
-    reshaped to
-    :math:`b \times a`, has rank one, and the layer has :math:`(a + b)` instead of :math:`\ell`
-    outputs.
+    with :math:`ab = \ell` (Tay et al.'s tiling :math:`H_A(a_i) \odot H_B(b_i)`), so each row, reshaped to
+    :math:`b \times a`, has rank one, and the layer has :math:`(a + b)` instead of :math:`\ell` outputs.
 
     Parameters
     ----------
@@ -314,7 +301,7 @@ class FactorizedDenseLogits(nn.Module):
 
     Notes
     -----
-    Chapter: ``notebooks/synthesizer.ipynb``.
+    Chapter: notebooks/synthesizer.md.
     """
 
     @former_names(d_model="embed_dim", n_heads="num_heads")
@@ -361,8 +348,7 @@ class FactorizedDenseLogits(nn.Module):
 
 
 class DotProductLogits(nn.Module):
-    r"""Standard scaled dot-product scores :math:`B = (XW_Q)(XW_K)^\top / \sqrt{d_h}` per head (the
-    baseline).
+    r"""Standard scaled dot-product scores :math:`B = (XW_Q)(XW_K)^\top / \sqrt{d_h}` per head (the baseline).
 
     Parameters
     ----------
@@ -377,7 +363,7 @@ class DotProductLogits(nn.Module):
 
     Notes
     -----
-    Chapter: ``notebooks/synthesizer.ipynb``.
+    Chapter: notebooks/synthesizer.md.
     """
 
     @former_names(d_model="embed_dim", n_heads="num_heads")
@@ -399,13 +385,11 @@ class DotProductLogits(nn.Module):
 
 # -------------------------------------------------------------------------------------- the layer
 class SynthesizerAttention(MultiHeadAttention):
-    r"""Multi-head attention whose weights come from synthesized logits (or a mixture of several
-    kinds).
+    r"""Multi-head attention whose weights come from synthesized logits (or a mixture of several kinds).
 
     A :class:`~suma_lib.attention.multihead.MultiHeadAttention` whose :meth:`get_scores` returns the
     mixture :meth:`logits` of the tokens instead of :math:`QK^\top/\sqrt{d_h}`; its own layout has a
-    value projection ``value`` and an output projection ``out`` (no query or key projection outside
-    the
+    value projection ``value`` and an output projection ``out`` (no query or key projection outside the
     ``"dot"`` source).
 
     .. math::
@@ -451,7 +435,7 @@ class SynthesizerAttention(MultiHeadAttention):
 
     Notes
     -----
-    Chapter: ``notebooks/synthesizer.ipynb``.
+    Chapter: notebooks/synthesizer.md.
     """
 
     _input_names = ("x", "x", "x")
@@ -551,8 +535,7 @@ class SynthesizerAttention(MultiHeadAttention):
         return total.expand(*x.shape[:-2], *total.shape[-3:])
 
     def project(self, query, key, value):
-        """Only values: the scores come from the tokens (:meth:`logits`), not from queries and
-        keys."""
+        """Only values: the scores come from the tokens (:meth:`logits`), not from queries and keys."""
         return None, None, split_heads(self.value(value), self.num_heads)
 
     def get_scores(self, q, k, query, key):
@@ -589,6 +572,5 @@ class SynthesizerAttention(MultiHeadAttention):
         causal: bool = False,
         return_weights: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Apply the layer to ``x`` of shape ``(..., n, embed_dim)``; see :meth:`weights` for the
-        masks."""
+        """Apply the layer to ``x`` of shape ``(..., n, embed_dim)``; see :meth:`weights` for the masks."""
         return super().forward(x, mask=mask, causal=causal, return_weights=return_weights)

@@ -1,30 +1,24 @@
 r"""T-TA: a Transformer that predicts every token from all the others in one pass
 (arXiv:2004.08097).
 
-A masked language model (BERT) estimates :math:`p(x_i \mid x_{\setminus i})` for the few positions
-it
-masked; the pseudo-log-likelihood :math:`\sum_i \log p(x_i \mid x_{\setminus i})` takes :math:`n`
-forward
-passes. T-TA (Transformer-based Text Autoencoder) gets all :math:`n` conditionals from one pass with
-three
+A masked language model (BERT) estimates :math:`p(x_i \mid x_{\setminus i})` for the few positions it
+masked; the pseudo-log-likelihood :math:`\sum_i \log p(x_i \mid x_{\setminus i})` takes :math:`n` forward
+passes. T-TA (Transformer-based Text Autoencoder) gets all :math:`n` conditionals from one pass with three
 changes to the encoder:
 
 1. the queries of the first layer are the position embeddings alone (no token content);
-2. the attention mask removes the diagonal, :math:`M_{ij} = [i \ne j]`, so query :math:`i` never
-reads
+2. the attention mask removes the diagonal, :math:`M_{ij} = [i \ne j]`, so query :math:`i` never reads
    key/value :math:`i`;
 3. every layer takes its keys and values from the *original* token embeddings; only the queries are
    carried from layer to layer.
 
-By induction the hidden state at position :math:`i` is a function of the tokens :math:`x_j, j \ne i`
-only:
+By induction the hidden state at position :math:`i` is a function of the tokens :math:`x_j, j \ne i` only:
 the queries start token-free, attention at :math:`i` reads only :math:`j \ne i`, and the residual
-connections, layer norms and feed-forward blocks act position by position. Stacking naïvely (keys
-and
+connections, layer norms and feed-forward blocks act position by position. Stacking naïvely (keys and
 values from the previous layer's output) breaks this in the second layer, because the state at
 :math:`j \ne i` has read token :math:`i` in the first.
 
-Chapter: ``notebooks/faster-mlm.ipynb``.
+Chapter: notebooks/faster-mlm.md.
 """
 
 from __future__ import annotations
@@ -58,8 +52,7 @@ STACKINGS = ("tta", "naive")
 
 
 def diagonal_free_mask(n: int, *, device: torch.device | str | None = None) -> torch.Tensor:
-    r"""The mask :math:`M_{ij} = [i \ne j]`: every query attends to every key except its own
-    position.
+    r"""The mask :math:`M_{ij} = [i \ne j]`: every query attends to every key except its own position.
 
     Parameters
     ----------
@@ -82,17 +75,14 @@ class DiagonalFreeAttention(MultiHeadAttention):
     r"""Multi-head attention in which query :math:`i` never reads key :math:`i` (the
     mask :math:`[i \ne j]`).
 
-    A :class:`~suma_lib.attention.multihead.MultiHeadAttention` whose structural mask
-    (:meth:`get_mask`)
-    is :func:`diagonal_free_mask`; any ``mask`` passed to the forward is combined with it. The query
-    and
-    key sequences must have the same length (position :math:`j` of the keys is position :math:`j` of
-    the
+    A :class:`~suma_lib.attention.multihead.MultiHeadAttention` whose structural mask (:meth:`get_mask`)
+    is :func:`diagonal_free_mask`; any ``mask`` passed to the forward is combined with it. The query and
+    key sequences must have the same length (position :math:`j` of the keys is position :math:`j` of the
     queries). Same constructor as the base class.
 
     Notes
     -----
-    Chapter: ``notebooks/faster-mlm.ipynb``.
+    Chapter: notebooks/faster-mlm.md.
     """
 
     def get_mask(self, n: int, m: int, device: torch.device) -> torch.Tensor:
@@ -103,12 +93,10 @@ class DiagonalFreeAttention(MultiHeadAttention):
 
 
 class TTALayer(nn.Module):
-    r"""One T-TA block: diagonal-free multi-head attention from ``query`` to ``memory``, then a
-    feed-forward.
+    r"""One T-TA block: diagonal-free multi-head attention from ``query`` to ``memory``, then a feed-forward.
 
     .. math:: h = \operatorname{LN}\big(q + \operatorname{MHA}(q, m, m; M)\big), \qquad
-              \text{out} = \operatorname{LN}\big(h + W_2\,\operatorname{GELU}(W_1 h)\big),
-              \qquad M_{ij} = [i \ne j]
+              \text{out} = \operatorname{LN}\big(h + W_2\,\operatorname{GELU}(W_1 h)\big), \qquad M_{ij} = [i \ne j]
 
     (post-norm, as in BERT). Everything except the attention acts on each position separately.
 
@@ -121,14 +109,13 @@ class TTALayer(nn.Module):
     ff_dim : int, optional
         Hidden width of the feed-forward block, ``4 * embed_dim`` by default.
     dropout : float
-        Dropout after the attention and the feed-forward block (position-wise, so it never mixes
-        positions).
+        Dropout after the attention and the feed-forward block (position-wise, so it never mixes positions).
     device, dtype
         Passed to the parameters' constructors.
 
     Notes
     -----
-    Chapter: ``notebooks/faster-mlm.ipynb``.
+    Chapter: notebooks/faster-mlm.md.
     """
 
     def __init__(
@@ -162,12 +149,10 @@ class TTALayer(nn.Module):
         ----------
         query : torch.Tensor, shape ``(..., n, embed_dim)``
         memory : torch.Tensor, shape ``(..., n, embed_dim)``
-            Keys and values; position :math:`j` of ``memory`` is the same position as row :math:`j`
-            of
+            Keys and values; position :math:`j` of ``memory`` is the same position as row :math:`j` of
             ``query`` (the diagonal is defined by it).
         mask : torch.Tensor, optional
-            Extra boolean mask (``True`` = may attend) broadcastable to ``(..., n, n)``, e.g.
-            padding;
+            Extra boolean mask (``True`` = may attend) broadcastable to ``(..., n, n)``, e.g. padding;
             it is combined with the diagonal-free mask.
 
         Returns
@@ -185,8 +170,7 @@ class TTALayer(nn.Module):
 
 
 class TTAEncoder(nn.Module):
-    r"""A T-TA language autoencoder: logits of :math:`p(x_i \mid x_{\setminus i})` at every position
-    at once.
+    r"""A T-TA language autoencoder: logits of :math:`p(x_i \mid x_{\setminus i})` at every position at once.
 
     With token embeddings :math:`e(x_j)` and learned position embeddings :math:`p_j`:
 
@@ -195,11 +179,9 @@ class TTAEncoder(nn.Module):
               h^{(\ell)} = \text{Layer}_\ell\big(h^{(\ell-1)}, m\big), \qquad
               \text{logits}_i = W h^{(L)}_i + b.
 
-    With ``stacking="naive"`` layers after the first take their keys and values from the previous
-    output,
+    With ``stacking="naive"`` layers after the first take their keys and values from the previous output,
     :math:`h^{(\ell)} = \text{Layer}_\ell(h^{(\ell-1)}, h^{(\ell-1)})`: a plain encoder with a
-    diagonal-free mask, which leaks token :math:`i` back to position :math:`i` from the second layer
-    on.
+    diagonal-free mask, which leaks token :math:`i` back to position :math:`i` from the second layer on.
 
     Parameters
     ----------
@@ -220,7 +202,7 @@ class TTAEncoder(nn.Module):
 
     Notes
     -----
-    Chapter: ``notebooks/faster-mlm.ipynb``.
+    Chapter: notebooks/faster-mlm.md.
     """
 
     def __init__(
@@ -279,8 +261,7 @@ class TTAEncoder(nn.Module):
     def forward_embeddings(
         self, token_vectors: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Like :meth:`forward`, from the token embeddings :math:`e(x_j)` (e.g. to differentiate
-        through them).
+        """Like :meth:`forward`, from the token embeddings :math:`e(x_j)` (e.g. to differentiate through them).
 
         Parameters
         ----------
@@ -324,14 +305,12 @@ class TTAEncoder(nn.Module):
 
 
 def pseudo_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    r"""The pseudo-log-likelihood :math:`\sum_i \log p(x_i \mid x_{\setminus i})` from one pass's
-    logits.
+    r"""The pseudo-log-likelihood :math:`\sum_i \log p(x_i \mid x_{\setminus i})` from one pass's logits.
 
     Parameters
     ----------
     logits : torch.Tensor, shape ``(..., n, V)``
-        Position :math:`i` holds the (unnormalised) log-probabilities of :math:`x_i` given the rest,
-        as a
+        Position :math:`i` holds the (unnormalised) log-probabilities of :math:`x_i` given the rest, as a
         :class:`TTAEncoder` produces in a single forward pass.
     tokens : torch.Tensor, shape ``(..., n)``, integer
         The observed tokens.
@@ -342,7 +321,7 @@ def pseudo_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.T
 
     Notes
     -----
-    Chapter: ``notebooks/faster-mlm.ipynb``.
+    Chapter: notebooks/faster-mlm.md.
     """
     check_tensor(logits, "logits", min_dim=2, floating=True)
     check_tokens(tokens, "tokens", logits.shape[-1])
@@ -358,8 +337,7 @@ def pseudo_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.T
 def masked_pseudo_log_likelihood(
     model: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor, mask_token: int
 ) -> torch.Tensor:
-    r"""The pseudo-log-likelihood the MLM way: :math:`n` forward passes, the :math:`i`-th
-    with :math:`x_i` masked.
+    r"""The pseudo-log-likelihood the MLM way: :math:`n` forward passes, the :math:`i`-th with :math:`x_i` masked.
 
     .. math:: \operatorname{PLL}(x) = \sum_{i=1}^n \log p_\theta\big(x_i \mid x_1, \dots, x_{i-1},
               \texttt{[MASK]}, x_{i+1}, \dots, x_n\big)
@@ -379,7 +357,7 @@ def masked_pseudo_log_likelihood(
     Notes
     -----
     For a :class:`TTAEncoder` output :math:`i` does not depend on :math:`x_i`, so this equals
-    :func:`pseudo_log_likelihood` of a single pass. Chapter: ``notebooks/faster-mlm.ipynb``.
+    :func:`pseudo_log_likelihood` of a single pass. Chapter: notebooks/faster-mlm.md.
     """
     if not callable(model):
         raise TypeError(f"model must be callable, got {type(model).__name__}")
@@ -410,8 +388,7 @@ def train_tta(
 
     .. math:: \mathcal{L} = -\frac{1}{n}\sum_{i=1}^n \log p_\theta(x_i \mid x_{\setminus i})
 
-    Unlike BERT's MLM, which scores about 15 % of the positions of each sequence, each pass trains
-    all
+    Unlike BERT's MLM, which scores about 15 % of the positions of each sequence, each pass trains all
     :math:`n` of them.
 
     Parameters
@@ -436,7 +413,7 @@ def train_tta(
 
     Notes
     -----
-    Chapter: ``notebooks/faster-mlm.ipynb``.
+    Chapter: notebooks/faster-mlm.md.
     """
     check_tokens(train_tokens, "train_tokens", min_dim=2)
     lr = check_float(lr, "lr", low=0.0, low_open=True)
@@ -468,8 +445,7 @@ def sample_markov_chain(
     r"""Draw sequences from a Markov
     chain: :math:`x_1 \sim \pi_0`, :math:`x_{t+1} \sim P_{x_t,\cdot}`.
 
-    The former argument order ``(transition, initial)`` of :func:`suma_lib.tasks.markov_sample`,
-    which
+    The former argument order ``(transition, initial)`` of :func:`suma_lib.tasks.markov_sample`, which
     this wraps.
 
     Parameters
@@ -489,7 +465,7 @@ def sample_markov_chain(
 
     Notes
     -----
-    The synthetic task of ``notebooks/faster-mlm.ipynb``.
+    The synthetic task of notebooks/faster-mlm.md.
     """
     return markov_sample(initial, transition, num_sequences, length, generator)
 
@@ -497,8 +473,7 @@ def sample_markov_chain(
 def markov_conditionals(
     tokens: torch.Tensor, transition: torch.Tensor, initial: torch.Tensor
 ) -> torch.Tensor:
-    r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at
-    once.
+    r"""The exact :math:`p(x_i = a \mid x_{\setminus i})` of a Markov chain, for every position at once.
 
     The former argument order ``(tokens, transition, initial)`` of
     :func:`suma_lib.tasks.markov_leave_one_out`, which this wraps (see it for the formula):
@@ -513,11 +488,10 @@ def markov_conditionals(
     Returns
     -------
     torch.Tensor, shape ``(..., n, V)``
-        Rows sum to one; a :class:`ValueError` for ids out of range or a sequence of probability
-        zero.
+        Rows sum to one; a :class:`ValueError` for ids out of range or a sequence of probability zero.
 
     Notes
     -----
-    Chapter: ``notebooks/faster-mlm.ipynb``.
+    Chapter: notebooks/faster-mlm.md.
     """
     return markov_leave_one_out(tokens, initial, transition)

@@ -12,8 +12,7 @@ Chapter: notebooks/init-geometry.md, notebooks/jl-lemma-applications.md
 Conventions: torch code is device- and dtype-agnostic (new tensors follow their inputs, or the
 ``device`` and ``dtype`` arguments of the samplers), batched over leading dimensions, and draws its
 randomness from an optional
-:class:`torch.Generator` (which must live on the device the numbers are drawn on). Weight matrices
-follow
+:class:`torch.Generator` (which must live on the device the numbers are drawn on). Weight matrices follow
 :mod:`torch.nn.init`: a ``Linear`` weight has shape ``(fan_out, fan_in)`` and acts as ``x @ w.T``.
 """
 

@@ -19,8 +19,7 @@ __all__: list[str] = []
 def _placement(
     device: str | torch.device | None, dtype: torch.dtype | None, generator: torch.Generator | None
 ) -> tuple[torch.device | None, torch.dtype]:
-    """Check a sampler's ``device``/``dtype``/``generator``; the device defaults to the
-    generator's."""
+    """Check a sampler's ``device``/``dtype``/``generator``; the device defaults to the generator's."""
     check_generator(generator)
     dev = (
         (generator.device if generator is not None else None)

@@ -59,8 +59,7 @@ def angle_between(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     x, y : torch.Tensor
-        Floating-point tensors ``(..., d)`` with broadcastable leading dimensions, same dtype and
-        device.
+        Floating-point tensors ``(..., d)`` with broadcastable leading dimensions, same dtype and device.
 
     Returns
     -------
@@ -125,11 +124,9 @@ def random_projection(
     *,
     return_matrix: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    r"""Gaussian random projection of the last axis: :math:`x \mapsto A x`, :math:`A_{ij} \sim
-    \mathcal{N}(0, 1/n)`.
+    r"""Gaussian random projection of the last axis: :math:`x \mapsto A x`, :math:`A_{ij} \sim \mathcal{N}(0, 1/n)`.
 
-    With :math:`n` = ``dim`` output coordinates, each :math:`(Ax)_i` is :math:`\mathcal{N}(0,
-    \|x\|^2/n)`, so
+    With :math:`n` = ``dim`` output coordinates, each :math:`(Ax)_i` is :math:`\mathcal{N}(0, \|x\|^2/n)`, so
 
     .. math:: \mathbb{E}\|Ax\|^2 = \|x\|^2, \qquad \frac{\|Ax\|^2}{\|x\|^2} \sim \frac{\chi^2_n}{n},
 
@@ -169,8 +166,7 @@ def random_projection(
 
 
 def jl_min_dim(n_points: int, eps: float, constant: float = 24.0) -> int:
-    r"""Smallest integer dimension :math:`n` with :math:`n > C \log N / \varepsilon^2` (natural
-    log).
+    r"""Smallest integer dimension :math:`n` with :math:`n > C \log N / \varepsilon^2` (natural log).
 
     With :math:`C = 24` (the default, the theory article's constant) a Gaussian random projection to
     :math:`n` dimensions keeps all :math:`\binom{N}{2}` squared distances within a factor
@@ -242,8 +238,7 @@ def jl_distortion(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     - 1`, :math:`i < j`.
 
     A map keeps all distances within :math:`\varepsilon` (in the Johnson–Lindenstrauss sense)
-    exactly when every entry lies in :math:`[-\varepsilon, \varepsilon]`. Distances are computed as
-    in
+    exactly when every entry lies in :math:`[-\varepsilon, \varepsilon]`. Distances are computed as in
     :func:`pairwise_sq_distances`, after rescaling each point set by its largest entry so that
     entries as large as :math:`10^{30}` do not overflow. A pair of coincident points gives 0 if it
     is still coincident after the map and ``inf`` otherwise.
@@ -319,8 +314,7 @@ def sign_lsh(
     x : torch.Tensor
         Vectors ``(..., d)``, floating point.
     n_bits : int
-        Number of hyperplanes (ignored when ``planes`` is given, which must then have ``n_bits``
-        rows).
+        Number of hyperplanes (ignored when ``planes`` is given, which must then have ``n_bits`` rows).
     generator : torch.Generator, optional
         Source of randomness for the hyperplanes, on ``x``'s device.
     planes : torch.Tensor, optional
@@ -331,8 +325,7 @@ def sign_lsh(
     Returns
     -------
     torch.Tensor
-        ``(..., n_bits)`` booleans (``True`` where :math:`r_b\cdot x > 0`), or :math:`\pm 1` if
-        ``signed``.
+        ``(..., n_bits)`` booleans (``True`` where :math:`r_b\cdot x > 0`), or :math:`\pm 1` if ``signed``.
     """
     check_tensor(x, "x", min_dim=1, floating=True, finite=True)
     n_bits = check_int(n_bits, "n_bits", low=1)
@@ -359,8 +352,7 @@ def sign_lsh(
 
 
 def hamming_angle(codes_a: torch.Tensor, codes_b: torch.Tensor) -> torch.Tensor:
-    r"""Angle estimated from two sign-LSH codes: :math:`\hat\theta = \pi \cdot \frac{\#\{b : a_b \ne
-    b_b\}}{B}`.
+    r"""Angle estimated from two sign-LSH codes: :math:`\hat\theta = \pi \cdot \frac{\#\{b : a_b \ne b_b\}}{B}`.
 
     Unbiased, :math:`\mathbb{E}\hat\theta = \theta`, with variance :math:`\theta(\pi - \theta)/B`
     for :math:`B` independent hyperplanes (a binomial proportion times :math:`\pi`).
@@ -433,8 +425,7 @@ def randomized_svd(
     ----------
     a : torch.Tensor
         Matrices ``(..., m, n)``, floating point (real or complex), finite; float16/bfloat16 are
-        computed in float32 (QR and SVD have no half-precision kernels) and returned in ``a``'s
-        dtype.
+        computed in float32 (QR and SVD have no half-precision kernels) and returned in ``a``'s dtype.
     k : int
         Target rank, :math:`1 \le k \le \min(m, n)`.
     n_oversamples : int
@@ -493,12 +484,10 @@ def _real_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _normalize_rows(t: torch.Tensor) -> torch.Tensor:
-    """Rows spanning those of ``t``, well conditioned: Cholesky-QR (``L^{-1} t`` with
-    ``t t^H = L L^H``).
+    """Rows spanning those of ``t``, well conditioned: Cholesky-QR (``L^{-1} t`` with ``t t^H = L L^H``).
 
     Between power iterations only the span matters, so the cheap Cholesky-QR (two small products and
-    a triangular solve) replaces Householder QR; a rank-deficient ``t`` (Cholesky fails) falls back
-    to QR.
+    a triangular solve) replaces Householder QR; a rank-deficient ``t`` (Cholesky fails) falls back to QR.
     """
     chol, info = torch.linalg.cholesky_ex(t @ t.mH)
     if t.device.type == "meta" or bool((info != 0).any()):
@@ -514,8 +503,7 @@ def _orth_rows(t: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------- symbolic
 # / scalar
 def embedding_entropy(dim: float, n_points: float, grid: int = 20_001) -> float:
-    r"""Entropy estimate of a softmax over :math:`N^2` pairs of random :math:`n`-dimensional
-    embeddings.
+    r"""Entropy estimate of a softmax over :math:`N^2` pairs of random :math:`n`-dimensional embeddings.
 
     The minimum-entropy argument behind the embedding-size rule :math:`n > 8.33\log N`: model
     :math:`p(i, j) \propto e^{\langle u_i, v_j\rangle}` over all :math:`N^2` pairs, with embeddings
@@ -530,8 +518,7 @@ def embedding_entropy(dim: float, n_points: float, grid: int = 20_001) -> float:
 
     The estimate turns negative, i.e. :math:`N` points no longer "fill" the space, once
     :math:`n \gtrsim (4/\log\varphi)\log N \approx 8.31\log N` (:math:`\varphi` the golden ratio).
-    The expectations are computed in float64 with a log-sum-exp trapezoid rule in :math:`t =
-    \cos\theta`.
+    The expectations are computed in float64 with a log-sum-exp trapezoid rule in :math:`t = \cos\theta`.
 
     Chapter: notebooks/jl-lemma-applications.md
 

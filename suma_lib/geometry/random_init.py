@@ -46,8 +46,7 @@ _rms = rms  # root mean square over the last axis without overflow
 
 
 def _log_gamma_half_ratio(x: float) -> float:
-    r""":math:`\log\Gamma(x + 1/2) - \log\Gamma(x)` for :math:`x > 0`, accurate for huge ``x``
-    too."""
+    r""":math:`\log\Gamma(x + 1/2) - \log\Gamma(x)` for :math:`x > 0`, accurate for huge ``x`` too."""
     if x < 1e4:
         return math.lgamma(x + 0.5) - math.lgamma(x)
     # Asymptotic series; the next term is O(x^-5), far below double precision here.
@@ -243,8 +242,7 @@ def normal_init_(
     Parameters
     ----------
     w : torch.Tensor
-        Floating-point weight, at least 2-D, shape ``(fan_out, fan_in, *kernel)``; any device
-        (``meta`` too).
+        Floating-point weight, at least 2-D, shape ``(fan_out, fan_in, *kernel)``; any device (``meta`` too).
     scheme : {"lecun", "xavier", "he"}
         The rule.
     gain : float
@@ -360,8 +358,7 @@ def activation_norms(
     weights: Sequence[torch.Tensor],
     activation: str | Callable[[torch.Tensor], torch.Tensor] = "relu",
 ) -> torch.Tensor:
-    r"""Root-mean-square activation of every layer of a deep bias-free MLP :math:`h_{l+1} = \phi(h_l
-    W_l^\top)`.
+    r"""Root-mean-square activation of every layer of a deep bias-free MLP :math:`h_{l+1} = \phi(h_l W_l^\top)`.
 
     Returns :math:`\operatorname{rms}(h_l) = \|h_l\|/\sqrt{d_l}` for :math:`l = 0, \dots, L`
     (:math:`h_0 = x`), computed without overflow. With :math:`W_l` drawn with variance
@@ -377,8 +374,7 @@ def activation_norms(
     x : torch.Tensor
         Inputs ``(..., d_0)``, floating point, finite.
     weights : list of torch.Tensor
-        Weights ``W_l`` of shape ``(d_{l+1}, d_l)`` (``torch.nn.Linear`` layout), same dtype and
-        device as ``x``.
+        Weights ``W_l`` of shape ``(d_{l+1}, d_l)`` (``torch.nn.Linear`` layout), same dtype and device as ``x``.
     activation : {"relu", "linear", "tanh"} or callable
         The nonlinearity :math:`\phi` applied after every layer.
 
@@ -418,8 +414,7 @@ def gaussian_expectation(expr: Any, variables: Sequence[Any], std: Any = 1) -> A
 
     Expands ``expr`` into monomials and uses :math:`\mathbb{E}[z^{k}] = \sigma^k (k-1)!!` for even
     :math:`k` and 0 for odd :math:`k`, independently for each variable. This is what a derivation
-    with Gaussian weights needs (e.g. :math:`\mathbb{E}\|Av\|^2`), and much faster than
-    ``sympy.stats``.
+    with Gaussian weights needs (e.g. :math:`\mathbb{E}\|Av\|^2`), and much faster than ``sympy.stats``.
 
     Chapter: notebooks/init-geometry.md, notebooks/jl-lemma-applications.md
 
@@ -430,8 +425,7 @@ def gaussian_expectation(expr: Any, variables: Sequence[Any], std: Any = 1) -> A
     variables : list of sympy.Symbol
         The independent :math:`\mathcal{N}(0, \sigma^2)` variables.
     std : number or list
-        :math:`\sigma` (a number or SymPy expression), shared by all variables, or a list with one
-        per variable.
+        :math:`\sigma` (a number or SymPy expression), shared by all variables, or a list with one per variable.
 
     Returns
     -------

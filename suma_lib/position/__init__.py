@@ -2,7 +2,7 @@ r"""Position encodings: absolute, rotary and relative (Part V of the book).
 
 Absolute encodings are added to the inputs: the Transformer's sinusoid (:func:`sinusoidal_encoding`)
 and a learned table (:class:`LearnedPositionalEmbedding`). The others act inside attention and plug
-into :class:`~suma_lib.attention.MultiHeadAttention` through its two hooks, as a query/key transform
+into :class:`~suma_lib.attention.multihead.MultiHeadAttention` through its two hooks, as a query/key transform
 (``qk_transform=``; attribute ``role = "qk"``) or as an additive score term (``score_bias=``;
 ``role = "bias"``), or several at once through :class:`PositionalMultiHeadAttention`'s ``position=``:
 
@@ -32,8 +32,8 @@ RoFormer paper, GPT-J) and ``"half"`` rotates :math:`(x_i, x_{i+d/2})` (GPT-NeoX
 The code lives in private submodules (absolute encodings, rotary transforms, relative score terms, attention
 and blocks, training positions); import every name from here.
 
-Chapters: ``notebooks/attention-is-all-you-need.md``, ``notebooks/position-encoding-survey.md``,
-``notebooks/sinusoidal-origin.md``, ``notebooks/roformer-v2.md``.
+Chapters: notebooks/attention-is-all-you-need.md, notebooks/position-encoding-survey.md,
+notebooks/sinusoidal-origin.md, notebooks/roformer-v2.md.
 """
 
 

@@ -53,7 +53,7 @@ def sinusoidal_frequencies(
 
     Notes
     -----
-    Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
+    Chapter: notebooks/attention-is-all-you-need.md.
     """
     d = _check_d(d)
     base = check_float(base, "base", low=0.0, low_open=True)
@@ -113,7 +113,7 @@ def sinusoidal_encoding(
 
     Notes
     -----
-    Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
+    Chapter: notebooks/attention-is-all-you-need.md.
     """
     layout = check_choice(layout, "layout", LAYOUTS)
     if isinstance(n, torch.Tensor):
@@ -176,7 +176,7 @@ def sinusoidal_shift_matrix(
 
     Notes
     -----
-    Chapter: ``notebooks/attention-is-all-you-need.ipynb``.
+    Chapter: notebooks/attention-is-all-you-need.md.
     """
     layout = check_choice(layout, "layout", LAYOUTS)
     d = _check_d(d)
@@ -229,7 +229,7 @@ class LearnedPositionalEmbedding(nn.Module):
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
 
     role = "input"

@@ -103,7 +103,7 @@ def relative_positions(
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
     n = check_int(n, "n", low=0)
     m = n if m is None else check_int(m, "m", low=0)

@@ -22,7 +22,7 @@ from ._rotary import (
 
 # ======================================================================================= attention
 class PositionalMultiHeadAttention(MultiHeadAttention):
-    r""":class:`~suma_lib.attention.MultiHeadAttention` with position modules plugged into its hooks.
+    r""":class:`~suma_lib.attention.multihead.MultiHeadAttention` with position modules plugged into its hooks.
 
     ``position`` is one module or a sequence of them; each one's ``role`` says where it goes: ``"qk"``
     modules (:class:`RotaryEmbedding`, :class:`XPos`, :class:`LogNScale`) transform ``q, k`` in order,
@@ -31,11 +31,11 @@ class PositionalMultiHeadAttention(MultiHeadAttention):
 
     .. math:: \operatorname{softmax}\!\Bigl(\frac{T(q)\,T(k)^\top}{\sqrt{d_k}} + \sum B\Bigr) V.
 
-    Every other argument is :class:`~suma_lib.attention.MultiHeadAttention`'s.
+    Every other argument is :class:`~suma_lib.attention.multihead.MultiHeadAttention`'s.
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, *args, position=None, **kwargs) -> None:
@@ -81,7 +81,7 @@ def alpha_ramp(step: int, ramp_steps: int) -> float:
 
     Notes
     -----
-    Chapter: ``notebooks/roformer-v2.md``.
+    Chapter: notebooks/roformer-v2.md.
     """
     step = check_int(step, "step", low=0)
     ramp_steps = check_int(ramp_steps, "ramp_steps", low=0)
@@ -115,7 +115,7 @@ class RoPEBlock(nn.Module):
 
     Notes
     -----
-    Chapter: ``notebooks/roformer-v2.md``.
+    Chapter: notebooks/roformer-v2.md.
     """
 
     def __init__(

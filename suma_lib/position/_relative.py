@@ -74,7 +74,7 @@ def alibi_slopes(
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md`` (Part V's extrapolation chapters use it).
+    Chapter: notebooks/position-encoding-survey.md (Part V's extrapolation chapters use it).
     """
     h = check_int(num_heads, "num_heads", low=1)
     dev, dt = _resolve(device, dtype)
@@ -99,7 +99,7 @@ class ALiBi(_Bias):
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
 
     def __init__(self, num_heads: int) -> None:
@@ -153,7 +153,7 @@ def t5_relative_position_bucket(
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
     check_tensor(relative_position, "relative_position")
     if relative_position.is_complex() or relative_position.dtype == torch.bool:
@@ -201,7 +201,7 @@ class T5RelativeBias(_Bias):
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
 
     def __init__(
@@ -267,7 +267,7 @@ def kerple_bias(
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
     kind = check_choice(kind, "kind", KERPLE_KINDS)
     check_tensor(distance, "distance", floating=True)
@@ -309,7 +309,7 @@ class KERPLE(_Bias):
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
 
     def __init__(self, num_heads: int, kind: str = "log", r1: float = 1.0, r2: float = 1.0) -> None:
@@ -363,7 +363,7 @@ def sandwich_bias(
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
     check_tensor(distance, "distance", finite=True)
     if distance.is_complex() or distance.dtype == torch.bool:
@@ -389,7 +389,7 @@ class Sandwich(_Bias):
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
 
     def __init__(self, num_heads: int, dim: int = 128, base: float = 10000.0, scale=1.0) -> None:
@@ -436,7 +436,7 @@ class ShawRelativePosition(_Bias):
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
 
     def __init__(

@@ -72,7 +72,7 @@ def rope_cos_sin(
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
     check_tensor(positions, "positions", finite=True)
     if positions.is_complex() or positions.dtype == torch.bool:
@@ -133,7 +133,7 @@ def apply_rope(
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
     layout = check_choice(layout, "layout", ROPE_LAYOUTS)
     d = _check_x(x, "x")
@@ -144,7 +144,7 @@ def apply_rope(
 
 
 class RotaryEmbedding(nn.Module):
-    r"""RoPE as a query/key transform for :class:`~suma_lib.attention.MultiHeadAttention`.
+    r"""RoPE as a query/key transform for :class:`~suma_lib.attention.multihead.MultiHeadAttention`.
 
     ``RotaryEmbedding(d)(q, k)`` returns :math:`(R_m q_m, R_n k_n)` (:func:`apply_rope`), keys at
     ``0..m-1`` and queries at the last ``n`` key positions unless explicit positions are given, so a
@@ -160,7 +160,7 @@ class RotaryEmbedding(nn.Module):
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
 
     role = "qk"
@@ -228,7 +228,7 @@ def apply_xpos(
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md`` (and Part V's extrapolation chapters).
+    Chapter: notebooks/position-encoding-survey.md (and Part V's extrapolation chapters).
     """
     layout = check_choice(layout, "layout", ROPE_LAYOUTS)
     d = _check_x(q, "q")
@@ -256,7 +256,8 @@ def apply_xpos(
 
 
 class XPos(nn.Module):
-    r"""XPOS (:func:`apply_xpos`) as a query/key transform for :class:`~suma_lib.attention.MultiHeadAttention`.
+    r"""XPOS (:func:`apply_xpos`) as a query/key transform for
+    :class:`~suma_lib.attention.multihead.MultiHeadAttention`.
 
     Meant for causal attention: for keys after the query (:math:`n > m`) the factor
     :math:`\xi^{m-n}` grows instead of decaying.
@@ -269,7 +270,7 @@ class XPos(nn.Module):
 
     Notes
     -----
-    Chapter: ``notebooks/position-encoding-survey.md``.
+    Chapter: notebooks/position-encoding-survey.md.
     """
 
     role = "qk"
