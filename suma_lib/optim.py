@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from ._validation import check_float, check_tensor
+from ._validation import check_compatible, check_float, check_tensor
 
 __all__ = [
     "AdaFactor",
@@ -73,8 +73,9 @@ def i_divergence(c: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
     Chapter: notebooks/adafactor.md
     """
-    check_tensor(c, "c", min_dim=2)
-    check_tensor(q, "q", min_dim=2)
+    check_tensor(c, "c", min_dim=2, floating=True)
+    check_tensor(q, "q", min_dim=2, floating=True)
+    check_compatible(c, q, "c", "q", core_dims=2)
     if c.shape != q.shape:
         raise ValueError(
             f"c and q must have the same shape, got {tuple(c.shape)} and {tuple(q.shape)}"
@@ -118,8 +119,14 @@ def rms(x: torch.Tensor) -> torch.Tensor:
 
     Chapter: notebooks/adafactor.md
     """
-    check_tensor(x, "x")
-    return x.square().mean().sqrt()
+    check_tensor(x, "x", floating=True)
+    if x.numel() == 0:
+        raise ValueError("x must not be empty")
+    # scale by the largest magnitude first, so that |x| = 1e30 does not overflow x**2 (NaN stays NaN,
+    # inf gives inf)
+    m = x.detach().abs().amax()
+    scale = torch.where((m > 0) & torch.isfinite(m), m, torch.ones_like(m))
+    return scale * (x / scale).square().mean().sqrt()
 
 
 def state_bytes(optimizer: Optimizer) -> int:

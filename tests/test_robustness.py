@@ -698,12 +698,6 @@ EXAMPLES.update(
 # (public name, family) -> reason with the owner. Checked as xfail(strict=False): a fix makes them
 # pass.
 KNOWN: dict[tuple[str, str], str] = {
-    ("suma_lib.optim.i_divergence", "int_tensor"): "owner: p7: an int tensor leaks a torch error",
-    ("suma_lib.optim.i_divergence", "bool_tensor"): "owner: p7: a bool tensor leaks a torch error",
-    ("suma_lib.optim.i_divergence", "meta_mix"): "owner: p7: meta input with CPU tensors leaks",
-    ("suma_lib.optim.rms", "int_tensor"): "owner: p7: an int tensor leaks a torch error",
-    ("suma_lib.optim.rms", "bool_tensor"): "owner: p7: a bool tensor leaks a torch error",
-    ("suma_lib.optim.rms", "huge"): "owner: p7: inf output at |x| = 1e30 (x**2 overflows)",
 }
 
 
