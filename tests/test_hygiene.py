@@ -244,3 +244,10 @@ def test_chapter_pointers_have_one_style() -> None:
         assert not re.search(r"notebooks/[a-z0-9-]+\.ipynb", text), f"{path}: point to notebooks/<slug>.md"
         for slug in re.findall(r"notebooks/([a-z0-9-]+)\.md", text):
             assert (ROOT / "notebooks" / f"{slug}.md").exists(), f"{path} points to a missing chapter {slug}"
+
+
+def test_no_library_module_is_over_650_lines() -> None:
+    """Modules stay readable (issue 8 asks for about 600 lines at most): split along the topic's seams."""
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "suma_lib").rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 650}
+    assert not long, f"modules over 650 lines: {long}"
