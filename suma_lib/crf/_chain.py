@@ -85,7 +85,7 @@ def crf_log_partition(
         \alpha_k(j) = f_k(j) + \log \sum_i e^{\alpha_{k-1}(i) + g(i, j)},
 
     :math:`\log Z = \log \sum_j e^{\alpha_n(j) + b(j)}`: :math:`O(n K^2)` instead of :math:`K^n`
-    terms, every sum a ``logsumexp`` so that scores of any size (|f| = 1e30 included) give finite
+    terms, every sum a ``logsumexp`` so that scores of any size (:math:`|f| = 10^{30}` included) give finite
     results and gradients. Padded steps carry :math:`\alpha` over unchanged. Parameters as in
     :func:`crf_score`.
 
