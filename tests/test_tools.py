@@ -241,3 +241,11 @@ def test_a_captioned_figure_without_alt_text_gets_its_caption() -> None:
     nb["cells"][4]["metadata"]["mystnb"] = {"figure": {"caption": "Gap shrinks.", "name": "fig-demo-gap"}}
     staged = build_book.prepare_chapter(nb, "demo")
     assert staged["cells"][4]["metadata"]["mystnb"]["image"]["alt"] == "Gap shrinks."
+
+
+def test_benchmark_verdicts_read_status_and_goal_columns() -> None:
+    status = ["| case | goal | status |", "|---|---|---|", "| a | <= 1.0x | met |", "| b | <= 1.0x | not met |"]
+    goal = ["| case | ratio | goal |", "|---|---|---|", "| a | 0.9 | ≤ 1.05×: met |", "| b | 1.1 | ≤ 1.05×: not met |",
+            "| c | 1.0 | ≤ 1.05×: not met |"]
+    assert report._verdicts(status) == (1, 1)
+    assert report._verdicts(goal) == (1, 2)

@@ -372,14 +372,16 @@ def _verdicts(lines: list[str]) -> tuple[int, int]:
             continue
         cells = [c.strip().lower() for c in ln.strip().strip("|").split("|")]
         if col is None:
-            col = next((i for i, c in enumerate(cells) if "met" in c.split() or c in ("met", "goal met",
-                                                                                      "verdict")), -1)
+            col = next((i for i, c in enumerate(cells)
+                        if "met" in c.split() or c in ("met", "goal met", "verdict", "status")), -1)
+            if col < 0:  # a "goal" column whose entries end in "met" / "not met"
+                col = next((i for i, c in enumerate(cells) if c == "goal"), -1)
             continue
         if col < 0 or col >= len(cells) or set(cells[col]) <= {"-", ":", " "}:
             continue
-        v = cells[col]
-        if v.startswith(("not", "no", "✗", "❌")):
+        v = cells[col].rstrip(" .")
+        if v.startswith(("not", "no", "✗", "❌")) or v.endswith("not met"):
             not_met += 1
-        elif v.startswith(("met", "yes", "✓", "✅")):
+        elif v.startswith(("met", "yes", "✓", "✅")) or v.endswith(": met") or v == "met":
             met += 1
     return met, not_met
