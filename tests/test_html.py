@@ -125,3 +125,15 @@ def test_claim_lines_are_short_margin_notes(built: Path) -> None:
             if len(text) > 200:
                 long.append(f"{slug}: {text[:80]}…")
     assert not long, f"claim lines over 200 characters: {long[:5]}"
+
+
+def test_citation_labels_name_one_reference_each(built: Path) -> None:
+    """Two different references never share the label a reader sees in the text ("Su 2021a", "Su 2021b")."""
+    targets: dict[str, set[str]] = {}
+    for page in _pages(built):
+        for a in _article(_soup(page)).select('a.reference.internal[href*="references.html#"]'):
+            label = a.get_text(strip=True)
+            targets.setdefault(label, set()).add(a["href"].rsplit("#", 1)[-1])
+    assert targets, "no citation found in the book"
+    shared = {label: sorted(ids) for label, ids in targets.items() if len(ids) > 1}
+    assert not shared, f"citation labels that name several references: {shared}"
