@@ -1186,3 +1186,22 @@ def test_sweep(name: str, family: str) -> None:
         if (name, family) in KNOWN:
             pytest.xfail(KNOWN[name, family])
         raise
+
+
+# ---- enlarge
+EXAMPLES.update(
+    {
+        "suma_lib.layers.widen": Ex(lambda: ((_layers.TransformerBlock(8, 2, 16),), {}), scale=False),
+        "suma_lib.layers.widen_index": Ex(lambda: ((6,), {"block": 2}), scale=False),
+        "suma_lib.layers.widen_vector": Ex(lambda: ((T(3, 4),), {})),
+        "suma_lib.layers.widen_linear": Ex(lambda: ((T(4, 3), T(4, seed=1)), {})),
+        "suma_lib.layers.widen_norm": Ex(lambda: ((torch.nn.LayerNorm(4),), {}), scale=False),
+        "suma_lib.layers.WidenedRotary": Ex(
+            lambda: (
+                _layers.WidenedRotary(torch.tensor([1.0, 0.01])),
+                (T(2, 3, 4), T(2, 5, 4, seed=1)),
+                {},
+            )
+        ),
+    }
+)

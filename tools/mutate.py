@@ -130,6 +130,13 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("faster-mlm",), "T-TA without its diagonal mask"),
     Mutation("attention/linear.py", "    return F.elu(x) + 1.0", "    return F.elu(x) + 1.1",
              ("linear-attention",), "elu + 1.1 feature map"),
+    Mutation("layers/_widen.py", "    s_qk = k**-0.25  #", "    s_qk = k**-0.5  #",
+             ("lossless-enlargement",), "widened q, k without the fourth root of k"),
+    Mutation("layers/_widen.py",
+             "            eps=norm.eps * s_i * s_i,\n            elementwise_affine=norm.elementwise_affine,\n"
+             "            bias=",
+             "            eps=norm.eps,\n            elementwise_affine=norm.elementwise_affine,\n            bias=",
+             ("lossless-enlargement",), "widened LayerNorm keeps its epsilon"),
 )
 
 

@@ -13,8 +13,12 @@ The module is organised in sections, each a family of layers:
   :func:`deepnorm_init_`.
 * **Gated attention unit**: :class:`GAU`, :func:`relu2_attention`.
 * **Stacks**: :class:`Stack`, :func:`build_stack`.
+* **Widening**: :func:`widen` (function-preserving, :math:`k` times wider), its rules
+  :func:`widen_index`, :func:`widen_vector`, :func:`widen_linear`, :func:`widen_norm`,
+  :class:`WidenedRotary`.
 
-Chapters: notebooks/deepnet-1000-layers.md, notebooks/gau-warmup.md.
+Chapters: notebooks/deepnet-1000-layers.md, notebooks/gau-warmup.md,
+notebooks/lossless-enlargement.md.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ._blocks import FeedForward, Residual, TransformerBlock, deepnorm_constants
 from ._common import RMSNorm, SafeLayerNorm, make_norm
 from ._gau import GAU, relu2_attention
 from ._stack import Stack, build_stack
+from ._widen import WidenedRotary, widen, widen_index, widen_linear, widen_norm, widen_vector
 
 __all__ = [
     "GAU",
@@ -32,12 +37,18 @@ __all__ = [
     "SafeLayerNorm",
     "Stack",
     "TransformerBlock",
+    "WidenedRotary",
     "build_stack",
     "deepnorm_constants",
     "deepnorm_init_",
     "make_norm",
     "relu2_attention",
     "residual_scaling",
+    "widen",
+    "widen_index",
+    "widen_linear",
+    "widen_norm",
+    "widen_vector",
 ]
 
 _NORMS = ("layernorm", "rmsnorm", "rmsnorm_nogain")
