@@ -130,6 +130,12 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("faster-mlm",), "T-TA without its diagonal mask"),
     Mutation("attention/linear.py", "    return F.elu(x) + 1.0", "    return F.elu(x) + 1.1",
              ("linear-attention",), "elu + 1.1 feature map"),
+    Mutation("perturbed.py", "    score = tl / s**2 + br / m**2 - (tr + bl) / (s * m)",
+             "    score = tl / s**2 + br / m**2 - (tr + bl) / (s * m + 1)",
+             ("perturbed-masking",), "split objective with a wrong between-block denominator"),
+    Mutation("perturbed.py", "    vi = torch.einsum(\"pl,pld->pd\", avg[index[:, 0]], hidden)",
+             "    vi = torch.einsum(\"pl,pld->pd\", avg[index[:, 1]], hidden)",
+             ("perturbed-masking",), "impact read at the second masked unit, not the first"),
 )
 
 
