@@ -536,7 +536,7 @@ def plot_tree(tree: Tree, labels: Sequence[str], ax: Any = None) -> Any:
     def draw(t: Tree) -> tuple[float, float]:
         if isinstance(t, int):
             x = float(pos[t])
-            ax.text(x, -0.15, str(labels[t]), ha="center", va="top", rotation=40, fontsize=9)
+            ax.text(x, -0.15, str(labels[t]), ha="right", va="top", rotation=35, rotation_mode="anchor", fontsize=9)
             return x, 0.0
         (xl, yl), (xr, yr) = draw(t[0]), draw(t[1])
         y = float(len(_leaves(t)) - 1)
@@ -549,6 +549,7 @@ def plot_tree(tree: Tree, labels: Sequence[str], ax: Any = None) -> Any:
     ax.set_ylim(-1.6, len(leaves) - 0.5)
     ax.set_yticks([])
     ax.set_xticks([])
+    ax.grid(False)
     for side in ("top", "right", "left", "bottom"):
         ax.spines[side].set_visible(False)
     return ax
