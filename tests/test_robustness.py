@@ -1205,3 +1205,36 @@ EXAMPLES.update(
         ),
     }
 )
+
+
+# ---- pmask
+# Perturbed Masking (owner: pmask). The encoder is a context-free embedding (enough for the sweep:
+# test_perturbed.py checks the values against a naive loop on a real attention encoder).
+def _pm_encoder() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Embedding(12, 4)
+
+
+EXAMPLES.update(
+    {
+        "suma_lib.perturbed.masked_inputs": Ex(lambda: ((_ids(6), 11), {"spans": [(1, 3), (3, 5)]})),
+        "suma_lib.perturbed.impact_matrix": Ex(
+            lambda: ((_pm_encoder(), _ids(6), 11), {"spans": [(1, 3), (3, 4), (4, 5)]})
+        ),
+        "suma_lib.perturbed.adjacent_impacts": Ex(
+            lambda: ((_pm_encoder(), _ids(6), 11), {"spans": [(1, 3), (3, 4), (4, 5)]})
+        ),
+        "suma_lib.perturbed.adjacent_relatedness": Ex(lambda: ((T(5, 5),), {})),
+        "suma_lib.perturbed.split_scores": Ex(lambda: ((T(5, 5),), {})),
+        "suma_lib.perturbed.segment": Ex(lambda: ((T(4), 0.0), {}), meta=False),
+        "suma_lib.perturbed.parse_tree": Ex(lambda: ((T(6, 6),), {}), meta=False),
+    }
+)
+NOT_SWEPT.update(
+    {
+        "suma_lib.perturbed.wordpiece_spans": "no tensor arguments (token strings)",
+        "suma_lib.perturbed.tree_spans": "no tensor arguments (a nested tuple)",
+        "suma_lib.perturbed.tree_brackets": "no tensor arguments (a nested tuple and labels)",
+        "suma_lib.perturbed.plot_tree": "draws a figure (test_perturbed.py)",
+    }
+)

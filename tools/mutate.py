@@ -137,6 +137,12 @@ MUTATIONS: tuple[Mutation, ...] = (
              "            bias=",
              "            eps=norm.eps,\n            elementwise_affine=norm.elementwise_affine,\n            bias=",
              ("lossless-enlargement",), "widened LayerNorm keeps its epsilon"),
+    Mutation("perturbed.py", "    score = tl / s**2 + br / m**2 - (tr + bl) / (s * m)",
+             "    score = tl / s**2 + br / m**2 - (tr + bl) / (s * m + 1)",
+             ("perturbed-masking",), "split objective with a wrong between-block denominator"),
+    Mutation("perturbed.py", "    vi = torch.einsum(\"pl,pld->pd\", avg[index[:, 0]], hidden)",
+             "    vi = torch.einsum(\"pl,pld->pd\", avg[index[:, 1]], hidden)",
+             ("perturbed-masking",), "impact read at the second masked unit, not the first"),
 )
 
 
