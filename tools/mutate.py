@@ -130,6 +130,9 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("faster-mlm",), "T-TA without its diagonal mask"),
     Mutation("attention/linear.py", "    return F.elu(x) + 1.0", "    return F.elu(x) + 1.1",
              ("linear-attention",), "elu + 1.1 feature map"),
+    Mutation("position/_rotary.py", "            return torch.view_as_real(z * cis).flatten(-2)",
+             "            return torch.view_as_real(z * cis.conj()).flatten(-2)",
+             ("roformer-v2",), "RoPE (interleaved) rotates the wrong way"),
 )
 
 

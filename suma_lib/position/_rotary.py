@@ -113,13 +113,16 @@ def _default_table(n: int, offset: float, d: int, base: float, device: torch.dev
 
     Recomputing the angles in float64 costs more than the rotation itself at short lengths, and every layer
     of a model asks for the same table. The cache keeps the 32 most recent tables of at most 2^22 numbers
-    each; tables are built outside inference mode (so autograd can save them later) and never under
-    ``torch.compile`` tracing or on the meta device, where they are simply recomputed.
+    each. Tables are built outside inference mode (so that autograd can save them later); under
+    ``torch.compile`` tracing and on the meta device they are recomputed, not cached.
     """
     key = (n, offset, d, base, device, dtype, layout)
     hit = _TABLES.get(key)
     if hit is not None:
-        _TABLES.move_to_end(key)
+        try:
+            _TABLES.move_to_end(key)
+        except KeyError:  # evicted meanwhile by another thread: the table itself is still valid
+            pass
         return hit
     cacheable = (device.type != "meta" and n * d // 2 <= _TABLE_MAX_ELEMENTS
                  and not torch.compiler.is_compiling())
@@ -197,6 +200,10 @@ def apply_rope(
 
     Notes
     -----
+    Without ``positions``, the cosines and sines are cached per length, offset, width, base, device, dtype
+    and layout (every layer of a model reuses them); interleaved pairs are rotated as one complex product.
+    ``benchmarks/position.py`` times this against rotary-embedding-torch, x-transformers and transformers.
+
     Chapter: notebooks/position-encoding-survey.md.
     """
     layout = check_choice(layout, "layout", ROPE_LAYOUTS)
