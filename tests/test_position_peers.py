@@ -182,3 +182,21 @@ def test_alibi_slopes_match_x_transformers(heads: int) -> None:
     """The paper's slopes (powers of two) and its rule for other head counts, as x-transformers ships them."""
     ref = torch.tensor(xt.AlibiPositionalBias._get_slopes(heads), dtype=F64)
     torch.testing.assert_close(alibi_slopes(heads, dtype=F64), ref, rtol=1e-12, atol=0)
+
+
+def test_xpos_with_a_cache_equals_the_full_run() -> None:
+    """Decoding n queries against m cached keys must give the last n rows of the full run's scores.
+
+    Ours does (the centre cancels), and equals the peer's full run. The peer's own cached-keys call is not the
+    reference: rotary-embedding-torch 0.9.1's ``rotate_queries_with_cached_keys`` centres the queries' scale
+    at n // 2 and the keys' at m // 2, which multiplies pair i of every score by zeta_i^((m//2 - n//2)/B),
+    so its cached scores differ from its own full run.
+    """
+    d, n, m, B = 16, 3, 12, 32.0
+    q, k = _qk(1, 2, m, m, d, seed=8)
+    full_q, full_k = apply_xpos(q, k, scale_base=B)
+    cq, ck = apply_xpos(q[..., -n:, :], k, scale_base=B)
+    torch.testing.assert_close(cq @ ck.mT, (full_q @ full_k.mT)[..., -n:, :], rtol=1e-12, atol=1e-12)
+    peer = _ret(d, use_xpos=True, xpos_scale_base=B)
+    pq, pk = peer.rotate_queries_and_keys(q, k)
+    torch.testing.assert_close(cq @ ck.mT, (pq @ pk.mT)[..., -n:, :], rtol=1e-10, atol=1e-10)
