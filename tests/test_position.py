@@ -274,6 +274,34 @@ def test_rope_on_meta_and_errors() -> None:
         apply_rope(torch.zeros(2, 4), offset=math.nan)
 
 
+def test_rope_cached_tables_strided_inputs_inference_mode_and_gradients() -> None:
+    """The default-position tables are cached; strided inputs, inference mode and autograd still work."""
+    g = torch.Generator().manual_seed(11)
+    base = torch.randn(2, 6, 11, dtype=F64, generator=g)
+    for x in (base[..., 1:9], base[..., 1:9].transpose(0, 1), base[..., :8].mT.contiguous().mT):
+        for layout in ("interleaved", "half"):
+            ref = _complex_rope(x.numpy(), np.arange(x.shape[-2], dtype=float) + 3, 10000.0, layout)
+            np.testing.assert_allclose(apply_rope(x, offset=3, layout=layout).numpy(), ref, atol=1e-12)
+    x = torch.randn(3, 5, 8, dtype=F64, generator=g)
+    with torch.inference_mode():  # fills the cache for this key inside inference mode ...
+        apply_rope(x, offset=17.0)
+    xg = x.clone().requires_grad_(True)  # ... and autograd may still save the cached table
+    for layout in ("interleaved", "half"):
+        assert torch.autograd.gradcheck(lambda t, lay=layout: apply_rope(t, offset=17.0, layout=lay), (xg,))
+    # same length and offset, other dtype or base: other tables
+    torch.testing.assert_close(apply_rope(x.float(), offset=17.0), apply_rope(x, offset=17.0).float())
+    assert not torch.allclose(apply_rope(x, offset=17.0, base=100.0), apply_rope(x, offset=17.0))
+    # the fast paths (complex product; full-width tables) agree with plain real arithmetic
+    from suma_lib.position._rotary import _rotate, _table
+
+    pos = torch.arange(5, dtype=F64) + 17.0
+    for layout in ("interleaved", "half"):
+        cos, sin, extra = _table(pos, 8, 10000.0, F64, layout)
+        assert extra is not None
+        torch.testing.assert_close(_rotate(x, cos, sin, layout, extra), _rotate(x, cos, sin, layout), rtol=0,
+                                   atol=1e-15)
+
+
 # ================================================================================================ XPOS
 def test_xpos_identity_and_centring() -> None:
     """(xi^m R_m q) . (xi^-n R_n k) = sum_i xi_i^(m-n) [pair i of q^T R_(n-m) k], also at position 1e5."""

@@ -143,6 +143,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("perturbed.py", "    vi = torch.einsum(\"pl,pld->pd\", avg[index[:, 0]], hidden)",
              "    vi = torch.einsum(\"pl,pld->pd\", avg[index[:, 1]], hidden)",
              ("perturbed-masking",), "impact read at the second masked unit, not the first"),
+    Mutation("position/_rotary.py", "            return torch.view_as_real(z * cis).flatten(-2)",
+             "            return torch.view_as_real(z * cis.conj()).flatten(-2)",
+             ("roformer-v2",), "RoPE (interleaved) rotates the wrong way"),
 )
 
 

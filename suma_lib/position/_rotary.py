@@ -6,6 +6,7 @@ Part of :mod:`suma_lib.position` (import from there).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -84,13 +85,79 @@ def rope_cos_sin(
     return torch.cos(angle).to(dt), torch.sin(angle).to(dt)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str) -> torch.Tensor:
-    """Rotate the pairs of ``x`` (already in the compute dtype) by the given cosines and sines."""
+#: Devices whose complex multiplication the interleaved rotation uses (elsewhere: real arithmetic).
+_COMPLEX_DEVICES = ("cpu", "cuda", "meta")
+#: Default-position tables kept by :func:`_default_table` (see :func:`_table`), most recent last.
+_TABLES: OrderedDict[tuple, tuple] = OrderedDict()
+_TABLES_MAX, _TABLE_MAX_ELEMENTS = 32, 1 << 22
+
+
+def _table(pos: torch.Tensor, d: int, base: float, dtype: torch.dtype, layout: str):
+    """(cos, sin, extra) of ``pos`` (work dtype) for :func:`_rotate`.
+
+    ``extra`` is ``cos + i sin`` for the interleaved layout (on devices whose complex product is used), and
+    the full-width ``([cos, cos], [-sin, sin])`` for the half layout.
+    """
+    cos, sin = rope_cos_sin(pos, d, base, dtype=dtype)
+    if layout == "half":
+        extra = (torch.cat((cos, cos), -1), torch.cat((-sin, sin), -1))
+    else:
+        extra = torch.complex(cos, sin) if pos.device.type in _COMPLEX_DEVICES else None
+    return cos, sin, extra
+
+
+def _default_table(n: int, offset: float, d: int, base: float, device: torch.device, dtype: torch.dtype,
+                   layout: str):
+    """The table of positions ``offset, ..., offset + n - 1``, cached per (n, offset, d, base, device, dtype,
+    layout).
+
+    Recomputing the angles in float64 costs more than the rotation itself at short lengths, and every layer
+    of a model asks for the same table. The cache keeps the 32 most recent tables of at most 2^22 numbers
+    each. Tables are built outside inference mode (so that autograd can save them later); under
+    ``torch.compile`` tracing and on the meta device they are recomputed, not cached.
+    """
+    key = (n, offset, d, base, device, dtype, layout)
+    hit = _TABLES.get(key)
+    if hit is not None:
+        try:
+            _TABLES.move_to_end(key)
+        except KeyError:  # evicted meanwhile by another thread: the table itself is still valid
+            pass
+        return hit
+    cacheable = (device.type != "meta" and n * d // 2 <= _TABLE_MAX_ELEMENTS
+                 and not torch.compiler.is_compiling())
+    with torch.inference_mode(False), torch.no_grad():
+        pos = torch.arange(n, device=device, dtype=_work_dtype(device)) + offset
+        out = _table(pos, d, base, dtype, layout)
+    if cacheable:
+        _TABLES[key] = out
+        while len(_TABLES) > _TABLES_MAX:
+            _TABLES.popitem(last=False)
+    return out
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str, extra=None) -> torch.Tensor:
+    """Rotate the pairs of ``x`` (already in the compute dtype) by the given cosines and sines.
+
+    With ``extra`` from :func:`_table`: interleaved pairs are adjacent, so ``x`` is read as complex numbers
+    and multiplied by ``cos + i sin`` (one kernel each way, several times faster than strided real
+    arithmetic); half-split pairs are ``x * [cos, cos] + [x_2, x_1] * [-sin, sin]`` (one copy, one product,
+    one fused multiply-add). Without it, real arithmetic on the two halves of each pair.
+    """
     if layout == "interleaved":
+        if extra is not None:
+            cis = extra
+            if x.stride(-1) != 1 or x.storage_offset() % 2 or any(s % 2 for s in x.stride()[:-1]):
+                x = x.contiguous()
+            z = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+            return torch.view_as_real(z * cis).flatten(-2)
         x1, x2 = x[..., 0::2], x[..., 1::2]
         return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
     h = x.shape[-1] // 2
     x1, x2 = x[..., :h], x[..., h:]
+    if extra is not None:
+        cos_full, sin_signed = extra
+        return torch.addcmul(x * cos_full, torch.cat((x2, x1), -1), sin_signed)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
@@ -133,14 +200,23 @@ def apply_rope(
 
     Notes
     -----
+    Without ``positions``, the cosines and sines are cached per length, offset, width, base, device, dtype
+    and layout (every layer of a model reuses them); interleaved pairs are rotated as one complex product.
+    ``benchmarks/position.py`` times this against rotary-embedding-torch, x-transformers and transformers.
+
     Chapter: notebooks/position-encoding-survey.md.
     """
     layout = check_choice(layout, "layout", ROPE_LAYOUTS)
     d = _check_x(x, "x")
     offset = check_float(offset, "offset")
-    pos = _positions(positions, x.shape[-2], offset, x.device, "positions")
-    cos, sin = rope_cos_sin(pos, d, base, dtype=_compute_dtype(x))
-    return _rotate(x.to(cos.dtype), cos, sin, layout).to(x.dtype)
+    cd = _compute_dtype(x)
+    if positions is None:
+        base = check_float(base, "base", low=0.0, low_open=True)
+        cos, sin, extra = _default_table(x.shape[-2], offset, d, base, x.device, cd, layout)
+    else:
+        pos = _positions(positions, x.shape[-2], offset, x.device, "positions")
+        cos, sin, extra = _table(pos, d, base, cd, layout)
+    return _rotate(x.to(cd), cos, sin, layout, extra).to(x.dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -180,8 +256,12 @@ class RotaryEmbedding(nn.Module):
         for name, t in (("q", q), ("k", k)):
             if _check_x(t, name) != self.head_dim:
                 raise ValueError(f"{name} must have last dimension {self.head_dim}, got {tuple(t.shape)}")
-        qp, kp = _qk_positions(q.shape[-2], k.shape[-2], q_positions, k_positions, q.device)
         kw = {"base": self.base, "layout": self.layout}
+        n, m = q.shape[-2], k.shape[-2]
+        if q_positions is None and k_positions is None and q.device == k.device:
+            # the default positions (keys at 0..m-1, queries the last n of them) as offsets: cached tables
+            return apply_rope(q, offset=float(m - n), **kw), apply_rope(k, **kw)
+        qp, kp = _qk_positions(n, m, q_positions, k_positions, q.device)
         return apply_rope(q, qp, **kw), apply_rope(k, kp, **kw)
 
 
