@@ -130,6 +130,14 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("faster-mlm",), "T-TA without its diagonal mask"),
     Mutation("attention/linear.py", "    return F.elu(x) + 1.0", "    return F.elu(x) + 1.1",
              ("linear-attention",), "elu + 1.1 feature map"),
+    Mutation("pointers.py", "    log_q = n * nn.functional.logsigmoid(logits)",
+             "    log_q = nn.functional.logsigmoid(logits)",
+             ("lic2020-baselines",), "pointer loss ignores the power p^n"),
+    Mutation("pointers.py", "(pos[None, :] < pos[:, None] + L)", "(pos[None, :] <= pos[:, None] + L)",
+             ("lic2020-baselines",), "best span allows answers one token too long"),
+    Mutation("pointers.py", "idx = torch.flip(torch.cummin(torch.flip(idx, [-1]), -1).values, [-1])",
+             "idx = torch.cummin(idx, -1).values",
+             ("lic2020-baselines",), "span decoding pairs a start with an earlier end"),
 )
 
 
