@@ -1238,3 +1238,42 @@ NOT_SWEPT.update(
         "suma_lib.perturbed.plot_tree": "draws a figure (test_perturbed.py)",
     }
 )
+
+
+# ---- lic
+from suma_lib import pointers as _ptr  # noqa: E402
+
+EXAMPLES.update(
+    {
+        "suma_lib.pointers.nearest_end": Ex(
+            lambda: ((T(2, 7) > 0, T(2, 7, seed=1) > 0), {}), meta=True
+        ),
+        "suma_lib.pointers.decode_spans": Ex(
+            lambda: ((P(2, 7), P(2, 7, seed=1)), {}), fixed=(0, 1), grad=False
+        ),
+        "suma_lib.pointers.best_span": Ex(lambda: ((T(2, 7), T(2, 7, seed=1), 3), {}), grad=False),
+        "suma_lib.pointers.span_labels": Ex(lambda: (([(0, 1), (3, 3)], 5), {})),
+        "suma_lib.pointers.triple_labels": Ex(lambda: (([(0, 1, 0, 3, 4)], 5, 2), {})),
+        "suma_lib.pointers.subject_vector": Ex(
+            lambda: ((T(2, 5, 3), torch.tensor([[0, 1], [2, 4]])), {})
+        ),
+        "suma_lib.pointers.ConditionalLayerNorm": Ex(
+            lambda: (_ptr.ConditionalLayerNorm(8, 4), (T(2, 3, 8), T(2, 4, seed=1)), {})
+        ),
+        "suma_lib.pointers.power_bce": Ex(
+            lambda: ((T(2, 7), (P(2, 7, seed=1) > 0.5).float(), 2.0), {}), fixed=(1,)
+        ),
+        "suma_lib.pointers.pointer_loss": Ex(
+            lambda: ((T(2, 5, 3, 2), (P(2, 5, 3, 2, seed=1) > 0.5).float()), {"power": 4.0}),
+            fixed=(1,),
+        ),
+    }
+)
+NOT_SWEPT.update(
+    {
+        "suma_lib.pointers.span_list": "turns decoded ends into Python lists (test_pointers.py)",
+        "suma_lib.pointers.decode_triples": "Python list output built from values (test_pointers.py)",
+        "suma_lib.pointers.extract_triples": "calls a model callable; list output (test_pointers.py)",
+        "suma_lib.pointers.rematch": "string processing, no tensors (test_pointers.py)",
+    }
+)

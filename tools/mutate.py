@@ -146,6 +146,14 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("position/_rotary.py", "            return torch.view_as_real(z * cis).flatten(-2)",
              "            return torch.view_as_real(z * cis.conj()).flatten(-2)",
              ("roformer-v2",), "RoPE (interleaved) rotates the wrong way"),
+    Mutation("pointers.py", "    log_q = n * nn.functional.logsigmoid(logits)",
+             "    log_q = nn.functional.logsigmoid(logits)",
+             ("lic2020-baselines",), "pointer loss ignores the power p^n"),
+    Mutation("pointers.py", "(pos[None, :] < pos[:, None] + L)", "(pos[None, :] <= pos[:, None] + L)",
+             ("lic2020-baselines",), "best span allows answers one token too long"),
+    Mutation("pointers.py", "idx = torch.flip(torch.cummin(torch.flip(idx, [-1]), -1).values, [-1])",
+             "idx = torch.cummin(idx, -1).values",
+             ("lic2020-baselines",), "span decoding pairs a start with an earlier end"),
 )
 
 
