@@ -1186,3 +1186,8 @@ def test_sweep(name: str, family: str) -> None:
         if (name, family) in KNOWN:
             pytest.xfail(KNOWN[name, family])
         raise
+
+# ---- crflr
+NOT_SWEPT.update(
+    {"suma_lib.crf.crf_param_groups": "no tensor arguments (optimiser groups); tested in test_crf_lr.py"}
+)
