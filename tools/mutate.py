@@ -130,6 +130,11 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("faster-mlm",), "T-TA without its diagonal mask"),
     Mutation("attention/linear.py", "    return F.elu(x) + 1.0", "    return F.elu(x) + 1.1",
              ("linear-attention",), "elu + 1.1 feature map"),
+    Mutation("crf/_lr.py", '{"params": crf_params, "lr": lr * mult}', '{"params": crf_params, "lr": lr}',
+             ("crf-learning-rate",), "CRF learning-rate multiplier ignored"),
+    Mutation("crf/_chain.py", "nxt = torch.logsumexp(alpha.unsqueeze(-1) + G, dim=-2)",
+             "nxt = torch.logsumexp(alpha.unsqueeze(-1) + G.transpose(-1, -2), dim=-2)",
+             ("crf-learning-rate",), "CRF partition function reads the transitions transposed"),
 )
 
 
