@@ -68,3 +68,70 @@ def test_meta_device() -> None:
         AdditiveLoRALinear(torch.empty(8, 4, device="meta"), 2).merged_weight().device.type
         == "meta"
     )
+
+
+def _peft_twin(layer: LoRALinear, alpha: float | None = None):
+    """peft's LoRA wrapper around ``nn.Linear`` carrying ``layer``'s weights (our ``Y = X W`` is its
+    ``x @ weight.T``: ``weight = W0^T``, ``lora_A.weight = A^T``, ``lora_B.weight = B^T``)."""
+    peft = pytest.importorskip("peft")
+    n, m = layer.weight0.shape
+    r = layer.a.shape[1]
+
+    class One(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(n, m, bias=False, dtype=layer.weight0.dtype)
+
+        def forward(self, x):
+            return self.proj(x)
+
+    cfg = peft.LoraConfig(r=r, lora_alpha=r if alpha is None else alpha, target_modules=["proj"],
+                          lora_dropout=0.0)
+    model = peft.get_peft_model(One(), cfg)
+    lin = model.base_model.model.proj
+    scale = lin.scaling["default"]
+    with torch.no_grad():
+        lin.base_layer.weight.copy_(layer.weight0.T)
+        lin.lora_A["default"].weight.copy_(layer.a.T)
+        lin.lora_B["default"].weight.copy_(layer.b.T / scale)  # peft multiplies B A x by alpha / r
+    return model, lin
+
+
+@pytest.mark.parametrize("alpha", [None, 16.0])
+def test_outputs_and_gradients_match_peft(alpha) -> None:
+    w0, x, g = _setup()
+    layer = LoRALinear(w0, 2, symmetric=True, generator=g)
+    model, lin = _peft_twin(layer, alpha)
+    torch.testing.assert_close(model(x), layer(x))
+    weights = torch.randn(5, 4, dtype=torch.float64, generator=g)
+    (layer(x).tanh() * weights).sum().backward()
+    (model(x).tanh() * weights).sum().backward()
+    scale = lin.scaling["default"]
+    # Gradients w.r.t. the same functions of the weights: A = lora_A^T, B = scale lora_B^T.
+    torch.testing.assert_close(layer.a.grad, lin.lora_A["default"].weight.grad.T)
+    torch.testing.assert_close(layer.b.grad * scale, lin.lora_B["default"].weight.grad.T)
+    assert lin.base_layer.weight.grad is None and not layer.weight0.requires_grad
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == sum(p.numel() for p in layer.parameters() if p.requires_grad)
+
+
+def test_zero_init_matches_peft_default() -> None:
+    """peft's default initialisation also zeroes B (its ``lora_B``), so both start as ``W0``."""
+    w0, x, g = _setup()
+    layer = LoRALinear(w0, 2, generator=g)
+    peft = pytest.importorskip("peft")
+
+    class One(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(6, 4, bias=False, dtype=torch.float64)
+
+        def forward(self, x):
+            return self.proj(x)
+
+    model = peft.get_peft_model(One(), peft.LoraConfig(r=2, lora_alpha=2, target_modules=["proj"]))
+    lin = model.base_model.model.proj
+    with torch.no_grad():
+        lin.base_layer.weight.copy_(w0.T)
+    assert torch.count_nonzero(lin.lora_B["default"].weight) == 0 and torch.count_nonzero(layer.b) == 0
+    torch.testing.assert_close(model(x), layer(x))

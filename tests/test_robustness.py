@@ -1277,3 +1277,9 @@ NOT_SWEPT.update(
         "suma_lib.pointers.rematch": "string processing, no tensors (test_pointers.py)",
     }
 )
+
+
+# ---- crflr
+NOT_SWEPT.update(
+    {"suma_lib.crf.crf_param_groups": "no tensor arguments (optimiser groups); tested in test_crf_lr.py"}
+)

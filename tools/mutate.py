@@ -154,6 +154,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("pointers.py", "idx = torch.flip(torch.cummin(torch.flip(idx, [-1]), -1).values, [-1])",
              "idx = torch.cummin(idx, -1).values",
              ("lic2020-baselines",), "span decoding pairs a start with an earlier end"),
+    Mutation("crf/_lr.py", '{"params": crf_params, "lr": lr * mult}', '{"params": crf_params, "lr": lr}',
+             ("crf-learning-rate",), "CRF learning-rate multiplier ignored"),
+    Mutation("crf/_chain.py", "nxt = torch.logsumexp(alpha.unsqueeze(-1) + G, dim=-2)",
+             "nxt = torch.logsumexp(alpha.unsqueeze(-1) + G.transpose(-1, -2), dim=-2)",
+             ("crf-learning-rate",), "CRF partition function reads the transitions transposed"),
 )
 
 

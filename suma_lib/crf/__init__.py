@@ -26,13 +26,15 @@ boolean and right-padded (each row is some ``True`` steps then ``False`` steps) 
 ``True``. Everything is batched over the leading dimensions, follows the inputs' device and dtype,
 and runs on the ``meta`` device.
 
-Chapter: notebooks/memm-vs-crf.md
+Chapter: notebooks/memm-vs-crf.md (and notebooks/crf-learning-rate.md for
+:func:`crf_param_groups`)
 """
 
 from __future__ import annotations
 
 from ._chain import crf_log_likelihood, crf_log_partition, crf_score, crf_viterbi
 from ._checks import low_rank_transitions
+from ._lr import crf_param_groups
 from ._memm import bimemm_log_likelihood, memm_log_likelihood, memm_viterbi
 from ._module import CRF
 
@@ -46,5 +48,6 @@ __all__ = [
     "bimemm_log_likelihood",
     "memm_viterbi",
     "low_rank_transitions",
+    "crf_param_groups",
 ]
 
