@@ -109,7 +109,8 @@ def test_notebook_is_clean_and_well_formed(path: Path) -> None:
 
 # Packages a chapter may import beyond suma_lib's own dependencies, and the extra that brings them.
 EXTRA_OF = {"transformers": "models", "suma_lib.models": "models", "sklearn": "peers",
-            "performer_pytorch": "peers", "torchcrf": "peers", "ot": "peers"}
+            "performer_pytorch": "peers", "torchcrf": "peers", "ot": "peers", "peft": "peers",
+            "rotary_embedding_torch": "peers", "x_transformers": "peers"}
 
 
 def _extras_needed(sources: list[str]) -> set[str]:
