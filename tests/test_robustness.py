@@ -1186,3 +1186,21 @@ def test_sweep(name: str, family: str) -> None:
         if (name, family) in KNOWN:
             pytest.xfail(KNOWN[name, family])
         raise
+
+
+# ---- theseus
+EXAMPLES.update(
+    {
+        "suma_lib.layers.TheseusReplacement": Ex(
+            lambda: (
+                _layers.TheseusReplacement(
+                    [[torch.nn.Linear(8, 8), torch.nn.Tanh()]], [torch.nn.Linear(8, 8)],
+                    generator=_gen(),
+                ),
+                (T(2, 3, 8),),
+                {},
+            )
+        ),
+        "suma_lib.layers.theseus_replace_rate": Ex(lambda: ((10, 0.1, 0.01), {})),
+    }
+)

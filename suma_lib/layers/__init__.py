@@ -13,8 +13,11 @@ The module is organised in sections, each a family of layers:
   :func:`deepnorm_init_`.
 * **Gated attention unit**: :class:`GAU`, :func:`relu2_attention`.
 * **Stacks**: :class:`Stack`, :func:`build_stack`.
+* **Module replacement** (BERT-of-Theseus): :class:`TheseusReplacement`,
+  :func:`theseus_replace_rate`.
 
-Chapters: notebooks/deepnet-1000-layers.md, notebooks/gau-warmup.md.
+Chapters: notebooks/deepnet-1000-layers.md, notebooks/gau-warmup.md,
+notebooks/bert-of-theseus.md.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ._blocks import FeedForward, Residual, TransformerBlock, deepnorm_constants
 from ._common import RMSNorm, SafeLayerNorm, make_norm
 from ._gau import GAU, relu2_attention
 from ._stack import Stack, build_stack
+from ._theseus import TheseusReplacement, theseus_replace_rate
 
 __all__ = [
     "GAU",
@@ -31,6 +35,7 @@ __all__ = [
     "Residual",
     "SafeLayerNorm",
     "Stack",
+    "TheseusReplacement",
     "TransformerBlock",
     "build_stack",
     "deepnorm_constants",
@@ -38,6 +43,7 @@ __all__ = [
     "make_norm",
     "relu2_attention",
     "residual_scaling",
+    "theseus_replace_rate",
 ]
 
 _NORMS = ("layernorm", "rmsnorm", "rmsnorm_nogain")
