@@ -130,6 +130,10 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("faster-mlm",), "T-TA without its diagonal mask"),
     Mutation("attention/linear.py", "    return F.elu(x) + 1.0", "    return F.elu(x) + 1.1",
              ("linear-attention",), "elu + 1.1 feature map"),
+    Mutation("layers/_theseus.py", "(u < self.replace_rate)", "(u < 0.5 * self.replace_rate)",
+             ("bert-of-theseus",), "Theseus replacement drawn at half the rate"),
+    Mutation("layers/_theseus.py", "x = _run(succ if use else pred,", "x = _run(pred if use else succ,",
+             ("bert-of-theseus",), "Theseus runs the predecessor where the successor was drawn"),
 )
 
 
