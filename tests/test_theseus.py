@@ -244,6 +244,11 @@ def test_bad_input():
         model(x, successor_weight=[float("nan")])
     with pytest.raises(ValueError, match="replace_rate"):
         model.replace_rate = -0.1
+    with pytest.raises(TypeError, match="x must be floating"):
+        model(torch.ones(3, 2, dtype=torch.long))
+    model.eval()
+    with pytest.raises(ValueError, match=r"successor 0, layer 0 \(Linear\) failed on x of shape \(3, 5\)"):
+        model(torch.randn(3, 5))
 
 
 def test_linear_schedule():

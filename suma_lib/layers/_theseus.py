@@ -35,6 +35,8 @@ from .._validation import check_float, check_generator, check_int
 
 __all__ = ["TheseusReplacement", "theseus_replace_rate"]
 
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch.OutOfMemoryError: 2.5+
+
 
 def theseus_replace_rate(step: int, base: float, slope: float) -> float:
     r"""The linear replacement-rate curriculum of BERT-of-Theseus.
@@ -112,7 +114,7 @@ def _run(group: nn.ModuleList, x: Any, args: tuple, kwargs: dict, where: str = "
     for j, layer in enumerate(group):
         try:
             out = layer(x, *args, **kwargs)
-        except torch.OutOfMemoryError:
+        except _OOM:
             raise
         except RuntimeError as err:
             raise ValueError(
