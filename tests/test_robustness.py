@@ -1283,3 +1283,21 @@ NOT_SWEPT.update(
 NOT_SWEPT.update(
     {"suma_lib.crf.crf_param_groups": "no tensor arguments (optimiser groups); tested in test_crf_lr.py"}
 )
+
+
+# ---- theseus
+EXAMPLES.update(
+    {
+        "suma_lib.layers.TheseusReplacement": Ex(
+            lambda: (
+                _layers.TheseusReplacement(
+                    [[torch.nn.Linear(8, 8), torch.nn.Tanh()]], [torch.nn.Linear(8, 8)],
+                    generator=_gen(),
+                ),
+                (T(2, 3, 8),),
+                {},
+            )
+        ),
+        "suma_lib.layers.theseus_replace_rate": Ex(lambda: ((10, 0.1, 0.01), {})),
+    }
+)

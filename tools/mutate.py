@@ -159,6 +159,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("crf/_chain.py", "nxt = torch.logsumexp(alpha.unsqueeze(-1) + G, dim=-2)",
              "nxt = torch.logsumexp(alpha.unsqueeze(-1) + G.transpose(-1, -2), dim=-2)",
              ("crf-learning-rate",), "CRF partition function reads the transitions transposed"),
+    Mutation("layers/_theseus.py", "(u < self.replace_rate)", "(u < 0.5 * self.replace_rate)",
+             ("bert-of-theseus",), "Theseus replacement drawn at half the rate"),
+    Mutation("layers/_theseus.py", "x = _run(succ if use else pred,", "x = _run(pred if use else succ,",
+             ("bert-of-theseus",), "Theseus runs the predecessor where the successor was drawn"),
 )
 
 

@@ -16,9 +16,11 @@ The module is organised in sections, each a family of layers:
 * **Widening**: :func:`widen` (function-preserving, :math:`k` times wider), its rules
   :func:`widen_index`, :func:`widen_vector`, :func:`widen_linear`, :func:`widen_norm`,
   :class:`WidenedRotary`.
+* **Module replacement** (BERT-of-Theseus): :class:`TheseusReplacement`,
+  :func:`theseus_replace_rate`.
 
 Chapters: notebooks/deepnet-1000-layers.md, notebooks/gau-warmup.md,
-notebooks/lossless-enlargement.md.
+notebooks/lossless-enlargement.md, notebooks/bert-of-theseus.md.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ._blocks import FeedForward, Residual, TransformerBlock, deepnorm_constants
 from ._common import RMSNorm, SafeLayerNorm, make_norm
 from ._gau import GAU, relu2_attention
 from ._stack import Stack, build_stack
+from ._theseus import TheseusReplacement, theseus_replace_rate
 from ._widen import WidenedRotary, widen, widen_index, widen_linear, widen_norm, widen_vector
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "Residual",
     "SafeLayerNorm",
     "Stack",
+    "TheseusReplacement",
     "TransformerBlock",
     "WidenedRotary",
     "build_stack",
@@ -44,6 +48,7 @@ __all__ = [
     "make_norm",
     "relu2_attention",
     "residual_scaling",
+    "theseus_replace_rate",
     "widen",
     "widen_index",
     "widen_linear",
