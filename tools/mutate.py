@@ -130,6 +130,9 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("faster-mlm",), "T-TA without its diagonal mask"),
     Mutation("attention/linear.py", "    return F.elu(x) + 1.0", "    return F.elu(x) + 1.1",
              ("linear-attention",), "elu + 1.1 feature map"),
+    Mutation("nsp.py", "    return torch.log_softmax(logits, dim=-1)[..., IS_NEXT]",
+             "    return torch.log_softmax(logits, dim=-1)[..., 1 - IS_NEXT]",
+             ("nsp-zero-shot",), "NSP score read from the 'random sentence' logit (index 1)"),
 )
 
 
