@@ -340,12 +340,14 @@ def load_nsp_model(
             name, local_files_only=local_files_only
         )
     except (OSError, ValueError) as err:
-        how = (
-            "call load_nsp_model(name, local_files_only=False) where the network is reachable, or "
-            "pass a local directory holding the model"
-            if local_files_only or os.environ.get("HF_HUB_OFFLINE")
-            else "check the name and the network"
-        )
+        if local_files_only:
+            how = ("call load_nsp_model(name, local_files_only=False) where the network is reachable, "
+                   "or pass a local directory holding the model")
+        elif os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            how = ("HF_HUB_OFFLINE is set, so nothing is downloaded: unset it where the network is "
+                   "reachable, or pass a local directory holding the model")
+        else:
+            how = "check the name and the network, or pass a local directory holding the model"
         raise NSPWeightsUnavailable(
             f"the weights of the NSP model {name!r} are not available"
             f"{' offline' if local_files_only else ''}: {how} ({type(err).__name__}: "
