@@ -1301,3 +1301,41 @@ EXAMPLES.update(
         "suma_lib.layers.theseus_replace_rate": Ex(lambda: ((10, 0.1, 0.01), {})),
     }
 )
+
+
+# ---- nsp
+from suma_lib import nsp as _nsp  # noqa: E402
+
+_SCORE = lambda a, b: torch.tensor([float(len(x) - len(y)) for x, y in zip(a, b, strict=True)])  # noqa: E731
+_NSP_EXAMPLES = {
+    "suma_lib.nsp.nsp_log_prob": Ex(lambda: ((T(3, 2),), {})),
+    "suma_lib.nsp.label_prompts": Ex(lambda: ((["math", "time"],), {})),
+    "suma_lib.nsp.score_pairs": Ex(lambda: ((_SCORE, ["a b", "c"], ["d", "e f g"]), {})),
+    "suma_lib.nsp.zero_shot_classify": Ex(lambda: ((_SCORE, ["a b", "c"], ["d", "e f g"]), {})),
+    "suma_lib.nsp.nsp_pairs": Ex(
+        lambda: (([["One is here.", "Two is next.", "Three ends."]], 2), {"generator": _gen()})
+    ),
+    "suma_lib.nsp.docstring_sentences": Ex(lambda: ((["math"],), {})),
+    # a product u * v of two inputs: at |x| = 1e30 it is not representable in float32
+    "suma_lib.nsp.PairNSPHead": Ex(
+        lambda: (_nsp.PairNSPHead(4), (T(3, 4), T(3, 4, seed=1)), {}), scale=False
+    ),
+}
+EXAMPLES.update(_NSP_EXAMPLES)
+NOT_SWEPT.update(
+    {
+        "suma_lib.nsp.NSPWeightsUnavailable": "an exception class",
+        "suma_lib.nsp.nsp_pair_scorer": "needs a transformers model (test_nsp.py)",
+        "suma_lib.nsp.load_nsp_model": "loads pretrained weights (test_nsp.py)",
+        "suma_lib.nsp.sentence_embeddings": "needs a transformers encoder (test_nsp.py, chapter)",
+    }
+)
+_NSP_SWEEP = [(n, fam) for n in _NSP_EXAMPLES for fam in FAMILIES]
+
+
+@pytest.mark.parametrize(
+    ("name", "family"), _NSP_SWEEP, ids=[f"{n.removeprefix('suma_lib.')}-{f}" for n, f in _NSP_SWEEP]
+)
+def test_sweep_nsp(name: str, family: str) -> None:
+    """The sweep for the entries added after ``SWEEP`` was built (this block is appended last)."""
+    test_sweep(name, family)

@@ -163,6 +163,9 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("bert-of-theseus",), "Theseus replacement drawn at half the rate"),
     Mutation("layers/_theseus.py", "x = _run(succ if use else pred,", "x = _run(pred if use else succ,",
              ("bert-of-theseus",), "Theseus runs the predecessor where the successor was drawn"),
+    Mutation("nsp.py", "    return torch.log_softmax(logits, dim=-1)[..., IS_NEXT]",
+             "    return torch.log_softmax(logits, dim=-1)[..., 1 - IS_NEXT]",
+             ("nsp-zero-shot",), "NSP score read from the 'random sentence' logit (index 1)"),
 )
 
 
