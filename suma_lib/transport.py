@@ -242,7 +242,7 @@ def _wrd_parts(x: Any, y: Any) -> tuple[torch.Tensor, ...]:
     x, _, _ = _rescaled(x, x)  # WRD does not change when x or y is scaled
     y, _, _ = _rescaled(y, y)
     nx, ny = torch.linalg.vector_norm(x, dim=1), torch.linalg.vector_norm(y, dim=1)
-    if x.device.type != "meta" and not float(nx.sum()) > 0:
+    if x.device.type != "meta" and not float(nx.detach().sum()) > 0:
         raise ValueError("x must have at least one non-zero vector")
     if y.device.type != "meta" and not float(ny.sum()) > 0:
         raise ValueError("y must have at least one non-zero vector")
