@@ -244,7 +244,7 @@ def _wrd_parts(x: Any, y: Any) -> tuple[torch.Tensor, ...]:
     nx, ny = torch.linalg.vector_norm(x, dim=1), torch.linalg.vector_norm(y, dim=1)
     if x.device.type != "meta" and not float(nx.detach().sum()) > 0:
         raise ValueError("x must have at least one non-zero vector")
-    if y.device.type != "meta" and not float(ny.sum()) > 0:
+    if y.device.type != "meta" and not float(ny.detach().sum()) > 0:
         raise ValueError("y must have at least one non-zero vector")
     # a zero vector gets weight 0, so its (undefined) direction never matters: use 0 for it
     ux = x / torch.where(nx > 0, nx, torch.ones_like(nx))[:, None]
