@@ -68,8 +68,8 @@ TEMPLATES = {
     "sentiment": "It was {label}.",
     "keyword": "Keywords: {label}.",
 }
-"""English label-prompt templates in the spirit of NSP-BERT's (Chinese) ones: the second sentence
-that an input is paired with, one per label; ``{label}`` is replaced by the label's word(s)."""
+"""English label-prompt templates in the spirit of NSP-BERT's Chinese templates. Each is the second
+sentence that an input is paired with, one per label; ``{label}`` is replaced by the label's word(s)."""
 
 
 class NSPWeightsUnavailable(OSError):
@@ -106,6 +106,8 @@ def label_prompts(labels: Sequence[str], template: str = TEMPLATES["topic"]) -> 
         If ``labels`` is not a non-empty list of distinct non-blank strings, or ``template`` has no
         ``{label}`` field.
 
+    Notes
+    -----
     Chapter: notebooks/nsp-zero-shot.md
     """
     labels = _check_texts(labels, "labels")
@@ -180,6 +182,8 @@ def score_pairs(
         On empty or non-string inputs or prompts, a non-callable ``pair_score``, or scores of the wrong
         shape or with NaN.
 
+    Notes
+    -----
     Chapter: notebooks/nsp-zero-shot.md
     """
     if not callable(pair_score):
@@ -314,6 +318,8 @@ def load_nsp_model(
     TypeError, ValueError
         On a bad ``name``, ``device`` or ``local_files_only``.
 
+    Notes
+    -----
     Chapter: notebooks/nsp-zero-shot.md
     """
     if not isinstance(name, str):

@@ -142,8 +142,8 @@ def masked_inputs(
         ``(L,)`` integer token ids of one sentence (special tokens included).
     mask_id : int
         The id of the ``[MASK]`` token.
-    spans : sequence of (start, end), optional
-        Half-open token ranges of the ``N`` units, increasing and disjoint (default: every token).
+    spans : sequence of tuple, optional
+        ``(start, end)`` pairs: half-open token ranges of the ``N`` units, increasing and disjoint (default: every token).
     pairs : {"all", "adjacent"}
         Which pairs to mask.
 
@@ -245,8 +245,8 @@ def impact_matrix(
         ``(L,)`` integer ids of one sentence, on the encoder's device.
     mask_id : int
         The id of ``[MASK]``.
-    spans : sequence of (start, end), optional
-        Half-open token ranges of the ``N`` units (default: every token its own unit); a span's
+    spans : sequence of tuple, optional
+        ``(start, end)`` pairs: half-open token ranges of the ``N`` units (default: every token its own unit); a span's
         vector is the mean of its tokens' vectors.
     batch_size : int
         Masked inputs per forward pass.

@@ -382,8 +382,8 @@ def triple_labels(
 
     Parameters
     ----------
-    triples : sequence of (s_start, s_end, predicate, o_start, o_end)
-        The sentence's labelled triples (token positions, ends inclusive).
+    triples : sequence of tuple
+        The sentence's labelled triples ``(s_start, s_end, predicate, o_start, o_end)`` (token positions, ends inclusive).
     length : int
         Sentence length :math:`n`.
     n_predicates : int

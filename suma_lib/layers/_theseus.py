@@ -224,6 +224,7 @@ class TheseusReplacement(nn.Module):
         self._replace_rate = check_float(value, "replace_rate", low=0.0, high=1.0)
 
     def train(self, mode: bool = True) -> TheseusReplacement:
+        """Set training mode like :meth:`torch.nn.Module.train`; frozen predecessors stay in eval mode."""
         super().train(mode)
         if self.freeze_predecessors:
             self.predecessors.eval()
