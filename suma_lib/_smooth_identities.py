@@ -69,12 +69,31 @@ def smooth_relu(x: torch.Tensor, scale: float = 1.0, kernel: str = "gaussian") -
     ValueError
         If ``scale`` is not finite and positive, or ``kernel`` is unknown.
     """
+    if (type(x) is torch.Tensor and kernel == "gaussian" and type(scale) in (float, int)
+            and x.dtype in _GAUSS_FAST and _GAUSS_FAST[x.dtype] <= scale < math.inf
+            and not (x.requires_grad and torch.is_grad_enabled())):
+        return _gaussian_relu(x, scale)  # the hot path: the checks above are the full checks here
     check_tensor(x, "x", floating=True)
     scale = _check_scale(scale)
     check_choice(kernel, "kernel", KERNELS)
     if x.requires_grad and torch.is_grad_enabled():
         return _SmoothReLU.apply(x, scale, kernel)
     return _smooth_relu_values(x, scale, kernel, grad=False)[0]
+
+
+# dtype -> smallest scale for which 1/(scale sqrt 2) is finite (the direct Gaussian path)
+_GAUSS_FAST = {torch.float32: 1e-30, torch.float64: 1e-300}
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _gaussian_relu(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """relu(x) + s g(|x|/s) for the Gaussian kernel in nine kernels, with z = |x|/(s sqrt 2) = a/sqrt 2:
+    g = phi(a) - a Phi(-a) = exp(-z^2 - ln sqrt(2 pi)) - (z/sqrt 2) erfc(z); z clamped at _FLAT/sqrt 2
+    (inf included), where g has underflowed to 0 already."""
+    z = torch.abs(x).mul_(_INV_SQRT_2 / scale).clamp_(max=_FLAT * _INV_SQRT_2)
+    g = torch.addcmul(_const(-_LOG_SQRT_2PI, z), z, z, value=-1.0).exp_()
+    g.addcmul_(torch.erfc(z), z, value=-_INV_SQRT_2)
+    return torch.clamp(x, min=0.0).add_(g, alpha=scale)
 
 
 def _over_scale(x: torch.Tensor, scale: float, *, absolute: bool = False) -> torch.Tensor:
@@ -95,6 +114,8 @@ def _smooth_relu_values(
     backward pass computes the derivative itself. (A fused torch.compile kernel was tried: its erfc and exp
     are not vectorised on the CPU, so it gained little over these eager kernels; not worth a compile.)
     """
+    if kernel == "gaussian" and x.dtype in _GAUSS_FAST and scale >= _GAUSS_FAST[x.dtype]:
+        return _gaussian_relu(x, scale), None
     a = _over_scale(x, scale, absolute=True)
     if kernel == "gaussian":
         g = torch.addcmul(_const(-0.5 * math.log(2 * math.pi), a), a, a, value=-0.5).exp_()

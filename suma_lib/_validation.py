@@ -174,6 +174,8 @@ def check_compatible(
             )
     batch_a = a.shape[: a.dim() - ca]
     batch_b = b.shape[: b.dim() - cb]
+    if batch_a == batch_b:  # the common case, without broadcast_shapes' cost
+        return tuple(batch_a)
     try:
         return tuple(torch.broadcast_shapes(batch_a, batch_b))
     except RuntimeError as err:

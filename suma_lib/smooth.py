@@ -132,22 +132,43 @@ def _squareplus_grad_kernel(x, out, grad, b, cap: float):
 _KERNELS = {"squareplus": _squareplus_kernel, "squareplus_grad": _squareplus_grad_kernel}
 
 
+# Below this many elements the eager path takes hypot (one kernel, no overflow test and no read-back of a
+# value); above it the overflow test buys the cheaper sqrt(x^2 + b).
+_HYPOT_MAX = 1 << 14
+# (b, x's dtype, device) -> (b, s = sqrt(b), b and s as 0-dim tensors, b regular), for validated b only.
+_PARAMS: dict[tuple, tuple] = {}
+
+
+def _params(b: float, x: torch.Tensor) -> tuple:
+    """SquarePlus's constants for ``b`` in ``x``'s dtype and device, cached (a hot-path dictionary look-up)."""
+    key = (b, x.dtype, x.device)
+    p = _PARAMS.get(key)
+    if p is None:
+        s = math.sqrt(b)
+        _, b_lo, b_hi = _SQRT_SAFE[x.dtype]
+        if len(_PARAMS) > 256:
+            _PARAMS.clear()
+        # regular: b and b/2 are normal numbers of the dtype, so s^2 may be formed
+        p = _PARAMS[key] = (b, s, _const(b, x), _const(s, x), b_lo <= b <= b_hi)
+    return p
+
+
 def _squareplus_values(
     x: torch.Tensor, b: float, grad: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
     """SquarePlus of ``x`` (float32/float64), its derivative when ``grad`` (eager path only), and whether
     the fused kernel computed it (then the backward pass uses the fused derivative); no autograd."""
-    s = math.sqrt(b)
-    cap, b_lo, b_hi = _SQRT_SAFE[x.dtype]
-    fused = _run_fused("squareplus", x, _const(b, x), _const(s, x), cap) if b_lo <= b <= b_hi else None
-    if fused is not None:
-        return fused, None, True
-    s_t = _const(s, x)
+    b, s, b_t, s_t, regular = _params(b, x)
+    n = x.numel()
+    if regular and n >= _COMPILE_MIN:
+        fused = _run_fused("squareplus", x, b_t, s_t, _SQRT_SAFE[x.dtype][0])
+        if fused is not None:
+            return fused, None, True
     a = torch.abs(x)
-    regular = b_lo <= b <= b_hi  # b and b/2 are normal numbers of the dtype
-    # one reduction (the overflow test) buys addcmul + sqrt, cheaper than hypot on the CPU at every size
-    cheap = regular and x.device.type == "cpu" and x.numel() > 0 and float(a.max()) <= cap
-    h = torch.addcmul(_const(b, x), a, a).sqrt_() if cheap else torch.hypot(a, s_t)  # NaN: hypot
+    # one reduction (the overflow test) buys addcmul + sqrt, cheaper than hypot on the CPU at large sizes
+    cheap = (regular and n > _HYPOT_MAX and x.device.type == "cpu"
+             and float(a.max()) <= _SQRT_SAFE[x.dtype][0])
+    h = torch.addcmul(b_t, a, a).sqrt_() if cheap else torch.hypot(a, s_t)  # NaN: hypot
     d = a.add_(h)  # h + |x|: no cancellation
     out = torch.relu(x)  # relu(NaN) is NaN
     if regular:  # relu(x) + (s/2) s / (h + |x|), in one kernel
@@ -220,8 +241,9 @@ def squareplus(x: torch.Tensor, b: float = 4.0) -> torch.Tensor:
 
     Speed: tensors of at least 65,536 elements on the CPU or CUDA go through one kernel fused by
     ``torch.compile`` (compiled once per process, a few seconds; switched off by the environment variable
-    ``SUMA_COMPILE=0`` and skipped where no compiler works); smaller ones through six eager kernels and one
-    reduction (the overflow test). See
+    ``SUMA_COMPILE=0`` and skipped where no compiler works); smaller ones through four eager kernels (up to
+    16,384 elements, with ``hypot``) or six and one reduction (the overflow test). Once a value of ``b`` has
+    been checked for a dtype and device, later calls skip the argument checks (a cached look-up). See
     ``benchmarks/smooth.py`` for the ratios to SoftPlus.
 
     Chapter: notebooks/squareplus.md
@@ -246,6 +268,16 @@ def squareplus(x: torch.Tensor, b: float = 4.0) -> torch.Tensor:
     ValueError
         If ``b`` is not a finite positive number.
     """
+    # The hot path: b, x's dtype and device were validated before (the cache holds only those).
+    p = _PARAMS.get((b, x.dtype, x.device)) if type(x) is torch.Tensor and type(b) in (float, int) else None
+    if p is not None:
+        if x.requires_grad and torch.is_grad_enabled():
+            return _SquarePlus.apply(x, b)
+        if p[4] and x.numel() <= _HYPOT_MAX:  # small and regular: four kernels, no read-back
+            a = torch.abs(x)
+            a.add_(torch.hypot(a, p[3]))
+            return torch.relu(x).addcdiv_(p[3], a, value=0.5 * p[1])
+        return _squareplus_values(x, b, grad=False)[0]
     check_tensor(x, "x", floating=True)
     b = check_float(b, "b", low=0.0, low_open=True)
     dtype = _squareplus_dtype(x, b)

@@ -127,6 +127,24 @@ def test_squareplus_derivatives_at_zero_and_gradgradcheck():
     assert torch.autograd.gradgradcheck(lambda z: S.squareplus(z, b), (pts,))
 
 
+def test_squareplus_hot_path_keeps_checks_and_values():
+    # after a first call has cached b's constants, later calls skip the checks: they must still refuse
+    # what the first call refuses, and give the same values at every size and for extreme inputs
+    x = torch.tensor([-1e30, -1e4, -1.0, 0.0, 1.0, 1e4, 1e30])
+    for n in (7, 20_000, 70_000):
+        t = x.repeat(n // 7 + 1)[:n]
+        first = S._squareplus_values(t, 1.0, grad=False)[0]
+        S.squareplus(t, 1.0)
+        torch.testing.assert_close(S.squareplus(t, 1.0), first, rtol=4e-7, atol=0.0)
+        assert S.squareplus(t[:7], 1.0)[0].item() == pytest.approx(0.25e-30, rel=1e-6)
+    with pytest.raises(TypeError, match="b"):
+        S.squareplus(x, True)
+    with pytest.raises(TypeError, match="x"):
+        S.squareplus(torch.arange(3), 1.0)
+    with pytest.raises(ValueError, match="b"):
+        S.squareplus(x, float("nan"))
+
+
 def test_squareplus_module_and_half_precision():
     m = S.SquarePlus(b=2.0)
     x = torch.linspace(-5, 5, 11)

@@ -12,9 +12,12 @@ Shapes follow PyTorch's convention: ``q`` is ``(..., n, d)``, ``k`` is ``(..., m
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
+from .._numerics import work_dtype
 from ._core import (
     causal_mask,
     check_bool,
@@ -77,7 +80,9 @@ def softmax_attention(
     math kernels as torch chooses), so it is as fast as torch's own attention, and adds one guarantee
     on top: a query whose keys are all masked gets a zero output instead of NaN, and huge inputs
     (:math:`|x| = 10^{30}` in float32) give the limiting hard-max attention instead of NaN (the scale is
-    folded into rescaled ``q`` and ``k`` whose product cannot overflow).
+    folded into rescaled ``q`` and ``k`` whose product cannot overflow). On the CPU one reduction over
+    ``q`` and ``k`` shows when nothing can overflow, and then SDPA gets the inputs and the scale as they
+    are; likewise a boolean mask without fully masked rows goes to SDPA unchanged.
 
     Parameters
     ----------
@@ -102,9 +107,12 @@ def softmax_attention(
     check_qkv(q, k, v)
     check_bool(causal, "causal")
     n, m = q.shape[-2], k.shape[-2]
-    q, k = prescale(
-        q, k, default_scale(scale, q.shape[-1])
-    )  # q k^T carries the scale, cannot overflow
+    s = default_scale(scale, q.shape[-1])
+    if _fits(q, k, s):  # SDPA's own scaling cannot overflow: no pass over q to rescale it
+        sdpa = functools.partial(F.scaled_dot_product_attention, scale=s)
+    else:  # q k^T carries the scale, cannot overflow
+        q, k = prescale(q, k, s)
+        sdpa = functools.partial(F.scaled_dot_product_attention, scale=1.0)
     if mask is not None:
         mask = check_mask(mask, n, m, q.device, boolean=False)
     if mask is not None and mask.dtype != torch.bool:
@@ -113,11 +121,42 @@ def softmax_attention(
             mask = mask.masked_fill(~causal_mask(n, m, q.device), float("-inf"))
         dead = torch.isneginf(mask).all(dim=-1, keepdim=True)
         mask = mask.masked_fill(dead, 0.0).to(q.dtype)
-        return zero_rows(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0), dead)
+        return zero_rows(sdpa(q, k, v, attn_mask=mask), dead)
     if mask is None:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal and n > 0, scale=1.0)
-    full = combine_masks(mask, causal, n, m, device=q.device)
+        return sdpa(q, k, v, is_causal=causal and n > 0)
+    full = mask & causal_mask(n, m, q.device) if causal else mask
     row_any = full.any(dim=-1, keepdim=True)
+    if _all_true(row_any):  # no fully masked row (known without a sync on the CPU): SDPA as it is
+        return sdpa(q, k, v, attn_mask=full)
     # Let dead rows attend everywhere (finite softmax), then zero their output.
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=full | ~row_any, scale=1.0)
+    out = sdpa(q, k, v, attn_mask=full | ~row_any)
     return zero_rows(out, ~row_any)
+
+
+def _fits(q: torch.Tensor, k: torch.Tensor, scale: float) -> bool:
+    r"""Whether SDPA can take ``scale`` itself: on the CPU (where reading a value costs no device
+    synchronisation), True when :math:`\max(1, |s|)\max|q|\max|k|\,d` and :math:`\max(1, |s|)\max|q|`
+    stay below the bounds :func:`prescale` enforces, so that ``q k^T`` and ``s q`` cannot overflow
+    whichever order the kernel scales in; then :func:`prescale` would leave ``q`` times ``s`` anyway.
+    NaN, inf, empty inputs, other devices and ``torch.func`` transforms take the prescaled path."""
+    if q.device.type != "cpu" or q.numel() == 0 or k.numel() == 0:
+        return False
+    try:
+        a = max(abs(float(t)) for t in torch.aminmax(q.detach()))
+        b = max(abs(float(t)) for t in torch.aminmax(k.detach()))
+    except RuntimeError:  # under torch.func.vmap a value cannot steer the control flow
+        return False
+    f = max(1.0, abs(scale))
+    limit = torch.finfo(work_dtype(q.dtype)).max / (2 * q.shape[-1])
+    half_max = torch.finfo(q.dtype).max / 2
+    return f * a * b <= limit and f * a <= half_max and b <= half_max  # False for NaN and inf
+
+
+def _all_true(x: torch.Tensor) -> bool:
+    """``x.all()`` where reading it is free (CPU, outside ``torch.func`` transforms), else False."""
+    if x.device.type != "cpu":
+        return False
+    try:
+        return bool(x.all())
+    except RuntimeError:
+        return False

@@ -211,6 +211,16 @@ def _row_scale(x: torch.Tensor) -> torch.Tensor:
     return x.detach().abs().amax(dim=-1, keepdim=True).clamp_(min=1.0)
 
 
+def _all_ones(t: torch.Tensor) -> bool:
+    """Whether every entry of ``t`` is 1, where reading it is free (CPU, no ``torch.func`` transform)."""
+    if t.device.type != "cpu" or t.requires_grad:
+        return False
+    try:
+        return bool((t == 1.0).all())
+    except RuntimeError:  # under torch.func.vmap a value cannot steer the control flow
+        return False
+
+
 def _finite_or_zero(t: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(t), t, torch.zeros_like(t))
 
@@ -239,25 +249,37 @@ def _positive_attention(
     through their own weight, as NaN). (In place: these (n, m) buffers are fresh.)
     """
     omega_t = omega.transpose(-2, -1)
+    if omega.dim() == 2 and qs.dim() > 2 and qs.shape[:-2] == ks.shape[:-2]:
+        # one (d, m) block per batch entry: a batched product, measured a third faster on the CPU than
+        # the one tall (batch * n, d) @ (d, m) product torch.matmul would fold it into
+        omega_t = omega_t.expand(*qs.shape[:-2], *omega_t.shape)
     big_q = _row_scale(qs)
-    lq = torch.matmul(qs / big_q, omega_t)
+    unit_q = _all_ones(big_q)  # no row needs dividing (the common case): skip those passes
+    lq = torch.matmul(qs if unit_q else qs / big_q, omega_t)
     if not isinstance(proj, float) or proj != 1.0:
         lq = lq.mul_(proj)
     if bias is not None:
-        lq = lq.add_(bias / big_q)
-    phi_q = lq.sub_(lq.detach().amax(dim=-1, keepdim=True)).mul_(big_q).exp_()
+        lq = lq.add_(bias if unit_q else bias / big_q)
+    lq = lq.sub_(lq.detach().amax(dim=-1, keepdim=True))
+    phi_q = (lq if unit_q else lq.mul_(big_q)).exp_()
     big_k = _row_scale(ks)
-    kt = ks / big_k
+    unit_k = _all_ones(big_k)
+    kt = ks if unit_k else ks / big_k
     lk = torch.matmul(kt, omega_t)
     if not isinstance(proj, float) or proj != 1.0:
         lk = lk.mul_(proj)
     if bias is not None:
-        lk = lk.add_(bias / big_k)
-    lk = lk.sub_(0.5 * big_k * (kt * kt).sum(dim=-1, keepdim=True)).mul_(big_k)
+        lk = lk.add_(bias if unit_k else bias / big_k)
+    lk = lk.sub_(0.5 * big_k * (kt * kt).sum(dim=-1, keepdim=True))
+    if not unit_k:
+        lk = lk.mul_(big_k)
     del kt
     if key_mask is not None:
         lk = torch.where(key_mask.unsqueeze(-1), lk, torch.full_like(lk, float("-inf")))
-    top = lk.detach().nan_to_num(nan=float("-inf")).amax(dim=(-2, -1), keepdim=True)
+    # the maximum over keys of each key's maximum over features; a key with NaN (NaN in k: all its
+    # features) is left out there. No (n, m) copy.
+    row_top = lk.detach().amax(dim=-1, keepdim=True).nan_to_num_(nan=float("-inf"))
+    top = row_top.amax(dim=-2, keepdim=True)
     phi_k = lk.sub_(_finite_or_zero(top)).exp_()
     del lq, lk
     return kernel_attention(phi_q, phi_k, vc, causal=causal, chunk_size=chunk_size, eps=eps)

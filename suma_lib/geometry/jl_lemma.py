@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .._numerics import blas_matmul, max_abs, safe_divisor, unit, work_dtype
@@ -117,6 +118,19 @@ def gaussian_matrix(
     return torch.randn(rows, cols, generator=generator, device=dev, dtype=dtype) * std
 
 
+# From this many entries a float64 matrix on the CPU is drawn by NumPy's ziggurat sampler, seeded from the
+# torch generator: twice as fast as torch's float64 normal sampler (which is not vectorised), full precision.
+_NUMPY_DRAW_MIN = 1 << 16
+
+
+def _numpy_normals(rows: int, cols: int, generator: torch.Generator | None) -> torch.Tensor:
+    """A float64 ``(rows, cols)`` N(0, 1) matrix on the CPU from NumPy's generator, whose seed is one draw of
+    ``generator`` (torch's global generator when None): reproducible under the same torch seed."""
+    _placement(torch.device("cpu"), torch.float64, generator)
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    return torch.from_numpy(np.random.default_rng(seed).standard_normal((rows, cols)))
+
+
 def random_projection(
     x: torch.Tensor,
     dim: int,
@@ -133,7 +147,9 @@ def random_projection(
     whatever :math:`x` is. One matrix :math:`A` (``dim x d``) is drawn per call and shared by all
     leading dimensions of ``x``, so pairwise distances of a point set are all mapped by the same
     linear map (what the Johnson–Lindenstrauss lemma needs). Same distribution as
-    ``sklearn.random_projection.GaussianRandomProjection``.
+    ``sklearn.random_projection.GaussianRandomProjection``. A float64 matrix of at least 65,536 entries on
+    the CPU is drawn by NumPy's sampler (twice as fast as torch's in float64), seeded by one draw from
+    ``generator``, so the same torch seed still gives the same matrix.
 
     Chapter: notebooks/jl-lemma-applications.md
 
@@ -159,7 +175,11 @@ def random_projection(
     std = 1.0 / math.sqrt(dim)
     # draw N(0, 1) and scale the (smaller) output instead of the matrix; 2-D products go through
     # BLAS
-    g = gaussian_matrix(dim, x.shape[-1], generator=generator, device=x.device, dtype=x.dtype)
+    d = x.shape[-1]
+    if x.device.type == "cpu" and x.dtype == torch.float64 and dim * d >= _NUMPY_DRAW_MIN:
+        g = _numpy_normals(dim, d, generator)
+    else:
+        g = gaussian_matrix(dim, d, generator=generator, device=x.device, dtype=x.dtype)
     x2 = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
     y = blas_matmul(x2, g.T).reshape(*x.shape[:-1], dim) * std
     return (y, g * std) if return_matrix else y
