@@ -143,7 +143,8 @@ def masked_inputs(
     mask_id : int
         The id of the ``[MASK]`` token.
     spans : sequence of tuple, optional
-        ``(start, end)`` pairs: half-open token ranges of the ``N`` units, increasing and disjoint (default: every token).
+        ``(start, end)`` pairs: half-open token ranges of the ``N`` units, increasing and disjoint
+        (default: every token).
     pairs : {"all", "adjacent"}
         Which pairs to mask.
 

@@ -383,7 +383,8 @@ def triple_labels(
     Parameters
     ----------
     triples : sequence of tuple
-        The sentence's labelled triples ``(s_start, s_end, predicate, o_start, o_end)`` (token positions, ends inclusive).
+        The sentence's labelled triples ``(s_start, s_end, predicate, o_start, o_end)`` (token
+        positions, ends inclusive).
     length : int
         Sentence length :math:`n`.
     n_predicates : int
