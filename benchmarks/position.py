@@ -34,8 +34,7 @@ from pathlib import Path
 
 import torch
 from _meta import commit, cpu_name, load
-from smooth import keep_freed_memory
-from torch.utils import benchmark
+from smooth import keep_freed_memory, time_one
 
 from suma_lib.position import apply_rope
 
@@ -68,21 +67,6 @@ def candidates(n: int, d: int, device: torch.device) -> dict:
         "x-transformers": lambda x: apply_rotary_pos_emb(x, xt.forward_from_seq_len(n)[0]),
         "transformers (LLaMA)": lambda x: x * cos + rotate_half(x) * sin,
     }
-
-
-def time_one(fn, x: torch.Tensor, backward: bool, min_time: float) -> float:
-    """Median seconds per call of ``fn(x)`` (and its backward pass when ``backward``), one timing block."""
-    if backward:
-        x = x.detach().requires_grad_(True)
-        grad = torch.ones_like(x)
-        stmt = "torch.autograd.grad(fn(x), x, grad)"
-    else:
-        grad = None
-        stmt = "fn(x)"
-    timer = benchmark.Timer(
-        stmt=stmt, globals={"fn": fn, "x": x, "grad": grad, "torch": torch}, num_threads=1
-    )
-    return timer.blocked_autorange(min_run_time=min_time).median
 
 
 def check_agreement(cands: dict, x: torch.Tensor) -> None:
