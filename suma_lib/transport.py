@@ -43,7 +43,7 @@ def _weights(w: Any, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must not be empty")
     if bool((w < 0).any()):
         raise ValueError(f"{name} must be non-negative")
-    if not float(w.sum()) > 0:
+    if not float(w.detach().sum()) > 0:
         raise ValueError(f"{name} must have a positive total mass")
     return w
 
