@@ -137,3 +137,13 @@ def test_citation_labels_name_one_reference_each(built: Path) -> None:
     assert targets, "no citation found in the book"
     shared = {label: sorted(ids) for label, ids in targets.items() if len(ids) > 1}
     assert not shared, f"citation labels that name several references: {shared}"
+
+
+def test_markdown_tables_in_outputs_render_as_tables(built: Path) -> None:
+    """A table a chapter prints with display(Markdown(...)) reaches the reader as a table, not as pipes."""
+    raw = []
+    for slug in toc_notebooks():
+        for p in _article(_soup(built / "notebooks" / f"{slug}.html")).select(".cell_output p"):
+            if re.match(r"\s*\|.*\|\s*\n\s*\|[\s:|—–-]+\|", p.get_text()):
+                raw.append(slug)
+    assert not raw, f"Markdown tables rendered as text in {sorted(set(raw))}"
