@@ -32,6 +32,7 @@ import torch
 
 from ._validation import check_bool, check_float, check_tensor
 from .attention import attention_weights
+from .attention._core import check_qkv
 
 __all__ = [
     "singular_values",
@@ -139,19 +140,8 @@ def numerical_rank(a: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
 
 
 def _check_qk(q: Any, k: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    q = check_tensor(q, "q", min_dim=2, floating=True)
-    k = check_tensor(k, "k", min_dim=2, floating=True)
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q and k must have the same width, got {q.shape[-1]} and {k.shape[-1]}")
-    if q.device != k.device:
-        raise ValueError(f"q and k must be on the same device, got {q.device} and {k.device}")
-    try:
-        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
-    except RuntimeError as err:
-        raise ValueError(
-            f"q and k must have broadcastable batch dimensions, got {tuple(q.shape)} and "
-            f"{tuple(k.shape)}"
-        ) from err
+    check_qkv(q, k, None)
+    return q, k
     return q, k
 
 

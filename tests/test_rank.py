@@ -153,7 +153,7 @@ def test_validation():
         numerical_rank(torch.ones(2, 2), rtol=1.5)
     with pytest.raises(ValueError, match="a"):
         singular_values(torch.tensor([[float("nan")]]))
-    with pytest.raises(ValueError, match="width"):
+    with pytest.raises(ValueError, match="last dimension"):
         causal_attention(torch.ones(3, 2), torch.ones(3, 4))
     with pytest.raises(ValueError, match="length"):
         causal_attention(torch.ones(3, 2), torch.ones(4, 2))

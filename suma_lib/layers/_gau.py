@@ -13,9 +13,8 @@ from .._validation import (
     check_float,
     check_generator,
     check_int,
-    check_tensor,
 )
-from ..attention._core import randn
+from ..attention._core import check_qkv, randn
 from ._common import _check_input
 
 # --------------------------------------------------------------------------------------------------
@@ -46,20 +45,7 @@ def relu2_attention(
 
     Chapter: notebooks/gau-warmup.md.
     """
-    check_tensor(q, "q", min_dim=2, floating=True)
-    check_tensor(k, "k", min_dim=2, floating=True)
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q and k must have the same last dimension, got {q.shape[-1]} and {k.shape[-1]}"
-        )
-    if q.device != k.device:
-        raise ValueError(f"q and k must be on the same device, got {q.device} and {k.device}")
-    try:
-        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
-    except RuntimeError as err:
-        raise ValueError(
-            f"the batch dimensions of q {tuple(q.shape)} and k {tuple(k.shape)} do not broadcast"
-        ) from err
+    check_qkv(q, k, None)
     m, s = k.shape[-2], k.shape[-1]
     # rows divided by their largest magnitude first, so that q k^T cannot overflow to inf - inf;
     # the scales are multiplied back one at a time (0 * huge stays 0), then squared
